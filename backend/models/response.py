@@ -38,6 +38,7 @@ class SpeechStoppedEvent(BaseModel):
     type: Literal["speech_stopped"] = "speech_stopped"
     turn_id: str
     duration_s: float
+    discarded: bool = False  # too short to be speech (a click, a cough): no turn follows
 
 
 class TranscriptEvent(BaseModel):

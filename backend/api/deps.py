@@ -1,0 +1,40 @@
+"""Small dependencies: routes get the app's services through these, so tests can build the app with fakes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
+
+from backend.config import Settings
+from backend.core.metrics import Metrics
+from backend.services.model_service import ModelService
+from backend.services.session_service import SessionStore
+from backend.services.turn_pipeline import TurnPipeline
+
+
+@dataclass
+class AppServices:
+    settings: Settings
+    models: ModelService
+    store: SessionStore
+    pipeline: TurnPipeline
+    metrics: Metrics
+    connections: set[object] = field(default_factory=set)
+
+
+def get_services(conn: HTTPConnection) -> AppServices:
+    services: AppServices = conn.app.state.services
+    return services
+
+
+def get_owner(request: Request) -> str | None:
+    """The owner of the request's sessions: the caller's API-key fingerprint, or None when auth is off."""
+    owner: str | None = getattr(request.state, "owner", None)
+    return owner
+
+
+ServicesDep = Annotated[AppServices, Depends(get_services)]
+OwnerDep = Annotated[str | None, Depends(get_owner)]

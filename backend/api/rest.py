@@ -1,0 +1,179 @@
+"""/api/*: health, sessions, history and text chat (plain and server-sent events)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from backend.api.deps import AppServices, OwnerDep, ServicesDep
+from backend.core.exceptions import ClarityError
+from backend.models.request import SessionCreate, TextChatRequest
+from backend.models.response import (
+    ErrorEvent,
+    HealthPublic,
+    HistoryPublic,
+    ModelStatusPublic,
+    SessionPublic,
+    SessionsPublic,
+    TextChatPublic,
+    TurnPublic,
+)
+from backend.services.conversation import new_id
+from backend.services.session_service import SessionRecord, TurnRecord
+from backend.services.turn_pipeline import TurnInput, TurnResult, TurnState
+
+router = APIRouter(prefix="/api")
+
+
+def _session_public(record: SessionRecord) -> SessionPublic:
+    return SessionPublic(
+        id=record.id,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        turn_count=record.turn_count,
+        title=record.title,
+    )
+
+
+def _turn_public(turn: TurnRecord) -> TurnPublic:
+    return TurnPublic(
+        id=turn.id,
+        role=turn.role,  # type: ignore[arg-type]
+        text=turn.text,
+        emotion=turn.emotion,
+        timings=turn.timings,
+        duration_s=turn.duration_s,
+        interrupted=turn.interrupted,
+        created_at=turn.created_at,
+    )
+
+
+@router.get("/health")
+async def health(services: ServicesDep) -> HealthPublic:
+    models = services.models
+    states = {s.state for s in models.status.values()}
+    status = "ok" if states == {"loaded"} else ("degraded" if "failed" in states else "starting")
+    return HealthPublic(
+        status=status,  # type: ignore[arg-type]
+        models_loaded=models.loaded,
+        models={
+            name: ModelStatusPublic(state=s.state, load_seconds=s.load_seconds, detail=s.detail)
+            for name, s in models.status.items()
+        },
+        timestamp=datetime.now(UTC),
+        device=models.device,
+        active_connections=len(services.connections),
+    )
+
+
+@router.post("/sessions", status_code=201)
+async def create_session(services: ServicesDep, owner: OwnerDep, body: SessionCreate | None = None) -> SessionPublic:
+    title = body.title if body is not None else None
+    record = await services.pipeline.db(lambda: services.store.create_session(owner=owner, title=title))
+    return _session_public(record)  # type: ignore[arg-type]
+
+
+@router.get("/sessions")
+async def list_sessions(services: ServicesDep, owner: OwnerDep, limit: int = 100) -> SessionsPublic:
+    limit = max(1, min(limit, 500))
+    records = await services.pipeline.db(lambda: services.store.list_sessions(owner=owner, limit=limit))
+    return SessionsPublic(sessions=[_session_public(r) for r in records])  # type: ignore[attr-defined]
+
+
+@router.get("/sessions/{session_id}/history")
+async def history(session_id: str, services: ServicesDep, owner: OwnerDep, limit: int | None = None) -> HistoryPublic:
+    turns = await services.pipeline.db(lambda: services.store.history(session_id, owner=owner, limit=limit))
+    return HistoryPublic(session_id=session_id, turns=[_turn_public(t) for t in turns])  # type: ignore[attr-defined]
+
+
+@router.delete("/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
+    await services.pipeline.db(lambda: services.store.delete_session(session_id, owner=owner))
+    return Response(status_code=204)
+
+
+class _CollectingOutput:
+    """TurnOutput for text chat: no audio; events optionally forwarded to a queue (for SSE)."""
+
+    def __init__(self, queue: asyncio.Queue[BaseModel] | None = None) -> None:
+        self.queue = queue
+
+    async def send(self, event: BaseModel) -> None:
+        if self.queue is not None:
+            await self.queue.put(event)
+
+    async def send_audio(self, turn_id: str, pcm: bytes, chunk_index: int) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+
+async def _text_turn(services: AppServices, owner: str | None, body: TextChatRequest) -> TurnInput:
+    store = services.store
+    if body.session_id is not None:
+        await services.pipeline.db(store.get_session, body.session_id, owner)
+        session_id = body.session_id
+    else:
+        record = await services.pipeline.db(lambda: store.create_session(owner=owner))
+        session_id = record.id  # type: ignore[attr-defined]
+    return TurnInput(new_id(), session_id, time.perf_counter(), text=body.text, speak=False)
+
+
+@router.post("/text-chat")
+async def text_chat(body: TextChatRequest, services: ServicesDep, owner: OwnerDep) -> TextChatPublic:
+    turn = await _text_turn(services, owner, body)
+    result: TurnResult = await services.pipeline.run(turn, _CollectingOutput(), TurnState(turn.turn_id))
+    return TextChatPublic(
+        session_id=turn.session_id,
+        response=result.reply,
+        emotion=result.emotion.to_dict(),
+        timings=result.timings,
+    )
+
+
+@router.post("/text-chat/stream", response_class=StreamingResponse)
+async def text_chat_stream(body: TextChatRequest, services: ServicesDep, owner: OwnerDep) -> StreamingResponse:
+    """The same turn as /api/text-chat, streamed as server-sent events (one per pipeline event)."""
+    turn = await _text_turn(services, owner, body)
+    queue: asyncio.Queue[BaseModel] = asyncio.Queue()
+
+    async def events() -> AsyncIterator[str]:
+        task = asyncio.create_task(
+            services.pipeline.run(turn, _CollectingOutput(queue), TurnState(turn.turn_id))
+        )
+        yield _sse("session", {"session_id": turn.session_id})
+        try:
+            while not (task.done() and queue.empty()):
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    event = getter.result()
+                    yield _sse(str(getattr(event, "type", "message")), event.model_dump())
+                else:
+                    getter.cancel()
+            exc = task.exception()
+            if isinstance(exc, ClarityError):
+                yield _sse("error", ErrorEvent(code=exc.code, message=exc.message).model_dump())
+            elif exc is not None:
+                yield _sse("error", ErrorEvent(code="internal_error", message="the turn failed").model_dump())
+            yield _sse("done", {"session_id": turn.session_id})
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _sse(event: str, data: object) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"

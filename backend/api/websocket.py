@@ -1,0 +1,121 @@
+"""/ws/voice: thin. Validates client events, feeds the Conversation, and sends its events with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from backend.api.deps import AppServices
+from backend.core.exceptions import ClarityError, InvalidInputError, InvalidJSONError, UnknownEventError
+from backend.models.request import CLIENT_EVENT_TYPES, client_event_adapter
+from backend.services.conversation import Conversation, SessionContext, new_id
+from backend.services.output_queue import EventOut, OutputQueue, SlowClientError
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def parse_client_event(text: str) -> object:
+    """A client JSON text frame -> typed event, or a ClarityError with a stable code."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise InvalidJSONError("text frames must be JSON objects; audio goes in binary frames") from None
+    if not isinstance(raw, dict):
+        raise InvalidJSONError("a client event must be a JSON object with a 'type'")
+    event_type = raw.get("type")
+    if event_type not in CLIENT_EVENT_TYPES:
+        shown = event_type if isinstance(event_type, str) else type(event_type).__name__
+        raise UnknownEventError(
+            f"unknown event type {shown[:40]!r}; expected one of {', '.join(CLIENT_EVENT_TYPES)}"
+        )
+    try:
+        return client_event_adapter.validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "event"
+        raise InvalidInputError(f"invalid '{event_type}' event: {where}: {first['msg']}") from None
+
+
+async def _sender(ws: WebSocket, out: OutputQueue, conversation: Conversation, timeout: float) -> None:
+    """Forward queued events and audio; each send has a deadline so a client that stops reading is dropped."""
+    while True:
+        item = await out.get()
+        if item is None:
+            return
+        conversation.mark_sending(item)
+        if isinstance(item, EventOut):
+            coro = ws.send_text(item.event.model_dump_json())
+        else:
+            coro = ws.send_bytes(item.pcm)
+        try:
+            await asyncio.wait_for(coro, timeout)
+        except TimeoutError:
+            raise SlowClientError("the client stopped reading") from None
+
+
+async def _receiver(ws: WebSocket, conversation: Conversation) -> None:
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        try:
+            if message.get("bytes") is not None:
+                await conversation.on_audio(message["bytes"])
+            elif message.get("text") is not None:
+                event = parse_client_event(message["text"])
+                await conversation.on_event(event)  # type: ignore[arg-type]
+        except SlowClientError:
+            raise
+        except ClarityError as exc:
+            conversation.send_error(exc)
+
+
+@router.websocket("/ws/voice")
+async def voice(ws: WebSocket) -> None:
+    services: AppServices = ws.app.state.services
+    settings = services.settings
+    await ws.accept()
+    out = OutputQueue(settings.pipeline.output_queue_max)
+    conversation = Conversation(
+        pipeline=services.pipeline,
+        store=services.store,
+        settings=settings,
+        out=out,
+        session=SessionContext(new_id(), owner=getattr(ws.state, "owner", None)),
+        output_sample_rate=services.models.tts.sample_rate,
+    )
+    services.connections.add(conversation)
+    services.metrics.connections.inc()
+    conversation.start()
+    out.put_nowait(EventOut(conversation.session_event()))
+    sender = asyncio.create_task(_sender(ws, out, conversation, settings.limits.send_timeout_s))
+    receiver = asyncio.create_task(_receiver(ws, conversation))
+    close_code = 1000
+    try:
+        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, SlowClientError):
+                close_code = 1008
+                logger.warning("dropping a client that stopped reading")
+            elif exc is not None and not isinstance(exc, WebSocketDisconnect):
+                close_code = 1011
+                logger.error("connection failed", exc_info=exc)
+    finally:
+        receiver.cancel()
+        await conversation.close()
+        out.close()
+        sender.cancel()
+        await asyncio.gather(sender, receiver, return_exceptions=True)
+        services.connections.discard(conversation)
+        services.metrics.connections.dec()
+        if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(close_code), 1.0)

@@ -1,0 +1,250 @@
+"""One connection's conversation: audio framing, turn detection, the turn queue, barge-in and cancellation.
+
+Each connection owns only small state (framer, turn detector, current turn task, output queue); the models
+are shared through the TurnPipeline. Turns run one at a time in arrival order, so nothing the user said is
+dropped while the mentor is still answering an earlier turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from backend.config import Settings
+from backend.core.audio_utils import PcmFramer, validate_sample_rate
+from backend.core.exceptions import ClarityError, InvalidInputError
+from backend.models.request import InputCommit, ResponseCancel, SessionStart, TextInput
+from backend.models.response import (
+    ErrorEvent,
+    InterruptedEvent,
+    SessionEvent,
+    SpeechStartedEvent,
+    SpeechStoppedEvent,
+)
+from backend.services.output_queue import AudioOut, EventOut, OutItem, OutputQueue
+from backend.services.session_service import SessionStore
+from backend.services.turn_detector import (
+    SpeechDiscarded,
+    SpeechStarted,
+    SpeechStopped,
+    SpeechSustained,
+    TurnDetector,
+)
+from backend.services.turn_pipeline import TurnInput, TurnPipeline, TurnState
+
+logger = logging.getLogger(__name__)
+
+ClientEvent = SessionStart | InputCommit | ResponseCancel | TextInput
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass
+class SessionContext:
+    session_id: str
+    owner: str | None = None
+    persisted: bool = False
+    resumed: bool = False
+
+
+class Conversation:
+    def __init__(
+        self,
+        *,
+        pipeline: TurnPipeline,
+        store: SessionStore,
+        settings: Settings,
+        out: OutputQueue,
+        session: SessionContext,
+        output_sample_rate: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.settings = settings
+        self.out = out
+        self.session = session
+        self.output_sample_rate = output_sample_rate
+        self.input_rate = 16000
+        self._framer = PcmFramer(self.input_rate, settings.vad.frame_ms)
+        self._detector = TurnDetector(
+            pipeline.models.new_vad(), settings.vad, max_turn_s=settings.limits.max_turn_s
+        )
+        self._turns: asyncio.Queue[TurnInput] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._active: tuple[asyncio.Task[None], TurnState] | None = None
+        self._utterance_id: str | None = None
+        self._odd_length_reported = False
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._work(), name="turn-worker")
+
+    async def close(self) -> None:
+        """Disconnect: cancel the running turn (its partial reply is stored) and stop the worker."""
+        if self._active is not None:
+            task, _ = self._active
+            task.cancel()
+            await asyncio.wait([task])
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.wait([self._worker])
+
+    @property
+    def busy(self) -> bool:
+        return self._active is not None or not self._turns.empty()
+
+    def session_event(self) -> SessionEvent:
+        return SessionEvent(
+            session_id=self.session.session_id,
+            input_sample_rate=self.input_rate,
+            output_sample_rate=self.output_sample_rate,
+            resumed=self.session.resumed,
+            mode=self.settings.pipeline.mode,
+        )
+
+    # --- TurnOutput --------------------------------------------------------------------------------------
+
+    async def send(self, event: BaseModel) -> None:
+        await self.out.put(EventOut(event), timeout=self.settings.limits.send_timeout_s)
+
+    async def send_audio(self, turn_id: str, pcm: bytes, chunk_index: int) -> None:
+        await self.out.put(AudioOut(turn_id, pcm, chunk_index), timeout=self.settings.limits.send_timeout_s)
+
+    async def flush(self) -> None:
+        await self.out.wait_empty()
+
+    def send_control(self, event: BaseModel) -> None:
+        self.out.put_nowait(EventOut(event))
+
+    def send_error(self, exc: ClarityError) -> None:
+        self.pipeline.metrics.errors.labels(code=exc.code).inc()
+        self.send_control(ErrorEvent(code=exc.code, message=exc.message, retryable=exc.retryable))
+
+    def mark_sending(self, item: OutItem) -> None:
+        """Called by the sender as an item leaves: records which reply chunks the client was sent."""
+        if isinstance(item, AudioOut) and self._active is not None:
+            _, state = self._active
+            if state.turn_id == item.turn_id:
+                state.sent_chunks.add(item.chunk_index)
+
+    # --- input -------------------------------------------------------------------------------------------
+
+    async def on_audio(self, data: bytes) -> None:
+        if len(data) % 2 and not self._odd_length_reported:
+            self._odd_length_reported = True
+            self.send_error(
+                InvalidInputError(
+                    f"binary message of odd length ({len(data)} bytes): PCM16 samples are 2 bytes; "
+                    "the odd byte is carried over to the next message",
+                    code="invalid_audio",
+                )
+            )
+        for frame in self._framer.push(data):
+            for event in self._detector.push_frame(frame):
+                await self._on_turn_event(event)
+
+    async def on_event(self, event: ClientEvent) -> None:
+        if isinstance(event, SessionStart):
+            await self._start_session(event)
+        elif isinstance(event, InputCommit):
+            for turn_event in self._detector.commit():
+                await self._on_turn_event(turn_event)
+        elif isinstance(event, ResponseCancel):
+            if not await self.interrupt():
+                self.send_error(ClarityError("there is no reply to cancel", code="nothing_to_cancel"))
+        elif isinstance(event, TextInput):
+            if len(event.text) > self.settings.limits.max_text_chars:
+                raise InvalidInputError(
+                    f"text is longer than {self.settings.limits.max_text_chars} characters", code="text_too_long"
+                )
+            await self._queue_turn(TurnInput(new_id(), self.session.session_id, time.perf_counter(), text=event.text))
+
+    async def _start_session(self, event: SessionStart) -> None:
+        if event.sample_rate is not None and event.sample_rate != self.input_rate:
+            self.input_rate = validate_sample_rate(event.sample_rate)
+            self._framer = PcmFramer(self.input_rate, self.settings.vad.frame_ms)
+        if event.session_id is not None and event.session_id != self.session.session_id:
+            if self.busy:
+                raise InvalidInputError("cannot switch sessions during a turn", code="session_busy")
+            await self.pipeline.db(self.store.get_session, event.session_id, self.session.owner)
+            self.session = SessionContext(event.session_id, self.session.owner, persisted=True, resumed=True)
+        await self.send(self.session_event())
+
+    async def _on_turn_event(self, event: object) -> None:
+        if isinstance(event, SpeechStarted):
+            self._utterance_id = new_id()
+            await self.send(SpeechStartedEvent(turn_id=self._utterance_id))
+        elif isinstance(event, SpeechSustained):
+            if self._active is not None and self._active[1].responding:
+                await self.interrupt()
+        elif isinstance(event, SpeechDiscarded):
+            if self._utterance_id is not None:
+                await self.send(SpeechStoppedEvent(turn_id=self._utterance_id, duration_s=0.0, discarded=True))
+            self._utterance_id = None
+        elif isinstance(event, SpeechStopped):
+            turn_id = self._utterance_id or new_id()
+            self._utterance_id = None
+            lag = self.settings.vad.hangover_ms / 1000 if event.reason == "silence" else 0.0
+            await self.send(SpeechStoppedEvent(turn_id=turn_id, duration_s=round(event.duration_s, 3)))
+            await self._queue_turn(
+                TurnInput(
+                    turn_id,
+                    self.session.session_id,
+                    t0=time.perf_counter() - lag,
+                    audio=event.audio,
+                    duration_s=event.duration_s,
+                    marks={"speech_stopped": round(lag, 4)},
+                )
+            )
+
+    async def _queue_turn(self, turn: TurnInput) -> None:
+        await self._turns.put(turn)
+
+    # --- turns -------------------------------------------------------------------------------------------
+
+    async def interrupt(self) -> bool:
+        """Barge-in or cancel: stop the reply now, drop its queued audio, tell the client. True if one ran."""
+        active = self._active
+        if active is None or not active[1].responding or active[0].done():
+            return False
+        task, state = active
+        task.cancel()
+        self.out.drop_audio(state.turn_id)
+        await asyncio.wait([task])
+        self.pipeline.metrics.interruptions.inc()
+        self.send_control(InterruptedEvent(turn_id=state.turn_id, spoken_text=state.spoken_text()))
+        return True
+
+    async def _work(self) -> None:
+        while True:
+            turn = await self._turns.get()
+            state = TurnState(turn.turn_id)
+            task = asyncio.create_task(self._run_turn(turn, state), name=f"turn-{turn.turn_id}")
+            self._active = (task, state)
+            try:
+                await asyncio.wait([task])
+            finally:
+                self._active = None
+
+    async def _run_turn(self, turn: TurnInput, state: TurnState) -> None:
+        try:
+            if not self.session.persisted:
+                await self.pipeline.db(
+                    lambda: self.store.create_session(owner=self.session.owner, session_id=self.session.session_id)
+                )
+                self.session.persisted = True
+            turn.session_id = self.session.session_id
+            await self.pipeline.run(turn, self, state)
+        except ClarityError as exc:
+            self.send_error(exc)
+        except Exception:
+            logger.exception("turn failed", extra={"turn_id": turn.turn_id})
+            self.send_error(ClarityError("the turn failed on the server", retryable=True))

@@ -139,8 +139,8 @@ class Settings(BaseSettings):
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     stt: STTSettings = Field(default_factory=STTSettings)
-    vad: VADSettings = Field(default_factory=VADSettings)
-    emotion: EmotionSettings = Field(default_factory=EmotionSettings)
+    vad: VADSettings = Field(default_factory=lambda: VADSettings())
+    emotion: EmotionSettings = Field(default_factory=lambda: EmotionSettings())
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tts: TTSSettings = Field(default_factory=TTSSettings)
     mentor: MentorSettings = Field(default_factory=MentorSettings)

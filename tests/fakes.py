@@ -1,0 +1,119 @@
+"""Scripted fakes of the model interfaces, for fast tests of the logic around the models."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backend.config import Settings
+from backend.services.interfaces import (
+    ChatMessage,
+    EmotionResult,
+    FloatAudio,
+    SynthesizedSpeech,
+    Transcription,
+    VoiceStyle,
+)
+from backend.services.model_service import ModelService
+
+RATE = 16000
+
+
+def tone_pcm(seconds: float, rate: int = RATE, freq: float = 220.0, amplitude: float = 0.5) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype("<i2").tobytes()
+
+
+def silence_pcm(seconds: float, rate: int = RATE) -> bytes:
+    return b"\x00\x00" * int(seconds * rate)
+
+
+@dataclass
+class FakeSTT:
+    transcript: str = "I feel a bit lost at work lately"
+    error: Exception | None = None
+    calls: list[float] = field(default_factory=list)
+
+    def transcribe(self, audio: FloatAudio) -> Transcription:
+        self.calls.append(len(audio) / RATE)
+        if self.error is not None:
+            raise self.error
+        return Transcription(self.transcript, "en", len(audio) / RATE)
+
+
+class FakeVAD:
+    """Energy threshold: a tone is speech, digital silence is not."""
+
+    def is_speech(self, frame: bytes, sample_rate: int) -> bool:
+        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+        return bool(samples.size) and float(np.sqrt(np.mean(samples**2))) > 500.0
+
+
+@dataclass
+class FakeEmotion:
+    label: str = "sad"
+    confidence: float = 0.8
+    calls: list[tuple[str, bool]] = field(default_factory=list)
+
+    def detect(self, text: str, audio: FloatAudio | None = None) -> EmotionResult:
+        self.calls.append((text, audio is not None))
+        scores = {self.label: self.confidence, "neutral": 1 - self.confidence}
+        return EmotionResult(self.label, self.confidence, scores)
+
+
+@dataclass
+class FakeLLM:
+    """Streams ``reply`` word by word. With ``hold_after`` set, blocks after that many pieces until
+    ``release`` is set or the stop event ends the generation (for barge-in tests)."""
+
+    reply: str = "That sounds hard. You are not alone in this. What feels heaviest right now?"
+    hold_after: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
+    stopped: threading.Event = field(default_factory=threading.Event)
+    prompts: list[list[ChatMessage]] = field(default_factory=list)
+    error: Exception | None = None
+
+    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
+        self.prompts.append(list(messages))
+        if self.error is not None:
+            raise self.error
+        words = self.reply.split(" ")
+        for i, word in enumerate(words):
+            if self.hold_after is not None and i == self.hold_after:
+                while not (self.release.is_set() or stop.is_set()):
+                    stop.wait(0.01)
+            if stop.is_set():
+                self.stopped.set()
+                return
+            yield word if i == 0 else " " + word
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+@dataclass
+class FakeTTS:
+    sample_rate: int = RATE
+    seconds_per_word: float = 0.1
+    texts: list[str] = field(default_factory=list)
+
+    def synthesize(self, text: str, style: VoiceStyle) -> SynthesizedSpeech:
+        self.texts.append(text)
+        words = len(text.split())
+        return SynthesizedSpeech(tone_pcm(words * self.seconds_per_word, self.sample_rate, 330.0), self.sample_rate)
+
+
+@dataclass
+class FakeModels:
+    stt: FakeSTT = field(default_factory=FakeSTT)
+    emotion: FakeEmotion = field(default_factory=FakeEmotion)
+    llm: FakeLLM = field(default_factory=FakeLLM)
+    tts: FakeTTS = field(default_factory=FakeTTS)
+
+    def service(self, settings: Settings) -> ModelService:
+        return ModelService.from_components(
+            settings, stt=self.stt, vad_factory=FakeVAD, emotion=self.emotion, llm=self.llm, tts=self.tts
+        )

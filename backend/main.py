@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from backend.api import rest, websocket
+from backend.api import pages, rest, websocket
 from backend.api.deps import AppServices
 from backend.config import Settings, get_settings
 from backend.core.exceptions import ClarityError
@@ -92,6 +92,7 @@ def create_app(
         return Response(status_code=204)
 
     app.include_router(rest.router)
+    app.include_router(pages.router)
     app.include_router(websocket.router)
     return app
 

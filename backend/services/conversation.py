@@ -155,7 +155,10 @@ class Conversation:
         if isinstance(event, SessionStart):
             await self._start_session(event)
         elif isinstance(event, InputCommit):
-            for turn_event in self._detector.commit():
+            committed = self._detector.commit()
+            if not committed:
+                raise InvalidInputError("input.commit with no audio since the last turn", code="no_audio")
+            for turn_event in committed:
                 await self._on_turn_event(turn_event)
         elif isinstance(event, ResponseCancel):
             if not await self.interrupt():

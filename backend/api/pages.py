@@ -1,0 +1,7 @@
+"""The browser client, served from the server itself (no build step)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

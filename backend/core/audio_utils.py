@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 from backend.core.exceptions import InvalidAudioError, UnsupportedSampleRateError
@@ -21,6 +22,7 @@ TARGET_RATE = 16000
 _ZERO_CROSSINGS = 16  # half-width of the sinc filter, in output-band zero crossings
 _KAISER_BETA = 8.6  # about 80 dB stop-band attenuation
 _CUTOFF = 0.92  # fraction of the lower Nyquist frequency kept
+_MAX_LOOPED_PHASES = 8
 
 
 def validate_sample_rate(rate: int) -> int:
@@ -114,9 +116,18 @@ class StreamingResampler:
         if n_end <= self._n_out:
             return np.zeros(0)
         t = np.arange(self._n_out, n_end, dtype=np.int64) * down + delay
-        newest = t // up - self._buf_start
-        idx = newest[:, None] + np.arange(-self._taps + 1, 1)[None, :]
-        out: NDArray[np.float64] = np.sum(self._coef[t % up] * self._buf[idx], axis=1)
+        oldest = t // up - self._buf_start - self._taps + 1
+        phase = t % up
+        windows = sliding_window_view(self._buf, self._taps)
+        out: NDArray[np.float64]
+        if up <= _MAX_LOOPED_PHASES:  # one matrix-vector product per filter phase
+            out = np.empty(len(t))
+            for p in range(up):
+                sel = phase == p
+                if sel.any():
+                    out[sel] = windows[oldest[sel]] @ self._coef[p]
+        else:  # many phases (44.1 kHz, 22.05 kHz): gather each output's coefficients
+            out = np.einsum("ij,ij->i", windows[oldest], self._coef[phase])
         self._n_out = n_end
         keep_from = (n_end * down + delay) // up - self._taps + 1 - self._buf_start
         if keep_from > 0:

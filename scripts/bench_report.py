@@ -1,0 +1,183 @@
+"""Benchmark summaries, the stdout table and the PNG plot. Used by scripts/bench_latency.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_ws import MILESTONES
+
+STAGES: tuple[tuple[str, str, str], ...] = (
+    # (label, from milestone, to milestone); "" = end of speech
+    ("endpointing (VAD hangover)", "", "speech_stopped"),
+    ("STT", "speech_stopped", "transcript"),
+    ("emotion", "transcript", "emotion"),
+    ("LLM to first text", "emotion", "first_text"),
+    ("to first audio (LLM+TTS)", "first_text", "first_audio"),
+    ("rest of the audio", "first_audio", "last_audio"),
+)
+SERVER_KEYS: tuple[str, ...] = (
+    "stt_s",
+    "emotion_s",
+    "llm_first_token_s",
+    "llm_total_s",
+    "tts_first_chunk_s",
+    "tts_total_s",
+    "first_audio",
+    "turn_total_s",
+)
+RATE_KEYS: tuple[str, ...] = ("stt_rtf", "tts_rtf", "llm_words_per_s", "llm_pieces_per_s")
+
+
+def stats(values: list[float]) -> dict[str, float] | None:
+    """n, p50, p95, max (linear-interpolated percentiles, so p50 <= p95 <= max), mean."""
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=float)
+    return {
+        "n": len(values),
+        "p50": round(float(np.percentile(arr, 50)), 4),
+        "p95": round(float(np.percentile(arr, 95)), 4),
+        "max": round(float(arr.max()), 4),
+        "mean": round(float(arr.mean()), 4),
+    }
+
+
+def ok_turns(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("outcome") == "ok"]
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Client milestones, server stage durations and rates over the turns that completed."""
+    good = ok_turns(records)
+    client = {m: stats([r["client"][m] for r in good if m in r["client"]]) for m in MILESTONES}
+    server = {k: stats([r["server"][k] for r in good if k in r.get("server", {})]) for k in SERVER_KEYS}
+    rates = {k: stats([r[k] for r in good if k in r]) for k in RATE_KEYS}
+    return {
+        "turns": len(records),
+        "ok": len(good),
+        "failed": len(records) - len(good),
+        "client": client,
+        "server": {k: v for k, v in server.items() if v is not None},
+        "rates": {k: v for k, v in rates.items() if v is not None},
+    }
+
+
+def compare(streaming: list[dict[str, Any]], sequential: list[dict[str, Any]]) -> dict[str, Any]:
+    """TTFA(streaming) / TTFA(sequential) per turn (same utterance) and of the p50s."""
+    per_turn: list[float | None] = []
+    for a, b in zip(streaming, sequential, strict=False):
+        ta, tb = a["client"].get("first_audio"), b["client"].get("first_audio")
+        ok = a.get("outcome") == b.get("outcome") == "ok" and ta is not None and tb
+        per_turn.append(round(ta / tb, 4) if ok else None)
+    s = summarize(streaming)["client"]["first_audio"]
+    q = summarize(sequential)["client"]["first_audio"]
+    valid = [r for r in per_turn if r is not None]
+    return {
+        "ttfa_ratio_per_turn": per_turn,
+        "ttfa_ratio_median": round(float(np.median(valid)), 4) if valid else None,
+        "ttfa_p50_ratio": round(s["p50"] / q["p50"], 4) if s and q and q["p50"] else None,
+        "ttfa_p50_streaming": s["p50"] if s else None,
+        "ttfa_p50_sequential": q["p50"] if q else None,
+    }
+
+
+def concurrency_summary(levels: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """TTFA p50/p95 per number of talkers; the most talkers whose p95 < 2x the single-talker p95."""
+    rows: list[dict[str, Any]] = []
+    for talkers, records in sorted(levels.items()):
+        ttfa = stats([r["client"]["first_audio"] for r in ok_turns(records) if "first_audio" in r["client"]])
+        rows.append({"talkers": talkers, "turns": len(records), "ok": len(ok_turns(records)), "ttfa": ttfa})
+    base_row = next((r for r in rows if r["talkers"] == 1 and r["ttfa"]), None)
+    base = base_row["ttfa"]["p95"] if base_row else None
+    best = None
+    if base:
+        for row in rows:
+            if row["ttfa"] and row["ok"] == row["turns"] and row["ttfa"]["p95"] < 2 * base:
+                best = row["talkers"]
+            else:
+                break
+    return {"levels": rows, "single_talker_p95": base, "max_talkers_p95_under_2x": best}
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:7.3f}"
+
+
+def table(summaries: dict[str, dict[str, Any]]) -> str:
+    """Per-milestone p50/p95/max (seconds after end of speech) for each mode, as aligned text."""
+    modes = list(summaries)
+    head = f"{'milestone':<16}" + "".join(f" | {m + ' p50/p95/max':<23}" for m in modes)
+    lines = [head, "-" * len(head)]
+    for m in MILESTONES:
+        cells = []
+        for mode in modes:
+            s = summaries[mode]["client"].get(m)
+            cells.append(" | " + (" ".join(_fmt(s[k]) for k in ("p50", "p95", "max")) if s else f"{'-':<23}"))
+        lines.append(f"{m:<16}" + "".join(cells))
+    lines.append("server stage medians (s):")
+    for mode in modes:
+        srv = summaries[mode]["server"]
+        lines.append(f"  {mode}: " + ", ".join(f"{k}={v['p50']:.3f}" for k, v in srv.items()))
+        rates = summaries[mode]["rates"]
+        lines.append(
+            f"  {mode} rates (median): " + ", ".join(f"{k}={v['p50']:.3f}" for k, v in rates.items())
+        )
+    return "\n".join(lines)
+
+
+def concurrency_table(conc: dict[str, Any]) -> str:
+    lines = ["talkers | turns ok | TTFA p50 | TTFA p95 | TTFA max"]
+    for row in conc["levels"]:
+        t = row["ttfa"] or {}
+        lines.append(
+            f"{row['talkers']:>7} | {row['ok']:>3}/{row['turns']:<4} | {_fmt(t.get('p50'))}  | "
+            f"{_fmt(t.get('p95'))}  | {_fmt(t.get('max'))}"
+        )
+    lines.append(f"most talkers with p95 < 2x single-talker p95: {conc['max_talkers_p95_under_2x']}")
+    return "\n".join(lines)
+
+
+def plot(runs: dict[str, list[dict[str, Any]]], conc: dict[str, Any] | None, path: Path) -> None:
+    """Stacked per-stage bars per turn (one panel per mode), plus TTFA vs talkers when measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = len(runs) + (1 if conc and conc["levels"] else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5.5), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    colors = [cmap(i) for i in range(len(STAGES))]
+    ymax = max((r["client"].get("last_audio", 0.0) for recs in runs.values() for r in recs), default=1.0)
+    for ax, (mode, records) in zip(axes[0], runs.items(), strict=False):
+        x = np.arange(len(records))
+        bottom = np.zeros(len(records))
+        for (label, a, b), color in zip(STAGES, colors, strict=False):
+            start = np.array([r["client"].get(a, 0.0) if a else 0.0 for r in records])
+            end = np.array([r["client"].get(b, np.nan) for r in records])
+            height = np.nan_to_num(np.maximum(end - start, 0.0))
+            ax.bar(x, height, bottom=bottom, color=color, label=label)
+            bottom = bottom + height
+        ax.set_title(f"{mode}: time after end of speech per turn")
+        ax.set_xticks(x, [str(i + 1) for i in x])
+        ax.set_xlabel("turn")
+        ax.set_ylabel("seconds")
+        ax.set_ylim(0, ymax * 1.05 or 1.0)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3)
+    if conc and conc["levels"]:
+        ax = axes[0][-1]
+        rows = [r for r in conc["levels"] if r["ttfa"]]
+        talkers = [r["talkers"] for r in rows]
+        ax.plot(talkers, [r["ttfa"]["p50"] for r in rows], "o-", label="TTFA p50")
+        ax.plot(talkers, [r["ttfa"]["p95"] for r in rows], "s--", label="TTFA p95")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("simultaneous talkers")
+        ax.set_ylabel("seconds")
+        ax.set_title("streaming: TTFA vs talkers")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

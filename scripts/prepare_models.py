@@ -1,0 +1,44 @@
+"""Prepare model caches before the server's first start: converts the embedded LLM once.
+
+Usage: python3 scripts/prepare_models.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.config import get_settings, resolve_path
+from backend.services.llm_model_files import EMBEDDED_PREFIX, ensure_converted, is_converted
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report what is prepared; change nothing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    llm = get_settings().llm
+    if not llm.model.startswith(EMBEDDED_PREFIX):
+        print(f"llm: {llm.model} is not embedded; nothing to convert")
+        return 0
+    cache = resolve_path(llm.cache_dir)
+    if is_converted(cache):
+        print(f"llm: {llm.model} already converted in {cache}")
+        return 0
+    if args.check:
+        print(f"llm: {llm.model} NOT converted yet (run without --check)")
+        return 1
+    print(f"llm: converting {llm.model} into {cache} (one time, about 30 s) ...", flush=True)
+    started = time.perf_counter()
+    path = ensure_converted(llm)
+    print(f"llm: converted into {path} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""The converted SmolLM2-135M-Instruct with the mentor prompt (loads real weights once per module)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from backend.config import LLMSettings, MentorSettings
+from backend.services.llm_service import TransformersChatModel, load_llm
+from backend.services.prompt_builder import build_messages, load_mentor_prompt
+from backend.services.speakable import clean_for_speech
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def llm() -> TransformersChatModel:
+    return load_llm(LLMSettings(max_new_tokens=24))
+
+
+def test_mentor_reply_to_sadness_is_speakable(llm: TransformersChatModel) -> None:
+    """'I feel sad today.' with the mentor prompt streams a reply that has words after speech cleaning."""
+    prompt = load_mentor_prompt(MentorSettings())
+    messages = build_messages(prompt, [], "I feel sad today.", "sad", count_tokens=llm.count_tokens)
+    pieces = list(llm.stream(messages, threading.Event()))
+    assert len(pieces) > 1
+    spoken = clean_for_speech("".join(pieces))
+    assert len(spoken.split()) >= 4
+
+
+def test_stop_event_stops_within_half_a_second(llm: TransformersChatModel) -> None:
+    """Setting stop after the first piece ends the stream within 0.5 s."""
+    stop = threading.Event()
+    stopped_at = 0.0
+    for _ in llm.stream(build_messages(load_mentor_prompt(MentorSettings()), [], "Tell me a story.", None), stop):
+        if not stop.is_set():
+            stop.set()
+            stopped_at = time.perf_counter()
+    assert stop.is_set()
+    assert time.perf_counter() - stopped_at < 0.5
+
+
+def test_count_tokens(llm: TransformersChatModel) -> None:
+    """count_tokens uses the SmolLM2 tokenizer: more words, more tokens; no special tokens added."""
+    assert llm.count_tokens("") == 0
+    assert 0 < llm.count_tokens("I feel sad today.") < llm.count_tokens("I feel sad today, and tired, and alone.")

@@ -209,7 +209,7 @@ async def soak(server: Server, turns: int, connections: int) -> dict[str, Any]:
         "rss_before": before,
         "rss_after": after,
         "growth_bytes": (after - before) if before and after else None,
-        "rss_series": series + [(done + failed, after)],  # (turns done, RSS) every 25 turns
+        "rss_series": [*series, (done + failed, after)],  # (turns done, RSS) every 25 turns
     }
 
 

@@ -103,7 +103,9 @@ class FakeTTS:
     def synthesize(self, text: str, style: VoiceStyle) -> SynthesizedSpeech:
         self.texts.append(text)
         words = len(text.split())
-        return SynthesizedSpeech(tone_pcm(words * self.seconds_per_word, self.sample_rate, 330.0), self.sample_rate)
+        return SynthesizedSpeech(
+            tone_pcm(words * self.seconds_per_word, self.sample_rate, 330.0), self.sample_rate
+        )
 
 
 @dataclass

@@ -46,7 +46,7 @@ def _session_public(record: SessionRecord) -> SessionPublic:
 def _turn_public(turn: TurnRecord) -> TurnPublic:
     return TurnPublic(
         id=turn.id,
-        role=turn.role,  # type: ignore[arg-type]
+        role=turn.role,
         text=turn.text,
         emotion=turn.emotion,
         timings=turn.timings,
@@ -62,7 +62,7 @@ async def health(services: ServicesDep) -> HealthPublic:
     states = {s.state for s in models.status.values()}
     status = "ok" if states == {"loaded"} else ("degraded" if "failed" in states else "starting")
     return HealthPublic(
-        status=status,  # type: ignore[arg-type]
+        status=status,
         models_loaded=models.loaded,
         models={
             name: ModelStatusPublic(state=s.state, load_seconds=s.load_seconds, detail=s.detail)
@@ -75,7 +75,9 @@ async def health(services: ServicesDep) -> HealthPublic:
 
 
 @router.post("/sessions", status_code=201)
-async def create_session(services: ServicesDep, owner: OwnerDep, body: SessionCreate | None = None) -> SessionPublic:
+async def create_session(
+    services: ServicesDep, owner: OwnerDep, body: SessionCreate | None = None
+) -> SessionPublic:
     title = body.title if body is not None else None
     record = await services.pipeline.db(lambda: services.store.create_session(owner=owner, title=title))
     return _session_public(record)  # type: ignore[arg-type]
@@ -89,7 +91,9 @@ async def list_sessions(services: ServicesDep, owner: OwnerDep, limit: int = 100
 
 
 @router.get("/sessions/{session_id}/history")
-async def history(session_id: str, services: ServicesDep, owner: OwnerDep, limit: int | None = None) -> HistoryPublic:
+async def history(
+    session_id: str, services: ServicesDep, owner: OwnerDep, limit: int | None = None
+) -> HistoryPublic:
     turns = await services.pipeline.db(lambda: services.store.history(session_id, owner=owner, limit=limit))
     return HistoryPublic(session_id=session_id, turns=[_turn_public(t) for t in turns])  # type: ignore[attr-defined]
 
@@ -141,7 +145,9 @@ async def text_chat(body: TextChatRequest, services: ServicesDep, owner: OwnerDe
 
 
 @router.post("/text-chat/stream", response_class=StreamingResponse)
-async def text_chat_stream(body: TextChatRequest, services: ServicesDep, owner: OwnerDep) -> StreamingResponse:
+async def text_chat_stream(
+    body: TextChatRequest, services: ServicesDep, owner: OwnerDep
+) -> StreamingResponse:
     """The same turn as /api/text-chat, streamed as server-sent events (one per pipeline event)."""
     turn = await _text_turn(services, owner, body)
     queue: asyncio.Queue[BaseModel] = asyncio.Queue()

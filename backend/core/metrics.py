@@ -40,9 +40,7 @@ class Metrics:
         self.active_turns = Gauge(
             "claritymentor_active_turns", "Turns being processed now", registry=self.registry
         )
-        self.sessions = Gauge(
-            "claritymentor_sessions", "Sessions in the store", registry=self.registry
-        )
+        self.sessions = Gauge("claritymentor_sessions", "Sessions in the store", registry=self.registry)
 
     def observe_timings(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():

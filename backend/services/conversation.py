@@ -166,9 +166,12 @@ class Conversation:
         elif isinstance(event, TextInput):
             if len(event.text) > self.settings.limits.max_text_chars:
                 raise InvalidInputError(
-                    f"text is longer than {self.settings.limits.max_text_chars} characters", code="text_too_long"
+                    f"text is longer than {self.settings.limits.max_text_chars} characters",
+                    code="text_too_long",
                 )
-            await self._queue_turn(TurnInput(new_id(), self.session.session_id, time.perf_counter(), text=event.text))
+            await self._queue_turn(
+                TurnInput(new_id(), self.session.session_id, time.perf_counter(), text=event.text)
+            )
 
     async def _start_session(self, event: SessionStart) -> None:
         if event.sample_rate is not None and event.sample_rate != self.input_rate:
@@ -190,7 +193,9 @@ class Conversation:
                 await self.interrupt()
         elif isinstance(event, SpeechDiscarded):
             if self._utterance_id is not None:
-                await self.send(SpeechStoppedEvent(turn_id=self._utterance_id, duration_s=0.0, discarded=True))
+                await self.send(
+                    SpeechStoppedEvent(turn_id=self._utterance_id, duration_s=0.0, discarded=True)
+                )
             self._utterance_id = None
         elif isinstance(event, SpeechStopped):
             turn_id = self._utterance_id or new_id()
@@ -241,7 +246,9 @@ class Conversation:
         try:
             if not self.session.persisted:
                 await self.pipeline.db(
-                    lambda: self.store.create_session(owner=self.session.owner, session_id=self.session.session_id)
+                    lambda: self.store.create_session(
+                        owner=self.session.owner, session_id=self.session.session_id
+                    )
                 )
                 self.session.persisted = True
             turn.session_id = self.session.session_id

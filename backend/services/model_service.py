@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from backend.config import Settings
 from backend.core.exceptions import ClarityError, ModelLoadError
@@ -24,6 +24,7 @@ from backend.services.interfaces import (
 from backend.services.prompt_builder import MentorPrompt, load_mentor_prompt
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ModelName = Literal["stt", "vad", "emotion", "llm", "tts"]
 MODEL_NAMES: tuple[ModelName, ...] = ("stt", "vad", "emotion", "llm", "tts")
@@ -104,7 +105,7 @@ class ModelService:
         return self._require(self._vad_factory, "vad")()
 
     @staticmethod
-    def _require(component: Any, name: str) -> Any:
+    def _require(component: T | None, name: str) -> T:
         if component is None:
             raise ModelLoadError(f"model '{name}' is not loaded", code="model_not_ready", retryable=True)
         return component
@@ -124,7 +125,9 @@ class ModelService:
         self.device = resolve_device(s.llm.device)
         self._stt = self._load("stt", lambda: load_stt(s.stt))
         self._vad_factory = self._load("vad", lambda: load_vad(s.vad))
-        self._emotion = self._load("emotion", lambda: load_emotion(s.emotion, resolve_device(s.emotion.device)))
+        self._emotion = self._load(
+            "emotion", lambda: load_emotion(s.emotion, resolve_device(s.emotion.device))
+        )
         self._llm = self._load("llm", lambda: load_llm(s.llm))
         self._tts = self._load("tts", lambda: load_tts(s.tts))
 

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
 from pydantic import BaseModel
 
 from backend.config import Settings
 from backend.core.async_bridge import iterate_in_thread, run_blocking
+from backend.core.audio_utils import pcm16_to_float32
 from backend.core.exceptions import BusyError, ClarityError
 from backend.core.metrics import Metrics
 from backend.models.response import (
@@ -33,7 +33,7 @@ from backend.models.response import (
     StatusEvent,
     TranscriptEvent,
 )
-from backend.services.interfaces import EmotionResult, FloatAudio, VoiceStyle
+from backend.services.interfaces import ChatMessage, EmotionResult, FloatAudio, VoiceStyle
 from backend.services.model_service import ModelService
 from backend.services.prompt_builder import build_messages
 from backend.services.sentence_chunker import SentenceChunker
@@ -122,12 +122,10 @@ class Executors:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def pcm16_to_float(pcm: bytes) -> FloatAudio:
-    return (np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0).astype(np.float32)
-
-
 class TurnPipeline:
-    def __init__(self, models: ModelService, store: SessionStore, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, models: ModelService, store: SessionStore, settings: Settings, metrics: Metrics
+    ) -> None:
         self.models = models
         self.store = store
         self.settings = settings
@@ -145,7 +143,9 @@ class TurnPipeline:
     async def run(self, turn: TurnInput, out: TurnOutput, state: TurnState) -> TurnResult:
         """Run one turn. Cancelling it (barge-in, disconnect) stores the reply as far as it was sent."""
         try:
-            await asyncio.wait_for(self._turn_slots.acquire(), timeout=self.settings.limits.send_timeout_s * 6)
+            await asyncio.wait_for(
+                self._turn_slots.acquire(), timeout=self.settings.limits.send_timeout_s * 6
+            )
         except TimeoutError:
             raise BusyError("the server is busy with other turns; try again shortly") from None
         self.metrics.active_turns.inc()
@@ -174,7 +174,7 @@ class TurnPipeline:
         audio: FloatAudio | None = None
         if turn.audio is not None:
             await out.send(StatusEvent(message="Transcribing..."))
-            audio = pcm16_to_float(turn.audio)
+            audio = pcm16_to_float32(turn.audio)
             start = time.perf_counter()
             transcription = await run_blocking(self.executors.stt, self.models.stt.transcribe, audio)
             stages["stt"] = time.perf_counter() - start
@@ -254,7 +254,7 @@ class TurnPipeline:
         turn: TurnInput,
         out: TurnOutput,
         state: TurnState,
-        messages: list,  # type: ignore[type-arg]
+        messages: list[ChatMessage],
         style: VoiceStyle,
         mark: Callable[[str], None],
         stages: dict[str, float],
@@ -336,16 +336,16 @@ class TurnPipeline:
             if sent_bytes == 0:
                 stages["tts_first_chunk"] = tts_time
                 await out.send(StatusEvent(message="Synthesizing speech..."))
-                await out.send(
-                    AudioStartEvent(turn_id=turn.turn_id, sample_rate=speech.sample_rate)
-                )
+                await out.send(AudioStartEvent(turn_id=turn.turn_id, sample_rate=speech.sample_rate))
             sent_bytes += await self._send_speech(turn, out, speech.pcm, speech.sample_rate, index, mark)
         stages["tts_total"] = tts_time
         if sent_bytes:
             mark("last_audio")
             await out.send(
                 AudioEndEvent(
-                    turn_id=turn.turn_id, bytes=sent_bytes, duration_s=round(sent_bytes / 2 / tts.sample_rate, 3)
+                    turn_id=turn.turn_id,
+                    bytes=sent_bytes,
+                    duration_s=round(sent_bytes / 2 / tts.sample_rate, 3),
                 )
             )
 
@@ -370,7 +370,7 @@ class TurnPipeline:
         turn: TurnInput,
         out: TurnOutput,
         state: TurnState,
-        messages: list,  # type: ignore[type-arg]
+        messages: list[ChatMessage],
         style: VoiceStyle,
         mark: Callable[[str], None],
         stages: dict[str, float],
@@ -401,7 +401,8 @@ class TurnPipeline:
             sent = await self._send_speech(turn, out, speech.pcm, speech.sample_rate, 0, mark)
             mark("last_audio")
             await out.send(
-                AudioEndEvent(turn_id=turn.turn_id, bytes=sent, duration_s=round(sent / 2 / speech.sample_rate, 3))
+                AudioEndEvent(
+                    turn_id=turn.turn_id, bytes=sent, duration_s=round(sent / 2 / speech.sample_rate, 3)
+                )
             )
         return reply
-

@@ -29,9 +29,7 @@ SEED_ORDER = [
 
 def _seed_positions(got: Received) -> list[int]:
     """Index in arrival order of each seed message (status messages by text, others by type)."""
-    labels = [
-        e.get("message", e["type"]) if e["type"] == "status" else e["type"] for e in got.events
-    ]
+    labels = [e.get("message", e["type"]) if e["type"] == "status" else e["type"] for e in got.events]
     flat: list[str] = []
     i = 0
     for item in got.order:
@@ -110,7 +108,7 @@ def test_barge_in_interrupts_and_stores_what_was_sent(client: TestClient, fakes:
         assert interrupted["spoken_text"] == "That sounds hard."
         assert fakes.llm.stopped.wait(5), "the LLM generation was not stopped"
         # The barge-in utterance becomes the next turn; release the LLM so it can answer it.
-        fakes.llm.hold_after = None
+        fakes.llm.release.set()
         receive_until(ws, "metrics", got)
     history = client.get(f"/api/sessions/{session_id}/history").json()["turns"]
     assistant = [t for t in history if t["role"] == "assistant"]

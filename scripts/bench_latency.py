@@ -84,16 +84,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class RssSampler:
-    """Peak RSS of a server while a block of work runs (sampled every 0.25 s)."""
+    """Peak RSS of a server while a block of work runs (sampled every 0.25 s), and the machine's 1-min load."""
 
     def __init__(self, server: Server) -> None:
         self.server, self.peak = server, 0
+        self.loads: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
             self.peak = max(self.peak, self.server.rss() or 0)
+            self.loads.append(os.getloadavg()[0])
             await asyncio.sleep(0.25)
+
+    def load_summary(self) -> dict[str, float]:
+        if not self.loads:
+            return {}
+        return {"mean": round(sum(self.loads) / len(self.loads), 2), "max": round(max(self.loads), 2)}
 
     def __enter__(self) -> RssSampler:
         self._task = asyncio.create_task(self._run())
@@ -291,6 +298,7 @@ async def run_all(args: argparse.Namespace, servers: dict[str, Server], report: 
             report["concurrency_records"] = {str(k): v for k, v in levels.items()}
             report["concurrency"] = bench_report.concurrency_summary(levels)
     memory["rss_active_peak"] = sampler.peak or None
+    report["machine"]["loadavg_1min_during_runs"] = sampler.load_summary()
     if args.soak_turns:
         log(f"soak: {args.soak_turns} text turns")
         memory["soak"] = await soak(stream, args.soak_turns, args.soak_connections)

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from backend.api import pages, rest, websocket
+from backend.api.auth import log_auth_mode
 from backend.api.deps import AppServices
 from backend.config import Settings, get_settings
 from backend.core.exceptions import ClarityError
@@ -42,6 +43,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.server.log_level)
+        log_auth_mode(settings.auth)
         session_store = store
         if session_store is None:
             engine = make_engine(settings.database.url)

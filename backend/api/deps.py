@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from backend.api.auth import authenticate
 from backend.config import Settings
 from backend.core.metrics import Metrics
 from backend.services.model_service import ModelService
@@ -32,8 +33,7 @@ def get_services(conn: HTTPConnection) -> AppServices:
 
 def get_owner(request: Request) -> str | None:
     """The owner of the request's sessions: the caller's API-key fingerprint, or None when auth is off."""
-    owner: str | None = getattr(request.state, "owner", None)
-    return owner
+    return authenticate(request, get_services(request).settings.auth)
 
 
 ServicesDep = Annotated[AppServices, Depends(get_services)]

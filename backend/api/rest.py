@@ -58,6 +58,7 @@ def _turn_public(turn: TurnRecord) -> TurnPublic:
 
 @router.get("/health")
 async def health(services: ServicesDep) -> HealthPublic:
+    """Liveness and model state; open without a key so load balancers and the page can probe it."""
     models = services.models
     states = {s.state for s in models.status.values()}
     status = "ok" if states == {"loaded"} else ("degraded" if "failed" in states else "starting")

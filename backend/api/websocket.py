@@ -11,6 +11,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from backend.api.auth import authenticate, check_origin
 from backend.api.deps import AppServices
 from backend.core.exceptions import ClarityError, InvalidInputError, InvalidJSONError, UnknownEventError
 from backend.models.request import CLIENT_EVENT_TYPES, client_event_adapter
@@ -81,6 +82,13 @@ async def _receiver(ws: WebSocket, conversation: Conversation) -> None:
 async def voice(ws: WebSocket) -> None:
     services: AppServices = ws.app.state.services
     settings = services.settings
+    try:
+        check_origin(ws, settings.auth)
+        owner = authenticate(ws, settings.auth)
+    except ClarityError as exc:
+        services.metrics.errors.labels(code=exc.code).inc()
+        await ws.close(code=1008, reason=exc.message[:120])  # before accept: the handshake gets HTTP 403
+        return
     await ws.accept()
     out = OutputQueue(settings.pipeline.output_queue_max)
     conversation = Conversation(
@@ -88,7 +96,7 @@ async def voice(ws: WebSocket) -> None:
         store=services.store,
         settings=settings,
         out=out,
-        session=SessionContext(new_id(), owner=getattr(ws.state, "owner", None)),
+        session=SessionContext(new_id(), owner=owner),
         output_sample_rate=services.models.tts.sample_rate,
     )
     services.connections.add(conversation)
@@ -101,13 +109,13 @@ async def voice(ws: WebSocket) -> None:
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            exc = task.exception()
-            if isinstance(exc, SlowClientError):
+            failure = task.exception()
+            if isinstance(failure, SlowClientError):
                 close_code = 1008
                 logger.warning("dropping a client that stopped reading")
-            elif exc is not None and not isinstance(exc, WebSocketDisconnect):
+            elif failure is not None and not isinstance(failure, WebSocketDisconnect):
                 close_code = 1011
-                logger.error("connection failed", exc_info=exc)
+                logger.error("connection failed", exc_info=failure)
     finally:
         receiver.cancel()
         await conversation.close()

@@ -234,6 +234,19 @@ class PiperSynthesizer:
             raise ModelError("text-to-speech produced silence at warmup")
 
 
+_shared_pyttsx3: dict[str | None, Pyttsx3Synthesizer] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_pyttsx3(voice: str | None) -> Pyttsx3Synthesizer:
+    """pyttsx3 keeps one engine per process, so every app in a process shares one synthesizer per voice."""
+    with _shared_lock:
+        synth = _shared_pyttsx3.get(voice)
+        if synth is None:
+            synth = _shared_pyttsx3[voice] = Pyttsx3Synthesizer(voice=voice)
+        return synth
+
+
 def load_tts(settings: TTSSettings) -> SpeechSynthesizer:
     """Build and warm the configured engine. Blocking; raises ModelLoadError naming the engine."""
     try:
@@ -241,7 +254,7 @@ def load_tts(settings: TTSSettings) -> SpeechSynthesizer:
         if settings.engine == "piper":
             synth = PiperSynthesizer(base_rate=settings.rate)
         else:
-            synth = Pyttsx3Synthesizer(voice=settings.voice)
+            synth = shared_pyttsx3(settings.voice)
         synth.warmup()
     except Exception as exc:
         logger.exception("text-to-speech engine failed to load")

@@ -131,7 +131,7 @@ def test_barge_in_on_real_models(server: LiveServer) -> None:
         nxt = receive_turn(ws, until="metrics")
     assert "transcript" in nxt.types() and turn.types()
     history = httpx.get(f"{server.http_url}/api/sessions/{session_id}/history", timeout=10).json()["turns"]
-    first_reply = [t for t in history if t["role"] == "assistant"][0]
+    first_reply = next(t for t in history if t["role"] == "assistant")
     assert first_reply["interrupted"] is True
 
 

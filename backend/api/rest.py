@@ -1,23 +1,28 @@
-"""/api/*: health, sessions, history and text chat (plain and server-sent events)."""
+"""/api/*: health, sessions, history, text chat (plain and server-sent events) and browser tokens."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from backend.api.deps import AppServices, OwnerDep, ServicesDep
+from backend.api import auth
+from backend.api.auth import authenticate_key, issue_token
+from backend.api.deps import AppServices, OwnerDep, ServicesDep, get_services
 from backend.core.exceptions import ClarityError
 from backend.models.request import SessionCreate, TextChatRequest
 from backend.models.response import (
     ErrorEvent,
+    ErrorPublic,
     HealthPublic,
     HistoryPublic,
     ModelStatusPublic,
@@ -31,6 +36,33 @@ from backend.services.session_service import SessionRecord, TurnRecord
 from backend.services.turn_pipeline import TurnInput, TurnResult, TurnState
 
 router = APIRouter(prefix="/api")
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for error bodies: every error is ``{"error": {code, message, ...}}``."""
+    return {status: {"model": ErrorPublic} for status in statuses}
+
+
+# Errors any keyed route may answer: 401 (missing, wrong or expired credential), 422 (invalid input).
+AUTHED = (401, 422)
+TURN_ERRORS = (*AUTHED, 404, 429, 500, 503)  # a turn may also hit a full server or a failing model
+
+
+class TokenPublic(BaseModel):
+    """A short-lived token for browsers: pass it as ``?token=`` (WebSocket) or ``Authorization: Bearer``."""
+
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_at: datetime
+    expires_in: int  # seconds from now
+
+
+def get_key_owner(request: Request) -> str | None:
+    """The caller's owner fingerprint from an API key (tokens cannot mint tokens); None when auth is off."""
+    return authenticate_key(request, get_services(request).settings.auth)
+
+
+KeyOwnerDep = Annotated[str | None, Depends(get_key_owner)]
 
 
 def _session_public(record: SessionRecord) -> SessionPublic:
@@ -75,31 +107,38 @@ async def health(services: ServicesDep) -> HealthPublic:
     )
 
 
-@router.post("/sessions", status_code=201)
-async def create_session(
-    services: ServicesDep, owner: OwnerDep, body: SessionCreate | None = None
-) -> SessionPublic:
+@router.post("/tokens", status_code=201, responses=_errors(401))
+async def create_token(services: ServicesDep, owner: KeyOwnerDep) -> TokenPublic:
+    """A signed token for ``auth.jwt_ttl_s`` seconds acting as the presenting API key's owner."""
+    token, expires = issue_token(owner, services.settings.auth)
+    return TokenPublic(
+        token=token,
+        expires_at=datetime.fromtimestamp(expires, UTC),
+        expires_in=max(0, math.ceil(expires - auth.clock())),
+    )
+
+
+@router.post("/sessions", status_code=201, responses=_errors(*AUTHED))
+async def create_session(services: ServicesDep, owner: OwnerDep, body: SessionCreate | None = None) -> SessionPublic:
     title = body.title if body is not None else None
     record = await services.pipeline.db(lambda: services.store.create_session(owner=owner, title=title))
     return _session_public(record)  # type: ignore[arg-type]
 
 
-@router.get("/sessions")
+@router.get("/sessions", responses=_errors(*AUTHED))
 async def list_sessions(services: ServicesDep, owner: OwnerDep, limit: int = 100) -> SessionsPublic:
     limit = max(1, min(limit, 500))
     records = await services.pipeline.db(lambda: services.store.list_sessions(owner=owner, limit=limit))
     return SessionsPublic(sessions=[_session_public(r) for r in records])  # type: ignore[attr-defined]
 
 
-@router.get("/sessions/{session_id}/history")
-async def history(
-    session_id: str, services: ServicesDep, owner: OwnerDep, limit: int | None = None
-) -> HistoryPublic:
+@router.get("/sessions/{session_id}/history", responses=_errors(*AUTHED, 404))
+async def history(session_id: str, services: ServicesDep, owner: OwnerDep, limit: int | None = None) -> HistoryPublic:
     turns = await services.pipeline.db(lambda: services.store.history(session_id, owner=owner, limit=limit))
     return HistoryPublic(session_id=session_id, turns=[_turn_public(t) for t in turns])  # type: ignore[attr-defined]
 
 
-@router.delete("/sessions/{session_id}", status_code=204)
+@router.delete("/sessions/{session_id}", status_code=204, responses=_errors(*AUTHED, 404))
 async def delete_session(session_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
     await services.pipeline.db(lambda: services.store.delete_session(session_id, owner=owner))
     return Response(status_code=204)
@@ -133,7 +172,7 @@ async def _text_turn(services: AppServices, owner: str | None, body: TextChatReq
     return TurnInput(new_id(), session_id, time.perf_counter(), text=body.text, speak=False)
 
 
-@router.post("/text-chat")
+@router.post("/text-chat", responses=_errors(*TURN_ERRORS))
 async def text_chat(body: TextChatRequest, services: ServicesDep, owner: OwnerDep) -> TextChatPublic:
     turn = await _text_turn(services, owner, body)
     result: TurnResult = await services.pipeline.run(turn, _CollectingOutput(), TurnState(turn.turn_id))
@@ -145,18 +184,21 @@ async def text_chat(body: TextChatRequest, services: ServicesDep, owner: OwnerDe
     )
 
 
-@router.post("/text-chat/stream", response_class=StreamingResponse)
-async def text_chat_stream(
-    body: TextChatRequest, services: ServicesDep, owner: OwnerDep
-) -> StreamingResponse:
+@router.post(
+    "/text-chat/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **_errors(*AUTHED, 404),
+    },
+)
+async def text_chat_stream(body: TextChatRequest, services: ServicesDep, owner: OwnerDep) -> StreamingResponse:
     """The same turn as /api/text-chat, streamed as server-sent events (one per pipeline event)."""
     turn = await _text_turn(services, owner, body)
     queue: asyncio.Queue[BaseModel] = asyncio.Queue()
 
     async def events() -> AsyncIterator[str]:
-        task = asyncio.create_task(
-            services.pipeline.run(turn, _CollectingOutput(queue), TurnState(turn.turn_id))
-        )
+        task = asyncio.create_task(services.pipeline.run(turn, _CollectingOutput(queue), TurnState(turn.turn_id)))
         yield _sse("session", {"session_id": turn.session_id})
         try:
             while not (task.done() and queue.empty()):

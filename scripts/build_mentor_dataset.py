@@ -51,7 +51,7 @@ def read_sources(folder: Path) -> list[list[dict[str, str]]]:
     conversations: list[list[dict[str, str]]] = []
     for path in sorted(folder.glob("*.txt")):
         block: list[str] = []
-        lines = path.read_text(encoding="utf-8").splitlines() + [""]
+        lines = [*path.read_text(encoding="utf-8").splitlines(), ""]
         for number, raw in enumerate(lines, start=1):
             line = raw.strip()
             if line.startswith("#"):

@@ -53,9 +53,7 @@ def exchanges(conversations: list[dict[str, Any]]) -> Iterator[Exchange]:
     for record in conversations:
         turns = record["turns"]
         for k in range(0, len(turns), 2):
-            history = tuple(
-                HistoryTurn(role=t["role"], text=t["text"], emotion=t.get("emotion")) for t in turns[:k]
-            )
+            history = tuple(HistoryTurn(role=t["role"], text=t["text"], emotion=t.get("emotion")) for t in turns[:k])
             yield Exchange(
                 conversation_id=str(record["id"]),
                 index=k // 2,

@@ -85,7 +85,7 @@ def test_split_is_by_conversation(train: list[Any], val: list[Any]) -> None:
 
 
 def test_style_detector_catches_what_a_voice_cannot_say() -> None:
-    """The markdown/emoji detector flags bold, bullets, numbered items, actions and emoji, not plain speech."""
+    """The markup detector flags bold, bullets, numbered items, actions and emoji, not plain speech."""
     for bad in ["**Breathe.**", "- first\n- second", "1. Rest", "*hugs* you", "Sad 😢", "Hi ✨", "# Tips"]:
         assert has_markdown_or_emoji(bad), bad
     for good in ["That's hard, and it's okay. What happened?", "I'm sorry - that hurts.", "It's 5 p.m."]:

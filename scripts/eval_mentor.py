@@ -1,0 +1,170 @@
+"""Base model vs base + mentor LoRA adapter on the validation split of data/mentor.
+
+Measures, for each model: the loss and perplexity of the reference replies (reply tokens only), and for each
+val user turn a reply generated exactly as the server does (``load_llm`` + ``build_messages`` + greedy
+settings from ``Settings().llm``), judged on speakability: share with markdown or emoji, share empty after
+speech cleaning, mean words, share of 1-3 sentences, share asking a question.
+
+    python3 scripts/eval_mentor.py --update-card          # full val split, writes into the adapter folder
+    python3 scripts/eval_mentor.py --adapter /tmp/lora --limit 3 --out /tmp/eval.json
+
+Writes the JSON report (--out), a side-by-side markdown sample of replies (--samples) and, with
+--update-card, eval.json + samples.md + README.md in the adapter folder. Blocking and CPU heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.config import REPO_ROOT, LLMSettings, Settings, resolve_path
+from backend.services.speakable import clean_for_speech
+from scripts.mentor_data import (
+    Exchange,
+    asks_question,
+    exchanges,
+    has_markdown_or_emoji,
+    load_conversations,
+    sentence_count,
+    word_count,
+)
+
+MIN_WORDS, MAX_WORDS = 10, 45  # the dataset's reply length range
+
+
+def reply_figures(replies: Sequence[str], seconds: Sequence[float]) -> dict[str, float]:
+    """Speakability of generated replies (raw text for markup; speech-cleaned text for the rest)."""
+    n = max(1, len(replies))
+    cleaned = [clean_for_speech(r) for r in replies]
+    return {
+        "markdown_or_emoji": sum(has_markdown_or_emoji(r) for r in replies) / n,
+        "empty": sum(not c for c in cleaned) / n,
+        "mean_words": sum(word_count(c) for c in cleaned) / n,
+        "within_word_range": sum(MIN_WORDS <= word_count(c) <= MAX_WORDS for c in cleaned) / n,
+        "one_to_three_sentences": sum(1 <= sentence_count(c) <= 3 for c in cleaned) / n,
+        "asks_question": sum(asks_question(c) for c in cleaned) / n,
+        "mean_seconds": sum(seconds) / max(1, len(seconds)),
+    }
+
+
+def evaluate(llm: LLMSettings, settings: Settings, val: list[Exchange]) -> dict[str, Any]:
+    """Loss on the reference replies of ``val`` and a generated reply for each of its user turns."""
+    from backend.services.llm_service import load_llm
+    from backend.services.prompt_builder import load_mentor_prompt
+    from scripts.train_lora import PromptRenderer, mean_reply_loss
+
+    chat = load_llm(llm)
+    tok = chat.tokenizer
+    renderer = PromptRenderer(tok, llm, load_mentor_prompt(settings.mentor))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    loss = mean_reply_loss(chat.model, [renderer.encode(e) for e in val], pad)
+    replies: list[str] = []
+    seconds: list[float] = []
+    for ex in val:
+        started = time.perf_counter()
+        replies.append(chat.generate(renderer.messages(ex)))
+        seconds.append(time.perf_counter() - started)
+    figures: dict[str, Any] = {
+        "adapter_loaded": chat.adapter_loaded,
+        "val_reply_loss": loss,
+        "val_reply_ppl": math.exp(loss),
+        **reply_figures(replies, seconds),
+        "replies": replies,
+    }
+    del chat
+    gc.collect()
+    return figures
+
+
+def samples_markdown(report: dict[str, Any], val: list[Exchange]) -> str:
+    lines = ["# Mentor replies: base vs adapter (validation split, greedy, server settings)", ""]
+    base, tuned = report["base"]["replies"], report["adapter"]["replies"]
+    for i, (ex, b, t) in enumerate(zip(val, base, tuned, strict=False), start=1):
+        lines += [
+            f"## {i}. {ex.conversation_id} turn {ex.index + 1} ({ex.emotion})",
+            "",
+            f"- **User:** {ex.user_text}",
+            f"- **Reference:** {ex.reply}",
+            f"- **Base:** {' '.join(b.split()) or '(empty)'}",
+            f"- **Adapter:** {' '.join(t.split()) or '(empty)'}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    keys = [k for k, v in report["base"].items() if isinstance(v, float)]
+    print(f"{'measure':<26}{'base':>12}{'adapter':>12}")
+    for k in keys:
+        print(f"{k:<26}{report['base'][k]:>12.3f}{report['adapter'][k]:>12.3f}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Evaluate the ClarityMentor LoRA adapter against the base model.")
+    p.add_argument("--val", type=Path, default=REPO_ROOT / "data/mentor/val.jsonl")
+    p.add_argument("--adapter", type=Path, default=None, help="adapter folder (default: llm.adapter_path)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N val exchanges")
+    p.add_argument("--out", type=Path, default=None, help="JSON report (default: <adapter>/eval.json)")
+    p.add_argument("--samples", type=Path, default=None, help="markdown (default: next to --out)")
+    p.add_argument("--update-card", action="store_true", help="write eval.json, samples.md, README.md")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from scripts.model_card import write_card
+
+    settings = Settings()
+    adapter = resolve_path(args.adapter or settings.llm.adapter_path or "models/claritymentor-lora")
+    if not (adapter / "adapter_config.json").is_file():
+        print(f"no adapter in {adapter}", file=sys.stderr)
+        return 2
+    val = list(exchanges(load_conversations(args.val)))[: args.limit]
+    s = settings.llm
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "val_file": str(args.val),
+        "adapter_dir": str(adapter),
+        "val_exchanges": len(val),
+        "generated": len(val),
+        "generation": (
+            f"greedy, max_new_tokens {s.max_new_tokens}, repetition_penalty {s.repetition_penalty}"
+            if s.temperature <= 0
+            else f"temperature {s.temperature}, top_p {s.top_p}, max_new_tokens {s.max_new_tokens}"
+        ),
+        "base": evaluate(s.model_copy(update={"adapter_path": None}), settings, val),
+        "adapter": evaluate(s.model_copy(update={"adapter_path": adapter}), settings, val),
+    }
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["replies"] = [
+        {"id": e.conversation_id, "turn": e.index, "emotion": e.emotion, "user": e.user_text} for e in val
+    ]
+    out = args.out or adapter / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    samples = args.samples or out.with_name("samples.md")
+    samples.write_text(samples_markdown(report, val), encoding="utf-8")
+    if args.update_card:
+        if out.resolve() != (adapter / "eval.json").resolve():
+            (adapter / "eval.json").write_text(out.read_text(encoding="utf-8"), encoding="utf-8")
+            (adapter / "samples.md").write_text(samples.read_text(encoding="utf-8"), encoding="utf-8")
+        write_card(adapter)
+    print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

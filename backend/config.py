@@ -46,6 +46,7 @@ class VADSettings(BaseModel):
     frame_ms: Literal[10, 20, 30] = 30
     start_ms: int = 90  # voiced audio needed to declare speech_started
     hangover_ms: int = 500  # trailing silence that ends an utterance
+    pause_ms: int = 180  # silence after which the utterance so far is transcribed speculatively
     preroll_ms: int = 300  # audio kept from before speech_started
     min_speech_ms: int = 250  # shorter bursts are ignored (clicks, coughs)
     barge_in_ms: int = 300  # speech needed to interrupt the mentor
@@ -95,6 +96,7 @@ class PipelineSettings(BaseModel):
     # sequential: the seed's way (full transcript, then full reply, then full speech, then send).
     mode: Literal["streaming", "sequential"] = "streaming"
     first_chunk_min_words: int = 4  # the first clause may be spoken once it has this many words
+    speculative_stt: bool = True  # transcribe during the hangover; reused if the user does not go on
     output_queue_max: int = 512  # messages waiting for the sender of one connection
     audio_chunk_ms: int = 200  # reply audio is sent in chunks of this length
 
@@ -109,6 +111,7 @@ class LimitsSettings(BaseModel):
     max_bytes_per_s: int = 96000  # 3x real time at 16 kHz PCM16, averaged over rate_window_s
     rate_window_s: float = 5.0
     max_text_chars: int = 2000
+    turn_wait_s: float = 10.0  # a turn waits this long for a free slot, then gets error server_busy
 
 
 class AuthSettings(BaseModel):
@@ -128,6 +131,7 @@ class ServerSettings(BaseModel):
     port: int = 8000
     log_level: str = "INFO"
     load_models: bool = True
+    drain_timeout_s: float = 10.0  # on SIGTERM, running turns get this long to finish before connections close
 
 
 class Settings(BaseSettings):

@@ -89,6 +89,7 @@ class MetricsEvent(BaseModel):
     type: Literal["metrics"] = "metrics"
     turn_id: str
     timings: dict[str, float]  # seconds from end of speech (or text received) to each milestone
+    speculative_stt: bool = False  # the transcript came from a transcription started during the hangover
 
 
 class ErrorEvent(BaseModel):

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from backend.config import Settings
-from backend.core.audio_utils import PcmFramer, validate_sample_rate
+from backend.core.async_bridge import run_blocking
+from backend.core.audio_utils import PcmFramer, pcm16_to_float32, validate_sample_rate
 from backend.core.exceptions import ClarityError, InvalidInputError
 from backend.models.request import InputCommit, ResponseCancel, SessionStart, TextInput
 from backend.models.response import (
@@ -26,10 +27,12 @@ from backend.models.response import (
     SpeechStartedEvent,
     SpeechStoppedEvent,
 )
+from backend.services.interfaces import Transcription
 from backend.services.output_queue import AudioOut, EventOut, OutItem, OutputQueue
 from backend.services.session_service import SessionStore
 from backend.services.turn_detector import (
     SpeechDiscarded,
+    SpeechPaused,
     SpeechStarted,
     SpeechStopped,
     SpeechSustained,
@@ -73,14 +76,15 @@ class Conversation:
         self.output_sample_rate = output_sample_rate
         self.input_rate = 16000
         self._framer = PcmFramer(self.input_rate, settings.vad.frame_ms)
-        self._detector = TurnDetector(
-            pipeline.models.new_vad(), settings.vad, max_turn_s=settings.limits.max_turn_s
-        )
+        self._detector = TurnDetector(pipeline.models.new_vad(), settings.vad, max_turn_s=settings.limits.max_turn_s)
         self._turns: asyncio.Queue[TurnInput] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._active: tuple[asyncio.Task[None], TurnState] | None = None
+        self._active_input: TurnInput | None = None
         self._utterance_id: str | None = None
         self._odd_length_reported = False
+        # A transcription started at a pause in speech, keyed by the voiced-frame count it covers.
+        self._speculation: tuple[int, asyncio.Future[Transcription]] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -88,14 +92,53 @@ class Conversation:
         self._worker = asyncio.create_task(self._work(), name="turn-worker")
 
     async def close(self) -> None:
-        """Disconnect: cancel the running turn (its partial reply is stored) and stop the worker."""
-        if self._active is not None:
-            task, _ = self._active
-            task.cancel()
-            await asyncio.wait([task])
-        if self._worker is not None:
+        """Disconnect: stop the worker, cancel the running turn (its partial reply is stored), then store what
+        the user said that no turn answered, as interrupted user turns: queued turns, a turn cancelled before
+        its reply began (its transcript may not be stored yet), and speech in progress (transcribed now)."""
+        active, current = self._active, self._active_input
+        if self._worker is not None:  # first, so it cannot start the next queued turn
             self._worker.cancel()
             await asyncio.wait([self._worker])
+        unanswered: list[TurnInput] = []
+        if active is not None:
+            active[0].cancel()
+            await asyncio.wait([active[0]])
+            if current is not None and not active[1].responding:
+                unanswered.append(current)
+        while not self._turns.empty():
+            unanswered.append(self._turns.get_nowait())
+        if self._detector.in_speech:
+            audio = self._detector.current_audio()
+            sid, now = self.session.session_id, time.perf_counter()
+            unanswered.append(TurnInput(new_id(), sid, now, audio=audio, duration_s=len(audio) / 32000))
+        for turn in unanswered:
+            try:
+                await self._store_unanswered(turn)
+            except Exception:
+                logger.exception("could not store an unanswered user turn")
+
+    async def _store_unanswered(self, turn: TurnInput) -> None:
+        text = (turn.text or "").strip()
+        if turn.audio is not None:
+            if len(turn.audio) < self.settings.vad.min_speech_ms * 32:  # PCM16 at 16 kHz: 32 bytes per ms
+                return
+            audio = pcm16_to_float32(turn.audio)
+            text = (await run_blocking(self.pipeline.executors.stt, self.pipeline.models.stt.transcribe, audio)).text
+            text = text.strip()
+        if text:
+            await self._ensure_persisted()
+            await self.pipeline.db(
+                lambda: self.store.add_turn(
+                    self.session.session_id, "user", text, duration_s=turn.duration_s, interrupted=True
+                )
+            )
+
+    async def _ensure_persisted(self) -> None:
+        if not self.session.persisted:
+            await self.pipeline.db(
+                lambda: self.store.create_session(owner=self.session.owner, session_id=self.session.session_id)
+            )
+            self.session.persisted = True
 
     @property
     def busy(self) -> bool:
@@ -169,9 +212,7 @@ class Conversation:
                     f"text is longer than {self.settings.limits.max_text_chars} characters",
                     code="text_too_long",
                 )
-            await self._queue_turn(
-                TurnInput(new_id(), self.session.session_id, time.perf_counter(), text=event.text)
-            )
+            await self._queue_turn(TurnInput(new_id(), self.session.session_id, time.perf_counter(), text=event.text))
 
     async def _start_session(self, event: SessionStart) -> None:
         if event.sample_rate is not None and event.sample_rate != self.input_rate:
@@ -191,16 +232,21 @@ class Conversation:
         elif isinstance(event, SpeechSustained):
             if self._active is not None and self._active[1].responding:
                 await self.interrupt()
+        elif isinstance(event, SpeechPaused):
+            if self.settings.pipeline.speculative_stt:
+                self._speculation = (event.voiced_frames, self.pipeline.transcribe_soon(event.audio))
         elif isinstance(event, SpeechDiscarded):
             if self._utterance_id is not None:
-                await self.send(
-                    SpeechStoppedEvent(turn_id=self._utterance_id, duration_s=0.0, discarded=True)
-                )
+                await self.send(SpeechStoppedEvent(turn_id=self._utterance_id, duration_s=0.0, discarded=True))
             self._utterance_id = None
         elif isinstance(event, SpeechStopped):
             turn_id = self._utterance_id or new_id()
             self._utterance_id = None
             lag = self.settings.vad.hangover_ms / 1000 if event.reason == "silence" else 0.0
+            speculation, self._speculation = self._speculation, None
+            transcript = None
+            if speculation is not None and speculation[0] == event.voiced_frames:
+                transcript = speculation[1]  # nothing was said after the pause: reuse its transcription
             await self.send(SpeechStoppedEvent(turn_id=turn_id, duration_s=round(event.duration_s, 3)))
             await self._queue_turn(
                 TurnInput(
@@ -208,6 +254,7 @@ class Conversation:
                     self.session.session_id,
                     t0=time.perf_counter() - lag,
                     audio=event.audio,
+                    transcript=transcript,
                     duration_s=event.duration_s,
                     marks={"speech_stopped": round(lag, 4)},
                 )
@@ -236,21 +283,15 @@ class Conversation:
             turn = await self._turns.get()
             state = TurnState(turn.turn_id)
             task = asyncio.create_task(self._run_turn(turn, state), name=f"turn-{turn.turn_id}")
-            self._active = (task, state)
+            self._active, self._active_input = (task, state), turn
             try:
                 await asyncio.wait([task])
             finally:
-                self._active = None
+                self._active, self._active_input = None, None
 
     async def _run_turn(self, turn: TurnInput, state: TurnState) -> None:
         try:
-            if not self.session.persisted:
-                await self.pipeline.db(
-                    lambda: self.store.create_session(
-                        owner=self.session.owner, session_id=self.session.session_id
-                    )
-                )
-                self.session.persisted = True
+            await self._ensure_persisted()
             turn.session_id = self.session.session_id
             await self.pipeline.run(turn, self, state)
         except ClarityError as exc:

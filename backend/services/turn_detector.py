@@ -44,7 +44,19 @@ class SpeechStopped:
     audio: bytes = field(repr=False)
     duration_s: float
     reason: StopReason
+    voiced_frames: int = 0
     type: Literal["speech_stopped"] = "speech_stopped"
+
+
+@dataclass(frozen=True)
+class SpeechPaused:
+    """Silence of ``pause_ms`` inside an utterance: it may be ending. Carries the utterance so far, so the
+    pipeline can transcribe it speculatively while the hangover runs. ``voiced_frames`` identifies the point:
+    if the SpeechStopped that follows has the same count, no speech came after the pause."""
+
+    audio: bytes = field(repr=False)
+    voiced_frames: int
+    type: Literal["speech_paused"] = "speech_paused"
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,7 @@ class SpeechDiscarded:
     type: Literal["speech_discarded"] = "speech_discarded"
 
 
-TurnEvent = SpeechStarted | SpeechSustained | SpeechStopped | SpeechDiscarded
+TurnEvent = SpeechStarted | SpeechSustained | SpeechPaused | SpeechStopped | SpeechDiscarded
 
 
 def _frames(ms: float, frame_ms: int) -> int:
@@ -90,6 +102,7 @@ class TurnDetector:
         self._start_frames = _frames(settings.start_ms, self.frame_ms)
         self._window_frames = max(self._start_frames, math.ceil(self._start_frames / 0.75))
         self._hangover_frames = _frames(settings.hangover_ms, self.frame_ms)
+        self._pause_frames = _frames(settings.pause_ms, self.frame_ms)
         self._preroll_frames = math.ceil(settings.preroll_ms / self.frame_ms)
         self._min_voiced_frames = math.ceil(settings.min_speech_ms / self.frame_ms)
         self._barge_in_frames = _frames(settings.barge_in_ms, self.frame_ms)
@@ -167,6 +180,8 @@ class TurnDetector:
         else:
             self._silence_run += 1
         events: list[TurnEvent] = list(self._maybe_sustained(index))
+        if self._silence_run == self._pause_frames < self._hangover_frames and self._voiced >= self._min_voiced_frames:
+            events.append(SpeechPaused(audio=self.current_audio(), voiced_frames=self._voiced))
         if self._silence_run >= self._hangover_frames:
             events.append(self._finish("silence"))
         elif index + 1 - self._utt_start >= self._max_frames:
@@ -185,8 +200,9 @@ class TurnDetector:
             voiced_s = self._voiced * self._frame_s
             self._clear_speech()  # not a turn: the audio stays in the ring for a later commit
             return SpeechDiscarded(duration_s=self._seconds(audio), voiced_s=round(voiced_s, 3))
+        voiced = self._voiced
         self._end_turn()
-        return SpeechStopped(audio=audio, duration_s=self._seconds(audio), reason=reason)
+        return SpeechStopped(audio=audio, duration_s=self._seconds(audio), reason=reason, voiced_frames=voiced)
 
     # --- helpers ----------------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from backend.models.response import (
     StatusEvent,
     TranscriptEvent,
 )
-from backend.services.interfaces import ChatMessage, EmotionResult, FloatAudio, VoiceStyle
+from backend.services.interfaces import ChatMessage, EmotionResult, FloatAudio, Transcription, VoiceStyle
 from backend.services.model_service import ModelService
 from backend.services.prompt_builder import build_messages
 from backend.services.sentence_chunker import SentenceChunker
@@ -60,6 +60,7 @@ class TurnInput:
     t0: float  # perf_counter() at the end of the user's speech (or when the text arrived)
     text: str | None = None
     audio: bytes | None = None  # PCM16 mono 16 kHz utterance
+    transcript: asyncio.Future[Transcription] | None = None  # started speculatively during the hangover
     duration_s: float | None = None
     speak: bool = True
     marks: dict[str, float] = field(default_factory=dict)
@@ -123,9 +124,7 @@ class Executors:
 
 
 class TurnPipeline:
-    def __init__(
-        self, models: ModelService, store: SessionStore, settings: Settings, metrics: Metrics
-    ) -> None:
+    def __init__(self, models: ModelService, store: SessionStore, settings: Settings, metrics: Metrics) -> None:
         self.models = models
         self.store = store
         self.settings = settings
@@ -137,15 +136,21 @@ class TurnPipeline:
     def close(self) -> None:
         self.executors.shutdown()
 
+    def transcribe_soon(self, pcm: bytes) -> asyncio.Future[Transcription]:
+        """Start transcribing in the STT pool now; the turn awaits the result later (speculative STT)."""
+        future = asyncio.ensure_future(
+            run_blocking(self.executors.stt, self.models.stt.transcribe, pcm16_to_float32(pcm))
+        )
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # an unused one must not warn
+        return future
+
     async def db(self, fn: Callable[..., object], *args: object) -> object:
         return await run_blocking(self.executors.db, fn, *args)
 
     async def run(self, turn: TurnInput, out: TurnOutput, state: TurnState) -> TurnResult:
         """Run one turn. Cancelling it (barge-in, disconnect) stores the reply as far as it was sent."""
         try:
-            await asyncio.wait_for(
-                self._turn_slots.acquire(), timeout=self.settings.limits.send_timeout_s * 6
-            )
+            await asyncio.wait_for(self._turn_slots.acquire(), timeout=self.settings.limits.turn_wait_s)
         except TimeoutError:
             raise BusyError("the server is busy with other turns; try again shortly") from None
         self.metrics.active_turns.inc()
@@ -176,7 +181,10 @@ class TurnPipeline:
             await out.send(StatusEvent(message="Transcribing..."))
             audio = pcm16_to_float32(turn.audio)
             start = time.perf_counter()
-            transcription = await run_blocking(self.executors.stt, self.models.stt.transcribe, audio)
+            if turn.transcript is not None:
+                transcription = await turn.transcript
+            else:
+                transcription = await run_blocking(self.executors.stt, self.models.stt.transcribe, audio)
             stages["stt"] = time.perf_counter() - start
             text = transcription.text.strip()
             mark("transcript")
@@ -220,7 +228,7 @@ class TurnPipeline:
             else:
                 reply = await self._sequential_reply(turn, out, state, messages, style, mark, stages)
             await out.flush()
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled (barge-in, disconnect) or failed (slow client): keep what was sent
             await asyncio.shield(self._store_reply(turn, state, interrupted=True, timings=marks))
             raise
         await self._store_reply(turn, state, interrupted=False, timings=marks)
@@ -230,7 +238,7 @@ class TurnPipeline:
         if "first_audio" in marks:
             self.metrics.ttfa_seconds.labels(mode=self.settings.pipeline.mode).observe(marks["first_audio"])
         self.metrics.turns.labels(kind="voice" if turn.audio is not None else "text", outcome="ok").inc()
-        await out.send(MetricsEvent(turn_id=turn.turn_id, timings=timings))
+        await out.send(MetricsEvent(turn_id=turn.turn_id, timings=timings, speculative_stt=turn.transcript is not None))
         logger.info(
             "turn completed",
             extra={"turn_id": turn.turn_id, "session_id": turn.session_id, "timings": timings},
@@ -378,9 +386,7 @@ class TurnPipeline:
         stop = threading.Event()
         async with self._llm_slots:
             start = time.perf_counter()
-            pieces = await run_blocking(
-                self.executors.llm, lambda: list(self.models.llm.stream(messages, stop))
-            )
+            pieces = await run_blocking(self.executors.llm, lambda: list(self.models.llm.stream(messages, stop)))
             stages["llm_total"] = time.perf_counter() - start
         mark("first_token")
         chunker = SentenceChunker(first_chunk_min_words=10_000)
@@ -401,8 +407,6 @@ class TurnPipeline:
             sent = await self._send_speech(turn, out, speech.pcm, speech.sample_rate, 0, mark)
             mark("last_audio")
             await out.send(
-                AudioEndEvent(
-                    turn_id=turn.turn_id, bytes=sent, duration_s=round(sent / 2 / speech.sample_rate, 3)
-                )
+                AudioEndEvent(turn_id=turn.turn_id, bytes=sent, duration_s=round(sent / 2 / speech.sample_rate, 3))
             )
         return reply

@@ -66,6 +66,9 @@ def test_voice_turn_sends_seed_messages_in_order(client: TestClient, fakes: Fake
     # The first sentence was synthesized on its own: streaming, not one synthesis of the whole reply.
     assert fakes.tts.texts[0] == "That sounds hard."
     assert fakes.stt.calls and 1.0 <= fakes.stt.calls[0] <= 2.5
+    # Transcribed once, speculatively during the hangover, and that transcript was reused.
+    assert len(fakes.stt.calls) == 1
+    assert got.first("metrics")["speculative_stt"] is True
 
 
 def test_first_audio_leaves_before_the_reply_is_finished(client: TestClient, fakes: FakeModels) -> None:
@@ -81,6 +84,20 @@ def test_first_audio_leaves_before_the_reply_is_finished(client: TestClient, fak
         fakes.llm.release.set()
         receive_until(ws, "metrics", got)
     assert got.first("response")["text"] == fakes.llm.reply
+
+
+def test_speech_after_a_pause_is_transcribed_again(client: TestClient, fakes: FakeModels) -> None:
+    """When the user goes on after a short pause, that pause's speculative transcript is discarded; the one
+    used covers the whole utterance."""
+    with client.websocket_connect("/ws/voice") as ws:
+        ws.receive_json()
+        for chunk in (silence_pcm(0.3), tone_pcm(0.6), silence_pcm(0.3), tone_pcm(0.6), silence_pcm(0.8)):
+            for i in range(0, len(chunk), 640):
+                ws.send_bytes(chunk[i : i + 640])
+        got = receive_until(ws, "metrics")
+    assert len(fakes.stt.calls) == 2  # one at the mid-utterance pause (discarded), one at the final pause
+    assert fakes.stt.calls[0] < 1.2 < 1.5 <= fakes.stt.calls[1]
+    assert got.first("metrics")["speculative_stt"] is True
 
 
 def test_push_to_talk_commit_ends_the_turn(client: TestClient, fakes: FakeModels) -> None:

@@ -8,6 +8,7 @@ import pytest
 from backend.config import VADSettings
 from backend.services.turn_detector import (
     SpeechDiscarded,
+    SpeechPaused,
     SpeechStarted,
     SpeechStopped,
     SpeechSustained,
@@ -70,7 +71,8 @@ def feed(det: TurnDetector, frames: list[bytes]) -> list[TurnEvent]:
 
 
 def kinds(events: list[TurnEvent]) -> list[str]:
-    return [e.type for e in events]
+    """Event types, leaving out the advisory speech_paused (tested on its own)."""
+    return [e.type for e in events if e.type != "speech_paused"]
 
 
 def test_start_and_stop_with_preroll_and_hangover() -> None:
@@ -81,7 +83,7 @@ def test_start_and_stop_with_preroll_and_hangover() -> None:
     trail = silence(600, marker=3)
     events = feed(det, lead + speech + trail)
     assert kinds(events) == ["speech_started", "speech_sustained", "speech_stopped"]
-    started, sustained, stopped = events
+    started, sustained, stopped = (e for e in events if e.type != "speech_paused")
     assert isinstance(started, SpeechStarted) and started.offset_s == pytest.approx(0.6)
     assert isinstance(sustained, SpeechSustained) and sustained.duration_s == pytest.approx(0.3)
     assert isinstance(stopped, SpeechStopped) and stopped.reason == "silence"
@@ -211,3 +213,25 @@ def test_other_frame_sizes(frame_ms: int) -> None:
     stopped = events[-1]
     assert isinstance(stopped, SpeechStopped)
     assert stopped.duration_s == pytest.approx(0.3 + 0.9 + 0.3)
+
+
+def test_pause_is_announced_once_with_the_audio_so_far() -> None:
+    """pause_ms of silence inside speech emits SpeechPaused with the utterance so far; when no speech follows,
+    the SpeechStopped after the hangover has the same voiced-frame count (so a speculative transcript is valid)."""
+    det = TurnDetector(EnergyVad(), settings(pause_ms=180), max_turn_s=30)
+    events = feed(det, silence(300) + tone(900) + silence(600))
+    paused = [e for e in events if isinstance(e, SpeechPaused)]
+    stopped = [e for e in events if isinstance(e, SpeechStopped)]
+    assert len(paused) == 1 and len(stopped) == 1
+    assert paused[0].voiced_frames == stopped[0].voiced_frames
+    assert stopped[0].audio.startswith(paused[0].audio)
+
+
+def test_speech_after_a_pause_changes_the_voiced_count() -> None:
+    """If the user goes on after a pause, the final SpeechStopped no longer matches the earlier SpeechPaused."""
+    det = TurnDetector(EnergyVad(), settings(pause_ms=180), max_turn_s=30)
+    events = feed(det, silence(300) + tone(600) + silence(240) + tone(600) + silence(600))
+    paused = [e for e in events if isinstance(e, SpeechPaused)]
+    stopped = [e for e in events if isinstance(e, SpeechStopped)]
+    assert len(paused) == 2 and len(stopped) == 1
+    assert paused[0].voiced_frames != stopped[0].voiced_frames == paused[1].voiced_frames

@@ -25,21 +25,13 @@ class Metrics:
             buckets=STAGE_BUCKETS,
             registry=self.registry,
         )
-        self.turns = Counter(
-            "claritymentor_turns", "Turns completed", ["kind", "outcome"], registry=self.registry
-        )
+        self.turns = Counter("claritymentor_turns", "Turns completed", ["kind", "outcome"], registry=self.registry)
         self.interruptions = Counter(
             "claritymentor_interruptions", "Replies cut short by barge-in or cancel", registry=self.registry
         )
-        self.errors = Counter(
-            "claritymentor_errors", "Errors reported to clients", ["code"], registry=self.registry
-        )
-        self.connections = Gauge(
-            "claritymentor_ws_connections", "Open /ws/voice connections", registry=self.registry
-        )
-        self.active_turns = Gauge(
-            "claritymentor_active_turns", "Turns being processed now", registry=self.registry
-        )
+        self.errors = Counter("claritymentor_errors", "Errors reported to clients", ["code"], registry=self.registry)
+        self.connections = Gauge("claritymentor_ws_connections", "Open /ws/voice connections", registry=self.registry)
+        self.active_turns = Gauge("claritymentor_active_turns", "Turns being processed now", registry=self.registry)
         self.sessions = Gauge("claritymentor_sessions", "Sessions in the store", registry=self.registry)
 
     def observe_timings(self, stages: dict[str, float]) -> None:

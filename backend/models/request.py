@@ -38,9 +38,7 @@ ClientEvent = Annotated[
     Field(discriminator="type"),
 ]
 CLIENT_EVENT_TYPES = ("session.start", "input.commit", "response.cancel", "text")
-client_event_adapter: TypeAdapter[SessionStart | InputCommit | ResponseCancel | TextInput] = TypeAdapter(
-    ClientEvent
-)
+client_event_adapter: TypeAdapter[SessionStart | InputCommit | ResponseCancel | TextInput] = TypeAdapter(ClientEvent)
 
 
 class SessionCreate(BaseModel):

@@ -125,9 +125,7 @@ class ModelService:
         self.device = resolve_device(s.llm.device)
         self._stt = self._load("stt", lambda: load_stt(s.stt))
         self._vad_factory = self._load("vad", lambda: load_vad(s.vad))
-        self._emotion = self._load(
-            "emotion", lambda: load_emotion(s.emotion, resolve_device(s.emotion.device))
-        )
+        self._emotion = self._load("emotion", lambda: load_emotion(s.emotion, resolve_device(s.emotion.device)))
         self._llm = self._load("llm", lambda: load_llm(s.llm))
         self._tts = self._load("tts", lambda: load_tts(s.tts))
 

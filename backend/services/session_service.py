@@ -143,9 +143,7 @@ class SessionStore:
             try:
                 return self.get_session(sid, owner)
             except SessionNotFoundError:
-                raise InvalidInputError(
-                    "session id is not available", code="session_id_unavailable"
-                ) from None
+                raise InvalidInputError("session id is not available", code="session_id_unavailable") from None
         logger.info("session created", extra={"session_id": sid})
         return _session_record(row, 0)
 
@@ -241,9 +239,7 @@ class SessionStore:
                 raise SessionNotFoundError("turn not found")
             return _turn_record(row)
 
-    def history(
-        self, session_id: str, owner: str | None = None, limit: int | None = None
-    ) -> list[TurnRecord]:
+    def history(self, session_id: str, owner: str | None = None, limit: int | None = None) -> list[TurnRecord]:
         """Turns oldest first; with ``limit`` the most recent ``limit`` turns, in chronological order."""
         with self._sessions() as db:
             self._get_session(db, session_id, owner)
@@ -255,10 +251,7 @@ class SessionStore:
             return []
         with self._sessions() as db:
             rows = self._turns(db, session_id, max_turns)
-            return [
-                HistoryTurn(role=cast(Role, r.role), text=r.text, emotion=_emotion_label(r.emotion))
-                for r in rows
-            ]
+            return [HistoryTurn(role=cast(Role, r.role), text=r.text, emotion=_emotion_label(r.emotion)) for r in rows]
 
     def close(self) -> None:
         self._engine.dispose()

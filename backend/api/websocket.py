@@ -1,4 +1,9 @@
-"""/ws/voice: thin. Validates client events, feeds the Conversation, and sends its events with deadlines."""
+"""/ws/voice: thin. Validates client events, feeds the Conversation, and sends its events with deadlines.
+
+Limits (see backend/api/limits.py for the close codes): a connection cap, an idle timeout, an input byte
+rate, a deadline on every send and on the close itself. A client that stops reading is dropped within
+``send_timeout_s`` and its transport aborted by the server protocol (backend/main.py).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,18 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from backend.api.auth import authenticate, check_origin
 from backend.api.deps import AppServices
+from backend.api.limits import (
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    AtCapacityError,
+    ConnectionClosing,
+    DrainingError,
+    InputGuard,
+)
 from backend.core.exceptions import ClarityError, InvalidInputError, InvalidJSONError, UnknownEventError
 from backend.models.request import CLIENT_EVENT_TYPES, client_event_adapter
+from backend.models.response import ErrorEvent
 from backend.services.conversation import Conversation, SessionContext, new_id
 from backend.services.output_queue import EventOut, OutputQueue, SlowClientError
 
@@ -33,9 +48,7 @@ def parse_client_event(text: str) -> object:
     event_type = raw.get("type")
     if event_type not in CLIENT_EVENT_TYPES:
         shown = event_type if isinstance(event_type, str) else type(event_type).__name__
-        raise UnknownEventError(
-            f"unknown event type {shown[:40]!r}; expected one of {', '.join(CLIENT_EVENT_TYPES)}"
-        )
+        raise UnknownEventError(f"unknown event type {shown[:40]!r}; expected one of {', '.join(CLIENT_EVENT_TYPES)}")
     try:
         return client_event_adapter.validate_python(raw)
     except ValidationError as exc:
@@ -61,9 +74,9 @@ async def _sender(ws: WebSocket, out: OutputQueue, conversation: Conversation, t
             raise SlowClientError("the client stopped reading") from None
 
 
-async def _receiver(ws: WebSocket, conversation: Conversation) -> None:
+async def _receiver(ws: WebSocket, conversation: Conversation, guard: InputGuard) -> None:
     while True:
-        message = await ws.receive()
+        message = await guard.receive(ws)
         if message["type"] == "websocket.disconnect":
             return
         try:
@@ -78,6 +91,29 @@ async def _receiver(ws: WebSocket, conversation: Conversation) -> None:
             conversation.send_error(exc)
 
 
+def _refusal(ws: WebSocket, services: AppServices) -> ConnectionClosing | None:
+    if getattr(ws.app.state, "draining", False):
+        return DrainingError("the server is restarting; reconnect shortly")
+    if len(services.connections) >= services.settings.limits.max_connections:
+        return AtCapacityError(
+            f"the server is at its limit of {services.settings.limits.max_connections} connections; try again shortly"
+        )
+    return None
+
+
+async def _close(ws: WebSocket, code: int, reason: str, error: ClarityError | None, deadline: float) -> None:
+    """Send the error event (if any) and the close frame within ``deadline``; a peer that does not read
+    cannot hold the handler (the protocol aborts its transport)."""
+    if ws.application_state != WebSocketState.CONNECTED or ws.client_state != WebSocketState.CONNECTED:
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(deadline):
+            if error is not None:
+                event = ErrorEvent(code=error.code, message=error.message, retryable=error.retryable)
+                await ws.send_text(event.model_dump_json())
+            await ws.close(code, reason)
+
+
 @router.websocket("/ws/voice")
 async def voice(ws: WebSocket) -> None:
     services: AppServices = ws.app.state.services
@@ -88,6 +124,12 @@ async def voice(ws: WebSocket) -> None:
     except ClarityError as exc:
         services.metrics.errors.labels(code=exc.code).inc()
         await ws.close(code=1008, reason=exc.message[:120])  # before accept: the handshake gets HTTP 403
+        return
+    refusal = _refusal(ws, services)
+    if refusal is not None:
+        services.metrics.errors.labels(code=refusal.code).inc()
+        await ws.accept()  # accepted then closed: browsers see the close code, never an HTTP status
+        await _close(ws, refusal.close_code, refusal.close_reason, refusal, settings.limits.send_timeout_s)
         return
     await ws.accept()
     out = OutputQueue(settings.pipeline.output_queue_max)
@@ -103,27 +145,33 @@ async def voice(ws: WebSocket) -> None:
     services.metrics.connections.inc()
     conversation.start()
     out.put_nowait(EventOut(conversation.session_event()))
+    guard = InputGuard(settings.limits, lambda: conversation.busy)
     sender = asyncio.create_task(_sender(ws, out, conversation, settings.limits.send_timeout_s))
-    receiver = asyncio.create_task(_receiver(ws, conversation))
-    close_code = 1000
+    receiver = asyncio.create_task(_receiver(ws, conversation, guard))
+    close_code, reason, error = CLOSE_NORMAL, "", None
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             failure = task.exception()
-            if isinstance(failure, SlowClientError):
-                close_code = 1008
+            if isinstance(failure, ConnectionClosing):
+                close_code, reason, error = failure.close_code, failure.close_reason, failure
+                services.metrics.errors.labels(code=failure.code).inc()
+                logger.info("closing a connection", extra={"code": failure.code})
+            elif isinstance(failure, SlowClientError):
+                close_code, reason = CLOSE_POLICY, "client not reading"
+                services.metrics.errors.labels(code=failure.code).inc()
                 logger.warning("dropping a client that stopped reading")
             elif failure is not None and not isinstance(failure, WebSocketDisconnect):
-                close_code = 1011
+                close_code, reason = CLOSE_INTERNAL, "internal error"
                 logger.error("connection failed", exc_info=failure)
     finally:
         receiver.cancel()
-        await conversation.close()
-        out.close()
         sender.cancel()
         await asyncio.gather(sender, receiver, return_exceptions=True)
-        services.connections.discard(conversation)
-        services.metrics.connections.dec()
-        if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(close_code), 1.0)
+        try:
+            await conversation.close()  # stores the partial reply and any unanswered speech
+        finally:
+            out.close()
+            services.connections.discard(conversation)
+            services.metrics.connections.dec()
+            await _close(ws, close_code, reason, error, settings.limits.send_timeout_s)

@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from backend.api import auth
 from backend.api.auth import authenticate_key, issue_token
@@ -46,6 +48,53 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 # Errors any keyed route may answer: 401 (missing, wrong or expired credential), 422 (invalid input).
 AUTHED = (401, 422)
 TURN_ERRORS = (*AUTHED, 404, 429, 500, 503)  # a turn may also hit a full server or a failing model
+
+
+SSE_EVENTS = [
+    "session",
+    "status",
+    "transcript",
+    "emotion",
+    "response.delta",
+    "response",
+    "metrics",
+    "error",
+    "done",
+]
+_SSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One server-sent event: ``event`` names it, ``data`` is its JSON body.",
+    "properties": {"event": {"type": "string", "enum": SSE_EVENTS}, "data": {"type": "string"}},
+    "required": ["event", "data"],
+}
+_BODY_PARSE_FAILED = "There was an error parsing the body"  # FastAPI's detail for an undecodable body
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def _documented_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI schema lists for the request's path (all /api routes are in the schema)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(request.url.path):
+            methods |= {m.upper() for m in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette/FastAPI's own HTTP errors in the app's error envelope (register on the app for
+    ``StarletteHTTPException``). An undecodable body becomes 422 ``invalid_json`` like any other bad JSON;
+    a 405 lists every method the path supports in ``Allow`` (Starlette names only the first route's)."""
+    headers = dict(exc.headers or {})
+    status, code = exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if status == 400 and message == _BODY_PARSE_FAILED:
+        status, code, message = 422, "invalid_json", "the request body is not valid JSON"
+    elif status == 405 and (allowed := _documented_methods(request)):
+        headers["Allow"] = ", ".join(allowed)
+    body = {"error": ErrorEvent(code=code, message=message).model_dump()}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class TokenPublic(BaseModel):
@@ -188,7 +237,7 @@ async def text_chat(body: TextChatRequest, services: ServicesDep, owner: OwnerDe
     "/text-chat/stream",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {"content": {"text/event-stream": {"schema": _SSE_SCHEMA}}},
         **_errors(*AUTHED, 404),
     },
 )

@@ -1,5 +1,5 @@
 """A real uvicorn on 127.0.0.1 in a thread, for checks the in-process TestClient cannot make (handshake status,
-size limits, many sockets). Same WebSocket options as ``backend.main.main``."""
+size limits, many sockets), built by ``backend.main.build_server`` like the real server."""
 
 from __future__ import annotations
 
@@ -12,18 +12,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
-WS_MAX_SIZE = 65536
+from backend.main import DrainingServer, build_server
 
 
 @dataclass
 class Live:
     host: str
     port: int
-    server: uvicorn.Server
+    server: DrainingServer
 
     @property
     def http(self) -> str:
@@ -41,16 +40,9 @@ def live_server(app: FastAPI, start_timeout: float = 20.0, log_level: str = "war
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        ws="websockets-sansio",
-        ws_max_size=WS_MAX_SIZE,
-        ws_per_message_deflate=False,
-        log_level=log_level,
-        lifespan="on",
-        backlog=2048,
-    )
-    server = uvicorn.Server(config)
+    # The production server (backend.main.build_server: websockets-sansio, ws_max_size from the settings,
+    # no permessage-deflate), with test logging.
+    server = build_server(app.state.settings, app, log_level=log_level, backlog=2048)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout

@@ -75,7 +75,7 @@ def test_idle_client_is_closed_even_while_pinging(tmp_path: Path) -> None:
 
 def test_a_client_sending_audio_or_waiting_on_a_turn_is_not_idle(tmp_path: Path, fakes: FakeModels) -> None:
     """Audio frames keep a connection alive, and so does a turn that runs longer than the idle timeout."""
-    settings = make_settings(tmp_path, limits__idle_timeout_s=0.5)
+    settings = make_settings(tmp_path, limits__idle_timeout_s=0.3)
     fakes.llm.hold_after = 3
     with serve(settings, fakes) as served:
         with ws_connect(served.url) as ws:
@@ -83,14 +83,14 @@ def test_a_client_sending_audio_or_waiting_on_a_turn_is_not_idle(tmp_path: Path,
             ws.send(json.dumps({"type": "text", "text": "hello"}))
             recv_until(ws, "response.delta")
             quiet = False
-            while not quiet:  # the turn is held: its first sentence arrives, then 1.2 s of quiet, no close
+            while not quiet:  # the turn is held: its first sentence arrives, then 0.7 s of quiet, no close
                 try:
-                    ws.recv(timeout=1.2)
+                    ws.recv(timeout=0.7)
                 except TimeoutError:
                     quiet = True
             fakes.llm.release.set()
             recv_until(ws, "metrics")
-            for _ in range(10):  # 1 s of silence in 100 ms steps, twice the idle timeout
+            for _ in range(7):  # 0.7 s of silence in 100 ms steps, over twice the idle timeout
                 ws.send(silence_pcm(0.1))
                 with pytest.raises(TimeoutError):
                     ws.recv(timeout=0.1)
@@ -141,7 +141,7 @@ def test_continuous_speech_is_cut_into_turns_at_max_turn_s(tmp_path: Path, fakes
             pcm = tone_pcm(2.6) + silence_pcm(0.8)
             for i in range(0, len(pcm), 640):
                 ws.send(pcm[i : i + 640])
-            stops = []
+            stops: list[float] = []
             while len(stops) < 3:
                 event = recv_event(ws)
                 if event["type"] == "speech_stopped":

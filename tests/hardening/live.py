@@ -59,7 +59,9 @@ def live_server(app: FastAPI, start_timeout: float = 20.0, log_level: str = "war
 
 
 def ws_connect(url: str, **kwargs: Any) -> ClientConnection:
-    conn: ClientConnection = connect(url, open_timeout=10, close_timeout=2, max_size=None, compression=None, **kwargs)
+    conn: ClientConnection = connect(
+        url, open_timeout=10, close_timeout=2, max_size=None, compression=None, legacy=True, **kwargs
+    )
     return conn
 
 

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -119,10 +120,14 @@ async def warm_up(server: Server) -> None:
         await talker.close()
 
 
-async def run_latency(servers: dict[str, Server], utts: list[Utterance], timeout: float) -> dict[str, list[Any]]:
-    """The same utterances on each server, interleaved turn by turn so background load hits both alike."""
+async def run_latency(
+    servers: dict[str, Server], utts: list[Utterance], timeout: float, runs: dict[str, list[Any]]
+) -> None:
+    """The same utterances on each server, interleaved turn by turn so background load hits both alike.
+
+    Records are appended to ``runs`` as they complete (an interrupted run keeps what it measured)."""
     talkers = {mode: await Talker.open(s.ws_url) for mode, s in servers.items()}
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in servers}
+    runs.update({mode: [] for mode in servers})
     try:
         for i, utt in enumerate(utts):
             for mode, talker in talkers.items():
@@ -134,7 +139,6 @@ async def run_latency(servers: dict[str, Server], utts: list[Utterance], timeout
     finally:
         for talker in talkers.values():
             await talker.close()
-    return runs
 
 
 async def _talk(server: Server, utts: list[Utterance], delay: float, timeout: float, level: int, k: int) -> list:  # type: ignore[type-arg]
@@ -151,9 +155,9 @@ async def _talk(server: Server, utts: list[Utterance], delay: float, timeout: fl
     return records
 
 
-async def run_concurrency(server: Server, args: argparse.Namespace) -> dict[int, list[dict[str, Any]]]:
+async def run_concurrency(server: Server, args: argparse.Namespace, out: dict[int, list[Any]]) -> None:
+    """Each level's records go into ``out`` when the level completes."""
     rng = random.Random(args.seed)
-    out: dict[int, list[dict[str, Any]]] = {}
     for level in args.levels:
         utts = [
             await asyncio.to_thread(make_utterances, args.turns_per_talker, args.seed, 100 * level + k)
@@ -164,7 +168,6 @@ async def run_concurrency(server: Server, args: argparse.Namespace) -> dict[int,
         out[level] = [r for recs in results for r in recs]
         ok = [r["client"]["first_audio"] for r in out[level] if "first_audio" in r["client"]]
         log(f"  {level} talkers: {len(ok)}/{len(out[level])} with audio, TTFA max={max(ok, default=None)}")
-    return out
 
 
 async def idle_memory(server: Server, count: int) -> dict[str, Any]:
@@ -178,12 +181,15 @@ async def idle_memory(server: Server, count: int) -> dict[str, Any]:
     return {"connections": count, "rss_before": before, "rss_with_idle": during, "per_connection_bytes": per}
 
 
-async def soak(server: Server, turns: int, connections: int) -> dict[str, Any]:
-    """``turns`` text turns over ``connections`` sockets (a fresh socket and session every 25 turns)."""
+async def soak(server: Server, turns: int, connections: int, result: dict[str, Any]) -> None:
+    """``turns`` text turns over ``connections`` sockets (a fresh socket and session every 25 turns).
+
+    ``result`` is kept up to date, so an interrupted soak still reports its progress."""
     before = server.rss()
     start = time.perf_counter()
     done = failed = 0
     series: list[tuple[int, int | None]] = [(0, before)]
+    result.update(turns=turns, ok=0, failed=0, seconds=0.0, rss_before=before, rss_series=series)
 
     async def worker(k: int, n: int) -> None:
         nonlocal done, failed
@@ -197,6 +203,7 @@ async def soak(server: Server, turns: int, connections: int) -> dict[str, Any]:
                 timings = await talker.text_turn(SENTENCES[(k * 7 + i) % len(SENTENCES)])
                 done += timings is not None
                 failed += timings is None
+                result.update(ok=done, failed=failed, seconds=round(time.perf_counter() - start, 1))
                 if (done + failed) % 25 == 0:
                     series.append((done + failed, server.rss()))
                     log(f"  soak: {done + failed}/{turns} turns")
@@ -205,19 +212,13 @@ async def soak(server: Server, turns: int, connections: int) -> dict[str, Any]:
                 await talker.close()
 
     shares = [turns // connections + (k < turns % connections) for k in range(max(1, connections))]
-    await asyncio.gather(*(worker(k, n) for k, n in enumerate(shares) if n))
-    await asyncio.sleep(1.0)
-    after = server.rss()
-    return {
-        "turns": turns,
-        "ok": done,
-        "failed": failed,
-        "seconds": round(time.perf_counter() - start, 1),
-        "rss_before": before,
-        "rss_after": after,
-        "growth_bytes": (after - before) if before and after else None,
-        "rss_series": [*series, (done + failed, after)],  # (turns done, RSS) every 25 turns
-    }
+    try:
+        await asyncio.gather(*(worker(k, n) for k, n in enumerate(shares) if n))
+        await asyncio.sleep(1.0)
+    finally:
+        after = server.rss()
+        series.append((done + failed, after))  # (turns done, RSS) every 25 turns and at the end
+        result.update(rss_after=after, growth_bytes=(after - before) if before and after else None)
 
 
 # --- report -------------------------------------------------------------------------------------------------
@@ -289,20 +290,20 @@ async def run_all(args: argparse.Namespace, servers: dict[str, Server], report: 
     utts = await asyncio.to_thread(make_utterances, args.turns, args.seed)
     report["utterances"] = [u.describe() for u in utts]
     log(f"latency: {len(utts)} turns on {', '.join(servers)}")
-    with RssSampler(stream) as sampler:
-        runs = await run_latency(servers, utts, args.turn_timeout)
-        report["runs"] = runs
-        if args.levels:
-            log(f"concurrency: {args.levels}")
-            levels = await run_concurrency(stream, args)
-            report["concurrency_records"] = {str(k): v for k, v in levels.items()}
-            report["concurrency"] = bench_report.concurrency_summary(levels)
-    memory["rss_active_peak"] = sampler.peak or None
-    report["machine"]["loadavg_1min_during_runs"] = sampler.load_summary()
-    if args.soak_turns:
-        log(f"soak: {args.soak_turns} text turns")
-        memory["soak"] = await soak(stream, args.soak_turns, args.soak_connections)
-    memory["rss_end"] = stream.rss()
+    sampler = RssSampler(stream)
+    try:
+        with sampler:
+            await run_latency(servers, utts, args.turn_timeout, report.setdefault("runs", {}))
+            if args.levels:
+                log(f"concurrency: {args.levels}")
+                await run_concurrency(stream, args, report.setdefault("concurrency_records", {}))
+        if args.soak_turns:
+            log(f"soak: {args.soak_turns} text turns")
+            await soak(stream, args.soak_turns, args.soak_connections, memory.setdefault("soak", {}))
+    finally:
+        memory["rss_active_peak"] = sampler.peak or None
+        report["machine"]["loadavg_1min_during_runs"] = sampler.load_summary()
+        memory["rss_end"] = stream.rss()
 
 
 def print_results(report: dict[str, Any]) -> None:
@@ -325,14 +326,21 @@ def print_results(report: dict[str, Any]) -> None:
     if soak_m:
         print(
             f"soak: {soak_m['ok']}/{soak_m['turns']} text turns in {soak_m['seconds']} s, RSS "
-            f"{mb(soak_m['rss_before'])} -> {mb(soak_m['rss_after'])} (growth {mb(soak_m['growth_bytes'])})"
+            f"{mb(soak_m['rss_before'])} -> {mb(soak_m.get('rss_after'))} (growth {mb(soak_m.get('growth_bytes'))})"
         )
+    if report.get("interrupted"):
+        print("INTERRUPTED: the figures above cover only what was measured before the stop")
     for problem in report["problems"]:
         print(f"PROBLEM: {problem}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     modes = ["streaming", "sequential"] if args.compare else ["streaming"]
     started = time.perf_counter()
     report: dict[str, Any] = {
@@ -359,10 +367,16 @@ def main(argv: list[str] | None = None) -> int:
                 for m, s in servers.items()
             }
             asyncio.run(run_all(args, servers, report))
+        except KeyboardInterrupt:
+            report["interrupted"] = True
+            log("interrupted: writing the report of what was measured")
         finally:
             for server in servers.values():
                 stop_server(server)
     runs = report.get("runs", {})
+    if report.get("concurrency_records"):
+        report["concurrency"] = bench_report.concurrency_summary(report["concurrency_records"])
+        report["concurrency_records"] = {str(k): v for k, v in report["concurrency_records"].items()}
     report["summaries"] = {mode: bench_report.summarize(recs) for mode, recs in runs.items()}
     if args.compare and "sequential" in runs:
         report["compare"] = bench_report.compare(runs["streaming"], runs["sequential"])

@@ -97,6 +97,7 @@ class PipelineSettings(BaseModel):
     mode: Literal["streaming", "sequential"] = "streaming"
     first_chunk_min_words: int = 4  # the first clause may be spoken once it has this many words
     speculative_stt: bool = True  # transcribe during the hangover; reused if the user does not go on
+    early_start: bool = True  # run the whole turn from a pause, held back until the end of speech is confirmed
     output_queue_max: int = 512  # messages waiting for the sender of one connection
     audio_chunk_ms: int = 200  # reply audio is sent in chunks of this length
 

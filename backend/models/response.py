@@ -90,6 +90,7 @@ class MetricsEvent(BaseModel):
     turn_id: str
     timings: dict[str, float]  # seconds from end of speech (or text received) to each milestone
     speculative_stt: bool = False  # the transcript came from a transcription started during the hangover
+    early_start: bool = False  # the whole turn started at a pause, before the end of speech was confirmed
 
 
 class ErrorEvent(BaseModel):

@@ -33,11 +33,13 @@ from backend.services.session_service import SessionStore
 from backend.services.turn_detector import (
     SpeechDiscarded,
     SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     SpeechSustained,
     TurnDetector,
 )
+from backend.services.turn_gate import GatedOutput
 from backend.services.turn_pipeline import TurnInput, TurnPipeline, TurnState
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,26 @@ ClientEvent = SessionStart | InputCommit | ResponseCancel | TextInput
 
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+@dataclass
+class _Provisional:
+    """A turn started at a pause in speech; its output is held until the end of speech is confirmed."""
+
+    voiced_frames: int
+    turn: TurnInput
+    state: TurnState
+    gate: GatedOutput
+    task: asyncio.Task[None]
+
+
+@dataclass(frozen=True)
+class _Adopted:
+    """A confirmed provisional turn, handed to the worker already running."""
+
+    turn: TurnInput
+    state: TurnState
+    task: asyncio.Task[None]
 
 
 @dataclass
@@ -77,7 +99,8 @@ class Conversation:
         self.input_rate = 16000
         self._framer = PcmFramer(self.input_rate, settings.vad.frame_ms)
         self._detector = TurnDetector(pipeline.models.new_vad(), settings.vad, max_turn_s=settings.limits.max_turn_s)
-        self._turns: asyncio.Queue[TurnInput] = asyncio.Queue()
+        self._turns: asyncio.Queue[TurnInput | _Adopted] = asyncio.Queue()
+        self._provisional: _Provisional | None = None
         self._worker: asyncio.Task[None] | None = None
         self._active: tuple[asyncio.Task[None], TurnState] | None = None
         self._active_input: TurnInput | None = None
@@ -96,6 +119,7 @@ class Conversation:
         the user said that no turn answered, as interrupted user turns: queued turns, a turn cancelled before
         its reply began (its transcript may not be stored yet), and speech in progress (transcribed now)."""
         active, current = self._active, self._active_input
+        self._cancel_provisional()  # its speech is still in the detector and is stored below
         if self._worker is not None:  # first, so it cannot start the next queued turn
             self._worker.cancel()
             await asyncio.wait([self._worker])
@@ -106,7 +130,8 @@ class Conversation:
             if current is not None and not active[1].responding:
                 unanswered.append(current)
         while not self._turns.empty():
-            unanswered.append(self._turns.get_nowait())
+            item = self._turns.get_nowait()
+            unanswered.append(item.turn if isinstance(item, _Adopted) else item)
         if self._detector.in_speech:
             audio = self._detector.current_audio()
             sid, now = self.session.session_id, time.perf_counter()
@@ -233,8 +258,13 @@ class Conversation:
             if self._active is not None and self._active[1].responding:
                 await self.interrupt()
         elif isinstance(event, SpeechPaused):
-            if self.settings.pipeline.speculative_stt:
+            self._cancel_provisional()
+            if self.settings.pipeline.early_start and self._active is None and self._turns.empty():
+                self._start_provisional(event)
+            elif self.settings.pipeline.speculative_stt:
                 self._speculation = (event.voiced_frames, self.pipeline.transcribe_soon(event.audio))
+        elif isinstance(event, SpeechResumed):
+            self._cancel_provisional()
         elif isinstance(event, SpeechDiscarded):
             if self._utterance_id is not None:
                 await self.send(SpeechStoppedEvent(turn_id=self._utterance_id, duration_s=0.0, discarded=True))
@@ -242,6 +272,12 @@ class Conversation:
         elif isinstance(event, SpeechStopped):
             turn_id = self._utterance_id or new_id()
             self._utterance_id = None
+            provisional, self._provisional = self._provisional, None
+            if provisional is not None:
+                if event.reason == "silence" and provisional.voiced_frames == event.voiced_frames:
+                    await self._confirm(provisional, event)
+                    return
+                provisional.task.cancel()
             lag = self.settings.vad.hangover_ms / 1000 if event.reason == "silence" else 0.0
             speculation, self._speculation = self._speculation, None
             transcript = None
@@ -263,6 +299,50 @@ class Conversation:
     async def _queue_turn(self, turn: TurnInput) -> None:
         await self._turns.put(turn)
 
+    # --- early start -------------------------------------------------------------------------------------
+
+    def _start_provisional(self, event: SpeechPaused) -> None:
+        """Run the turn from the pause on; the end of speech was ``pause_ms`` ago if the user does not go on."""
+        gate = GatedOutput(self)
+        turn = TurnInput(
+            self._utterance_id or new_id(),
+            self.session.session_id,
+            t0=time.perf_counter() - self.settings.vad.pause_ms / 1000,
+            audio=event.audio,
+            duration_s=round(len(event.audio) / 32000, 3),
+            confirmed=gate.opened,
+        )
+        state = TurnState(turn.turn_id)
+        task = asyncio.create_task(self._run_gated(turn, state, gate), name=f"early-{turn.turn_id}")
+        self._provisional = _Provisional(event.voiced_frames, turn, state, gate, task)
+
+    def _cancel_provisional(self) -> None:
+        if self._provisional is not None:
+            self._provisional.task.cancel()
+            self._provisional = None
+
+    async def _confirm(self, provisional: _Provisional, event: SpeechStopped) -> None:
+        """The user did not go on after the pause: the early turn is the real one. Release its output."""
+        turn = provisional.turn
+        turn.marks["speech_stopped"] = round(time.perf_counter() - turn.t0, 4)
+        turn.duration_s = event.duration_s
+        await self.send(SpeechStoppedEvent(turn_id=turn.turn_id, duration_s=round(event.duration_s, 3)))
+        await self._ensure_persisted()
+        self._active, self._active_input = (provisional.task, provisional.state), turn
+        self._turns.put_nowait(_Adopted(turn, provisional.state, provisional.task))
+        await provisional.gate.open()
+
+    async def _run_gated(self, turn: TurnInput, state: TurnState, gate: GatedOutput) -> None:
+        try:
+            await self.pipeline.run(turn, gate, state)
+        except ClarityError as exc:
+            await gate.opened.wait()  # reported only if the turn is confirmed
+            self.send_error(exc)
+        except Exception:
+            logger.exception("turn failed", extra={"turn_id": turn.turn_id})
+            await gate.opened.wait()
+            self.send_error(ClarityError("the turn failed on the server", retryable=True))
+
     # --- turns -------------------------------------------------------------------------------------------
 
     async def interrupt(self) -> bool:
@@ -280,9 +360,13 @@ class Conversation:
 
     async def _work(self) -> None:
         while True:
-            turn = await self._turns.get()
-            state = TurnState(turn.turn_id)
-            task = asyncio.create_task(self._run_turn(turn, state), name=f"turn-{turn.turn_id}")
+            item = await self._turns.get()
+            if isinstance(item, _Adopted):
+                turn, state, task = item.turn, item.state, item.task
+            else:
+                self._cancel_provisional()  # a queued turn goes first; the speech after it is re-run later
+                turn, state = item, TurnState(item.turn_id)
+                task = asyncio.create_task(self._run_turn(turn, state), name=f"turn-{turn.turn_id}")
             self._active, self._active_input = (task, state), turn
             try:
                 await asyncio.wait([task])

@@ -60,6 +60,13 @@ class SpeechPaused:
 
 
 @dataclass(frozen=True)
+class SpeechResumed:
+    """Speech came back after a SpeechPaused: the utterance goes on, so work started at the pause is stale."""
+
+    type: Literal["speech_resumed"] = "speech_resumed"
+
+
+@dataclass(frozen=True)
 class SpeechDiscarded:
     """A burst after SpeechStarted had too little voiced audio (click, cough): no turn follows."""
 
@@ -68,7 +75,7 @@ class SpeechDiscarded:
     type: Literal["speech_discarded"] = "speech_discarded"
 
 
-TurnEvent = SpeechStarted | SpeechSustained | SpeechPaused | SpeechStopped | SpeechDiscarded
+TurnEvent = SpeechStarted | SpeechSustained | SpeechPaused | SpeechResumed | SpeechStopped | SpeechDiscarded
 
 
 def _frames(ms: float, frame_ms: int) -> int:
@@ -174,12 +181,15 @@ class TurnDetector:
 
     def _speech_frame(self, index: int, voiced: bool) -> list[TurnEvent]:
         assert self._utt_start is not None
+        events: list[TurnEvent] = []
         if voiced:
+            if self._pause_frames <= self._silence_run and self._voiced >= self._min_voiced_frames:
+                events.append(SpeechResumed())
             self._voiced += 1
             self._silence_run = 0
         else:
             self._silence_run += 1
-        events: list[TurnEvent] = list(self._maybe_sustained(index))
+        events.extend(self._maybe_sustained(index))
         if self._silence_run == self._pause_frames < self._hangover_frames and self._voiced >= self._min_voiced_frames:
             events.append(SpeechPaused(audio=self.current_audio(), voiced_frames=self._voiced))
         if self._silence_run >= self._hangover_frames:

@@ -61,6 +61,7 @@ class TurnInput:
     text: str | None = None
     audio: bytes | None = None  # PCM16 mono 16 kHz utterance
     transcript: asyncio.Future[Transcription] | None = None  # started speculatively during the hangover
+    confirmed: asyncio.Event | None = None  # set when a turn started early at a pause is confirmed
     duration_s: float | None = None
     speak: bool = True
     marks: dict[str, float] = field(default_factory=dict)
@@ -203,12 +204,7 @@ class TurnPipeline:
         await out.send(EmotionEvent(turn_id=turn.turn_id, data=emotion.to_dict()))
 
         history = await history_task
-        await run_blocking(
-            self.executors.db,
-            lambda: self.store.add_turn(
-                turn.session_id, "user", text, emotion=emotion.to_dict(), duration_s=turn.duration_s
-            ),
-        )
+        user_stored = asyncio.ensure_future(self._store_user(turn, text, emotion))
         guidance = emotion.label if emotion.confidence >= self.settings.emotion.min_confidence else "neutral"
         messages = build_messages(
             self.models.mentor_prompt,
@@ -229,25 +225,53 @@ class TurnPipeline:
                 reply = await self._sequential_reply(turn, out, state, messages, style, mark, stages)
             await out.flush()
         except BaseException:  # cancelled (barge-in, disconnect) or failed (slow client): keep what was sent
-            await asyncio.shield(self._store_reply(turn, state, interrupted=True, timings=marks))
+            if turn.confirmed is not None and not turn.confirmed.is_set():
+                user_stored.cancel()  # an early start the user talked over: nothing was sent or stored
+                raise
+            await asyncio.shield(self._store_reply(turn, state, user_stored, interrupted=True, timings=marks))
             raise
-        await self._store_reply(turn, state, interrupted=False, timings=marks)
+        await self._store_reply(turn, state, user_stored, interrupted=False, timings=marks)
         stages["turn_total"] = time.perf_counter() - turn.t0
         timings = {**marks, **{f"{k}_s": round(v, 4) for k, v in stages.items()}}
         self.metrics.observe_timings(stages)
         if "first_audio" in marks:
             self.metrics.ttfa_seconds.labels(mode=self.settings.pipeline.mode).observe(marks["first_audio"])
         self.metrics.turns.labels(kind="voice" if turn.audio is not None else "text", outcome="ok").inc()
-        await out.send(MetricsEvent(turn_id=turn.turn_id, timings=timings, speculative_stt=turn.transcript is not None))
+        await out.send(
+            MetricsEvent(
+                turn_id=turn.turn_id,
+                timings=timings,
+                speculative_stt=turn.transcript is not None,
+                early_start=turn.confirmed is not None,
+            )
+        )
         logger.info(
             "turn completed",
             extra={"turn_id": turn.turn_id, "session_id": turn.session_id, "timings": timings},
         )
         return TurnResult(transcript=text, reply=reply, emotion=emotion, timings=timings)
 
+    async def _store_user(self, turn: TurnInput, text: str, emotion: EmotionResult) -> None:
+        """Store the user's turn as soon as it is certain (at once, or when an early start is confirmed)."""
+        if turn.confirmed is not None:
+            await turn.confirmed.wait()
+        await run_blocking(
+            self.executors.db,
+            lambda: self.store.add_turn(
+                turn.session_id, "user", text, emotion=emotion.to_dict(), duration_s=turn.duration_s
+            ),
+        )
+
     async def _store_reply(
-        self, turn: TurnInput, state: TurnState, *, interrupted: bool, timings: dict[str, float]
+        self,
+        turn: TurnInput,
+        state: TurnState,
+        user_stored: asyncio.Future[None],
+        *,
+        interrupted: bool,
+        timings: dict[str, float],
     ) -> None:
+        await user_stored
         # Interrupted voice turns keep what the client was sent as audio; text turns keep what was streamed.
         text = state.spoken_text() if (interrupted and turn.speak) else clean_for_speech(state.reply_text)
         await run_blocking(

@@ -66,9 +66,9 @@ def test_voice_turn_sends_seed_messages_in_order(client: TestClient, fakes: Fake
     # The first sentence was synthesized on its own: streaming, not one synthesis of the whole reply.
     assert fakes.tts.texts[0] == "That sounds hard."
     assert fakes.stt.calls and 1.0 <= fakes.stt.calls[0] <= 2.5
-    # Transcribed once, speculatively during the hangover, and that transcript was reused.
+    # The turn started at the pause, during the hangover, and was confirmed: one transcription.
     assert len(fakes.stt.calls) == 1
-    assert got.first("metrics")["speculative_stt"] is True
+    assert got.first("metrics")["early_start"] is True
 
 
 def test_first_audio_leaves_before_the_reply_is_finished(client: TestClient, fakes: FakeModels) -> None:
@@ -86,10 +86,15 @@ def test_first_audio_leaves_before_the_reply_is_finished(client: TestClient, fak
     assert got.first("response")["text"] == fakes.llm.reply
 
 
-def test_speech_after_a_pause_is_transcribed_again(client: TestClient, fakes: FakeModels) -> None:
-    """When the user goes on after a short pause, that pause's speculative transcript is discarded; the one
-    used covers the whole utterance."""
-    with client.websocket_connect("/ws/voice") as ws:
+def test_speech_after_a_pause_is_transcribed_again(tmp_path: Path) -> None:
+    """Speculative STT alone (early start off): when the user goes on after a short pause, that pause's
+    transcript is discarded; the one used covers the whole utterance."""
+    settings = make_settings(tmp_path, pipeline__early_start=False)
+    fakes = FakeModels()
+    with (
+        TestClient(create_app(settings, models=fakes.service(settings))) as client,
+        client.websocket_connect("/ws/voice") as ws,
+    ):
         ws.receive_json()
         for chunk in (silence_pcm(0.3), tone_pcm(0.6), silence_pcm(0.3), tone_pcm(0.6), silence_pcm(0.8)):
             for i in range(0, len(chunk), 640):
@@ -97,7 +102,38 @@ def test_speech_after_a_pause_is_transcribed_again(client: TestClient, fakes: Fa
         got = receive_until(ws, "metrics")
     assert len(fakes.stt.calls) == 2  # one at the mid-utterance pause (discarded), one at the final pause
     assert fakes.stt.calls[0] < 1.2 < 1.5 <= fakes.stt.calls[1]
-    assert got.first("metrics")["speculative_stt"] is True
+    metrics = got.first("metrics")
+    assert metrics["speculative_stt"] is True and metrics["early_start"] is False
+
+
+def test_early_start_talked_over_sends_and_stores_nothing(client: TestClient, fakes: FakeModels) -> None:
+    """A turn started early at a mid-utterance pause is cancelled when the user goes on: the client gets one
+    transcript and one reply (for the whole utterance) and the history holds exactly one exchange."""
+    with client.websocket_connect("/ws/voice") as ws:
+        session_id = ws.receive_json()["session_id"]
+        for chunk in (silence_pcm(0.3), tone_pcm(0.6), silence_pcm(0.3), tone_pcm(0.6), silence_pcm(0.8)):
+            for i in range(0, len(chunk), 640):
+                ws.send_bytes(chunk[i : i + 640])
+        got = receive_until(ws, "metrics")
+    assert got.types().count("transcript") == 1 and got.types().count("response") == 1
+    assert got.types().count("speech_stopped") == 1
+    assert fakes.stt.calls[-1] >= 1.5  # the confirmed turn covers both phrases
+    assert got.first("metrics")["early_start"] is True
+    history = client.get(f"/api/sessions/{session_id}/history").json()["turns"]
+    assert [t["role"] for t in history] == ["user", "assistant"]
+
+
+def test_early_start_error_is_reported_after_confirmation(client: TestClient, fakes: FakeModels) -> None:
+    """A failure inside an early-started turn is held with its output and reported once the turn is real."""
+    fakes.stt.transcript = ""
+    with client.websocket_connect("/ws/voice") as ws:
+        ws.receive_json()
+        for chunk in (silence_pcm(0.3), tone_pcm(0.8), silence_pcm(0.8)):
+            for i in range(0, len(chunk), 640):
+                ws.send_bytes(chunk[i : i + 640])
+        got = receive_until(ws, "error")
+    assert got.first("error")["code"] == "no_speech"
+    assert got.order.index("speech_stopped") < got.order.index("error")
 
 
 def test_push_to_talk_commit_ends_the_turn(client: TestClient, fakes: FakeModels) -> None:

@@ -136,7 +136,8 @@ def test_barge_in_on_real_models(server: LiveServer) -> None:
 
 
 def test_event_loop_stays_responsive_during_real_generation(server: LiveServer) -> None:
-    """While the real LLM generates a reply, /api/health keeps answering quickly."""
+    """While the real LLM generates a reply, /api/health keeps answering quickly. A model call on the event loop
+    would stall every check for the whole generation; the median check must stay far below that."""
     done = threading.Event()
 
     def chat() -> None:
@@ -144,18 +145,19 @@ def test_event_loop_stays_responsive_during_real_generation(server: LiveServer) 
         done.set()
 
     worker = threading.Thread(target=chat)
+    started = time.perf_counter()
     worker.start()
-    slowest = 0.0
-    checks = 0
-    while not done.is_set() and checks < 200:
+    latencies: list[float] = []
+    while not done.is_set() and len(latencies) < 200:
         start = time.perf_counter()
-        assert httpx.get(f"{server.http_url}/api/health", timeout=10).status_code == 200
-        slowest = max(slowest, time.perf_counter() - start)
-        checks += 1
+        assert httpx.get(f"{server.http_url}/api/health", timeout=30).status_code == 200
+        latencies.append(time.perf_counter() - start)
         done.wait(0.05)
     worker.join(120)
-    assert checks >= 3, "the turn finished too fast to observe"
-    assert slowest < 0.5, f"health took {slowest:.3f}s during generation"
+    turn_s = time.perf_counter() - started
+    assert len(latencies) >= 3, "the turn finished too fast to observe"
+    median = sorted(latencies)[len(latencies) // 2]
+    assert median < min(0.3, turn_s / 4), f"median health {median:.3f}s during a {turn_s:.1f}s turn"
 
 
 def test_session_survives_a_restart(db_settings: Settings, models: ModelService) -> None:

@@ -71,8 +71,8 @@ def feed(det: TurnDetector, frames: list[bytes]) -> list[TurnEvent]:
 
 
 def kinds(events: list[TurnEvent]) -> list[str]:
-    """Event types, leaving out the advisory speech_paused (tested on its own)."""
-    return [e.type for e in events if e.type != "speech_paused"]
+    """Event types, leaving out the advisory speech_paused / speech_resumed (tested on their own)."""
+    return [e.type for e in events if e.type not in ("speech_paused", "speech_resumed")]
 
 
 def test_start_and_stop_with_preroll_and_hangover() -> None:
@@ -235,3 +235,7 @@ def test_speech_after_a_pause_changes_the_voiced_count() -> None:
     stopped = [e for e in events if isinstance(e, SpeechStopped)]
     assert len(paused) == 2 and len(stopped) == 1
     assert paused[0].voiced_frames != stopped[0].voiced_frames == paused[1].voiced_frames
+    kinds_in_order = [e.type for e in events]
+    first_pause = kinds_in_order.index("speech_paused")
+    assert kinds_in_order[first_pause + 1] == "speech_resumed"
+    assert kinds_in_order.count("speech_resumed") == 1

@@ -1,0 +1,67 @@
+"""Holds the output of a turn started early, at a pause in speech, until the end of speech is confirmed.
+
+The conversation starts a provisional turn when the user pauses (``SpeechPaused``): transcription, emotion,
+the LLM and the first sentence of speech all run during the VAD hangover. If the utterance really ended, the
+gate opens and everything held is sent at once; if the user goes on, the turn is cancelled and nothing was sent
+or stored. Time to first audio no longer includes the hangover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from backend.services.turn_pipeline import TurnOutput
+
+
+@dataclass(frozen=True)
+class _HeldEvent:
+    event: BaseModel
+
+
+@dataclass(frozen=True)
+class _HeldAudio:
+    turn_id: str
+    pcm: bytes
+    chunk_index: int
+
+
+class GatedOutput:
+    """A TurnOutput that buffers until ``open()``, then forwards in order to ``target``."""
+
+    def __init__(self, target: TurnOutput) -> None:
+        self._target = target
+        self._held: list[_HeldEvent | _HeldAudio] = []
+        self._lock = asyncio.Lock()
+        self.opened = asyncio.Event()
+
+    async def send(self, event: BaseModel) -> None:
+        async with self._lock:
+            if self.opened.is_set():
+                await self._target.send(event)
+            else:
+                self._held.append(_HeldEvent(event))
+
+    async def send_audio(self, turn_id: str, pcm: bytes, chunk_index: int) -> None:
+        async with self._lock:
+            if self.opened.is_set():
+                await self._target.send_audio(turn_id, pcm, chunk_index)
+            else:
+                self._held.append(_HeldAudio(turn_id, pcm, chunk_index))
+
+    async def flush(self) -> None:
+        await self.opened.wait()
+        await self._target.flush()
+
+    async def open(self) -> None:
+        """Confirm the turn: send everything held, in order, then pass through."""
+        async with self._lock:
+            for item in self._held:
+                if isinstance(item, _HeldEvent):
+                    await self._target.send(item.event)
+                else:
+                    await self._target.send_audio(item.turn_id, item.pcm, item.chunk_index)
+            self._held.clear()
+            self.opened.set()

@@ -196,14 +196,12 @@ def test_server_survives_the_fuzzing(live: Live, peer: Peer) -> None:
         assert sum(TRIED.values()) >= 100
 
 
-def test_lone_surrogates_in_text_do_not_break_a_turn(peer: Peer) -> None:
-    """A valid text event whose JSON carries a lone surrogate (\\ud800: legal JSON, not encodable as UTF-8)
-    ends in a reply or an error event, never a server crash; the connection keeps working."""
+def test_lone_surrogates_in_text_are_rejected(peer: Peer) -> None:
+    """A text event whose JSON carries a lone surrogate (\\ud800: legal JSON, not encodable as UTF-8, so it
+    could not be stored) is refused with invalid_input before any turn starts; the connection keeps working."""
     ws = peer.get()
     ws.send('{"type": "text", "text": "hello \\ud800 there"}')
-    while True:
-        event = recv_event(ws, 15)
-        if event["type"] in ("metrics", "error"):
-            break
+    event = recv_event(ws, 15)
+    assert event["type"] == "error" and event["code"] == "invalid_input", event
     ws.send(json.dumps({"type": "no-such-event"}))
     _await_error(ws, "unknown_event")

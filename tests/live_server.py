@@ -7,8 +7,9 @@ import threading
 import time
 from types import TracebackType
 
-import uvicorn
 from fastapi import FastAPI
+
+from backend.main import build_server
 
 
 class LiveServer:
@@ -18,15 +19,8 @@ class LiveServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            ws="websockets-sansio",
-            ws_max_size=ws_max_size,
-            ws_per_message_deflate=False,
-            log_level="warning",
-            lifespan="on",
-        )
-        self.server = uvicorn.Server(config)
+        # The same server the product runs (limits, drain, stall abort), quieter logs.
+        self.server = build_server(app.state.settings, app, log_level="warning", ws_max_size=ws_max_size)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._startup_timeout_s = startup_timeout_s
 

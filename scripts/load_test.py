@@ -209,7 +209,9 @@ async def _until_metrics(ws: ClientConnection, timeout: float) -> None:
                 return
 
 
-async def _talker(url: str, headers: dict[str, str], stop_at: float, report: Report, latencies: list[float]) -> None:
+async def _talker(
+    url: str, headers: dict[str, str], stop_at: float, report: Report, latencies: list[float], voice: bool = True
+) -> None:
     try:
         ws = await _open(url, headers)
     except Exception as exc:
@@ -218,7 +220,7 @@ async def _talker(url: str, headers: dict[str, str], stop_at: float, report: Rep
     i = 0
     try:
         while time.monotonic() < stop_at:
-            if i % 2 == 0:
+            if i % 2 == 0 or not voice:
                 await ws.send(json.dumps({"type": "text", "text": TEXTS[i % len(TEXTS)]}))
                 started = time.monotonic()
             else:
@@ -230,7 +232,7 @@ async def _talker(url: str, headers: dict[str, str], stop_at: float, report: Rep
             await _until_metrics(ws, 60)
             latencies.append(time.monotonic() - started)
             report.turns += 1
-            report.voice_turns += i % 2
+            report.voice_turns += i % 2 if voice else 0
             i += 1
     except Exception as exc:
         report.errors.append(f"talker turn {i}: {type(exc).__name__}: {exc}")
@@ -239,7 +241,14 @@ async def _talker(url: str, headers: dict[str, str], stop_at: float, report: Rep
 
 
 async def run(
-    url: str, pid: int, idle: int, talkers: int, duration: float, every: float, api_key: str | None
+    url: str,
+    pid: int,
+    idle: int,
+    talkers: int,
+    duration: float,
+    every: float,
+    api_key: str | None,
+    voice: bool = True,
 ) -> Report:
     check_url(url)
     headers = {"X-API-Key": api_key} if api_key else {}
@@ -274,7 +283,7 @@ async def run(
     latencies: list[float] = []
     t0 = time.monotonic()
     stop_at = t0 + duration
-    tasks = [asyncio.create_task(_talker(url, headers, stop_at, report, latencies)) for _ in range(talkers)]
+    tasks = [asyncio.create_task(_talker(url, headers, stop_at, report, latencies, voice)) for _ in range(talkers)]
     while time.monotonic() < stop_at:
         report.rss_samples.append((round(time.monotonic() - t0, 1), round(rss_mib(proc), 2)))
         await asyncio.sleep(min(every, max(0.0, stop_at - time.monotonic())))
@@ -328,21 +337,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=float, default=5.0, help="seconds between RSS samples")
     parser.add_argument("--api-key", default=os.environ.get("CM_LOAD_API_KEY"))
     parser.add_argument("--json", type=Path, help="write the full report here")
+    parser.add_argument("--text-only", action="store_true", help="talkers send text turns only (no audio)")
     args = parser.parse_args(argv)
     if args.serve:
         _raise_fd_limit()
         serve(args.serve)
         return 0
     _raise_fd_limit()
+    options = (args.idle, args.talkers, args.duration, args.sample_every, args.api_key, not args.text_only)
     if args.spawn:
         with spawned_server(args.spawn, args.idle + args.talkers + 64) as (url, pid):
-            report = asyncio.run(run(url, pid, args.idle, args.talkers, args.duration, args.sample_every, args.api_key))
+            report = asyncio.run(run(url, pid, *options))
     else:
         if not (args.url and args.pid):
             parser.error("give --spawn, or --url and --pid of a running server")
-        report = asyncio.run(
-            run(args.url, args.pid, args.idle, args.talkers, args.duration, args.sample_every, args.api_key)
-        )
+        report = asyncio.run(run(args.url, args.pid, *options))
     print(summary(report), flush=True)
     if args.json:
         args.json.write_text(json.dumps(asdict(report), indent=1), encoding="utf-8")

@@ -35,7 +35,7 @@ from backend.models.response import (
 )
 from backend.services.conversation import new_id
 from backend.services.session_service import SessionRecord, TurnRecord
-from backend.services.turn_pipeline import TurnInput, TurnResult, TurnState
+from backend.services.turn_types import TurnInput, TurnResult, TurnState
 
 router = APIRouter(prefix="/api")
 

@@ -40,7 +40,8 @@ from backend.services.turn_detector import (
     TurnDetector,
 )
 from backend.services.turn_gate import GatedOutput
-from backend.services.turn_pipeline import TurnInput, TurnPipeline, TurnState
+from backend.services.turn_pipeline import TurnPipeline
+from backend.services.turn_types import TurnInput, TurnState
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from backend.services.turn_pipeline import TurnOutput
+from backend.services.turn_types import TurnOutput
 
 
 @dataclass(frozen=True)

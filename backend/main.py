@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from backend.api import pages, rest, websocket
@@ -86,6 +87,8 @@ def create_app(
     @app.exception_handler(ClarityError)
     async def clarity_error(_: Request, exc: ClarityError) -> JSONResponse:
         return JSONResponse(_error_body(exc.code, exc.message, exc.retryable), status_code=exc.http_status)
+
+    app.add_exception_handler(StarletteHTTPException, rest.http_error_handler)  # type: ignore[arg-type]
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

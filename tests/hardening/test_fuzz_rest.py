@@ -10,9 +10,7 @@ import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.api.rest import http_error_handler
 from backend.main import create_app
 from tests.conftest import make_settings
 from tests.fakes import FakeModels
@@ -29,23 +27,15 @@ def _app(tmp: Path) -> FastAPI:
     return create_app(app_settings, models=FakeModels().service(app_settings))
 
 
-def _with_envelope(app: FastAPI) -> FastAPI:
-    """Until backend/main.py registers rest.http_error_handler, add it here (see the strict xfail below)."""
-    if app.exception_handlers.get(StarletteHTTPException) is not http_error_handler:
-        app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
-    return app
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    with live_server(_with_envelope(_app(tmp_path_factory.mktemp("fuzz")))) as server:
+    with live_server(_app(tmp_path_factory.mktemp("fuzz"))) as server:
         yield server
 
 
-@pytest.mark.xfail(strict=True, reason="backend/main.py does not register rest.http_error_handler yet")
 def test_app_puts_framework_http_errors_in_the_envelope(tmp_path: Path) -> None:
     """create_app itself answers an undecodable body with the error envelope (422 invalid_json), not
-    FastAPI's bare {"detail": ...}. Strict xfail: once main.py registers the handler, drop the mark."""
+    FastAPI's bare {"detail": ...}."""
     with TestClient(_app(tmp_path)) as client:
         response = client.post(
             "/api/text-chat",
@@ -58,7 +48,7 @@ def test_app_puts_framework_http_errors_in_the_envelope(tmp_path: Path) -> None:
 def test_envelope_handler_for_bad_bodies_and_wrong_methods(tmp_path: Path) -> None:
     """With http_error_handler: an undecodable body is 422 invalid_json, and a 405 on /api/sessions lists
     both GET and POST in Allow (Starlette alone names only the first route's method)."""
-    with TestClient(_with_envelope(_app(tmp_path))) as client:
+    with TestClient(_app(tmp_path)) as client:
         bad = client.post(
             "/api/text-chat",
             content=b"\xff\xfe{",

@@ -58,8 +58,8 @@ def reply_figures(replies: Sequence[str], seconds: Sequence[float]) -> dict[str,
     }
 
 
-def evaluate(llm: LLMSettings, settings: Settings, val: list[Exchange]) -> dict[str, Any]:
-    """Loss on the reference replies of ``val`` and a generated reply for each of its user turns."""
+def evaluate(llm: LLMSettings, settings: Settings, loss_set: list[Exchange], val: list[Exchange]) -> dict[str, Any]:
+    """Loss on the reference replies of ``loss_set`` and a generated reply for each user turn of ``val``."""
     from backend.services.llm_service import load_llm
     from backend.services.prompt_builder import load_mentor_prompt
     from scripts.train_lora import PromptRenderer, mean_reply_loss
@@ -68,7 +68,7 @@ def evaluate(llm: LLMSettings, settings: Settings, val: list[Exchange]) -> dict[
     tok = chat.tokenizer
     renderer = PromptRenderer(tok, llm, load_mentor_prompt(settings.mentor))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    loss = mean_reply_loss(chat.model, [renderer.encode(e) for e in val], pad)
+    loss = mean_reply_loss(chat.model, [renderer.encode(e) for e in loss_set], pad)
     replies: list[str] = []
     seconds: list[float] = []
     for ex in val:
@@ -114,9 +114,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Evaluate the ClarityMentor LoRA adapter against the base model.")
     p.add_argument("--val", type=Path, default=REPO_ROOT / "data/mentor/val.jsonl")
     p.add_argument("--adapter", type=Path, default=None, help="adapter folder (default: llm.adapter_path)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N val exchanges")
+    p.add_argument("--limit", type=int, default=None, help="generate for the first N val user turns only")
+    p.add_argument("--loss-limit", type=int, default=None, help="loss on the first N val exchanges only")
+    p.add_argument(
+        "--base-from", type=Path, default=None, help="reuse the base figures of an earlier report (same slice)"
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON report (default: <adapter>/eval.json)")
     p.add_argument("--samples", type=Path, default=None, help="markdown (default: next to --out)")
+    p.add_argument("--base-only", action="store_true", help="evaluate the base model only (for --base-from)")
     p.add_argument("--update-card", action="store_true", help="write eval.json, samples.md, README.md")
     return p.parse_args(argv)
 
@@ -129,25 +134,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = Settings()
     adapter = resolve_path(args.adapter or settings.llm.adapter_path or "models/claritymentor-lora")
-    if not (adapter / "adapter_config.json").is_file():
+    if not args.base_only and not (adapter / "adapter_config.json").is_file():
         print(f"no adapter in {adapter}", file=sys.stderr)
         return 2
-    val = list(exchanges(load_conversations(args.val)))[: args.limit]
+    all_val = list(exchanges(load_conversations(args.val)))
+    val, loss_set = all_val[: args.limit], all_val[: args.loss_limit]
     s = settings.llm
+    base_llm = s.model_copy(update={"adapter_path": None})
+    if args.base_from is not None:
+        earlier = json.loads(args.base_from.read_text(encoding="utf-8"))
+        if (earlier["val_exchanges"], earlier["generated"]) != (len(loss_set), len(val)):
+            print("--base-from: that report covers another slice of the val split", file=sys.stderr)
+            return 2
+        base = earlier["base"]
+    else:
+        base = evaluate(base_llm, settings, loss_set, val)
     started = time.perf_counter()
     report: dict[str, Any] = {
         "val_file": str(args.val),
         "adapter_dir": str(adapter),
-        "val_exchanges": len(val),
+        "val_exchanges": len(loss_set),
         "generated": len(val),
         "generation": (
             f"greedy, max_new_tokens {s.max_new_tokens}, repetition_penalty {s.repetition_penalty}"
             if s.temperature <= 0
             else f"temperature {s.temperature}, top_p {s.top_p}, max_new_tokens {s.max_new_tokens}"
         ),
-        "base": evaluate(s.model_copy(update={"adapter_path": None}), settings, val),
-        "adapter": evaluate(s.model_copy(update={"adapter_path": adapter}), settings, val),
+        "base": base,
     }
+    if args.base_only:
+        out = args.out or Path("eval_base.json")
+        out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return 0
+    report["adapter"] = evaluate(s.model_copy(update={"adapter_path": adapter}), settings, loss_set, val)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["replies"] = [
         {"id": e.conversation_id, "turn": e.index, "emotion": e.emotion, "user": e.user_text} for e in val

@@ -60,7 +60,9 @@ to real help (a trusted person, a doctor, a local emergency number or a crisis l
   and rendered with the tokenizer's chat template, exactly as the server does. The loss covers only the reply
   tokens and the end-of-turn token.
 - Serving: the server loads this folder (`llm.adapter_path`) with peft and merges it into the base weights.
-- Reproduce: `python3 scripts/train_lora.py` then `python3 scripts/eval_mentor.py --update-card`.
+- Reproduce: the `command` below (`python3 scripts/train_lora.py` alone trains 2 epochs), then
+  `python3 scripts/eval_mentor.py --update-card`. Seeded; on a CPU shared with other busy processes
+  `--threads 1` was about five times faster per step than 2 threads, and `--time-budget` caps the run.
 - Limits: a 135M model stays a small model: replies can be generic or miss details of long histories, and it
   is no substitute for a professional. The data is English only.
 

@@ -35,7 +35,11 @@ from backend.services.prompt_builder import MentorPrompt, build_messages, load_m
 from scripts.mentor_data import Exchange, exchanges, load_conversations
 
 IGNORE = -100
-PAD_MULTIPLE = 16
+# Tensor sizes are rounded up to these multiples so that only a few distinct shapes occur: the CPU kernels
+# (oneDNN) are prepared once per shape, which costs far more than the padding does.
+PAD_MULTIPLE = 96  # suffix (history + user turn + reply) widths: 96, 192, ...
+PREFIX_MULTIPLE = 32  # system prefixes (one per emotion) are left-padded to one common width
+SELECT_MULTIPLE = 64
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
@@ -102,8 +106,12 @@ def _reply_loss(causal: Any, hidden: Any, labels: Any) -> tuple[Any, int]:
 
     targets = labels[:, 1:]
     keep = targets != IGNORE
-    logits = causal.lm_head(hidden[:, :-1][keep]).float()
-    return F.cross_entropy(logits, targets[keep], reduction="sum"), int(keep.sum().item())
+    selected = hidden[:, :-1][keep]
+    n = selected.size(0)
+    rows = -(-n // SELECT_MULTIPLE) * SELECT_MULTIPLE
+    padded = F.pad(selected, (0, 0, 0, rows - n))
+    logits = causal.lm_head(padded)[:n].float()
+    return F.cross_entropy(logits, targets[keep], reduction="sum"), n
 
 
 def _pad(rows: Sequence[list[int]], value: int, multiple: int = 1) -> Any:
@@ -131,11 +139,15 @@ def token_losses(model: Any, items: Sequence[Encoded], pad_id: int) -> tuple[Any
     return _reply_loss(causal, hidden, labels) if len(items) else (torch.zeros(()), 0)
 
 
-def shared_prefix_losses(model: Any, items: Sequence[Encoded], pad_id: int) -> tuple[Any, int]:
+def shared_prefix_losses(
+    model: Any, items: Sequence[Encoded], pad_id: int, rows: int | None = None, prefix_width: int = 0
+) -> tuple[Any, int]:
     """Same result as ``token_losses`` for a batch whose examples share one system-message prefix, faster.
 
     The prefix runs once (with gradients) and its key/value cache is broadcast to every row, so each row
     only computes its own history, user turn and reply. Exact: the rows attend to the same prefix keys.
+    ``rows`` pads the batch with empty rows (no loss) up to a fixed size and ``prefix_width`` left-pads the
+    prefix (masked, real positions kept), again so that only a few distinct shapes occur.
     """
     import torch
     from transformers import DynamicCache
@@ -145,15 +157,25 @@ def shared_prefix_losses(model: Any, items: Sequence[Encoded], pad_id: int) -> t
         return token_losses(model, items, pad_id)
     causal = _causal_lm(model)
     device = causal.device
+    filler = Encoded([pad_id], [IGNORE])
+    items = [*items, *[filler] * max(0, (rows or 0) - len(items))]
     p, b = len(prefix), len(items)
-    cached = causal.model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+    lead = max(0, prefix_width - p)
+    prefix_ids = torch.tensor([[pad_id] * lead + list(prefix)], device=device)
+    prefix_mask = torch.tensor([[0] * lead + [1] * p], dtype=torch.long, device=device)
+    prefix_pos = torch.tensor([[0] * lead + list(range(p))], device=device)
+    cached = causal.model(
+        input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=prefix_pos, use_cache=True
+    ).past_key_values
     shared = DynamicCache()
     for i, layer in enumerate(cached.layers):
         shared.update(layer.keys.expand(b, -1, -1, -1), layer.values.expand(b, -1, -1, -1), i)
-    ids = _pad([e.input_ids[p:] for e in items], pad_id, PAD_MULTIPLE).to(device)
-    labels = _pad([e.labels[p:] for e in items], IGNORE, PAD_MULTIPLE).to(device)
-    suffix_mask = _pad([[1] * (len(e.input_ids) - p) for e in items], 0, PAD_MULTIPLE).to(device)
-    mask = torch.cat([torch.ones((b, p), dtype=torch.long, device=device), suffix_mask], dim=1)
+    suffixes = [e.input_ids[p:] if e is not filler else [] for e in items]
+    ids = _pad([s or [pad_id] for s in suffixes], pad_id, PAD_MULTIPLE).to(device)
+    labels = _pad([e.labels[p:] if e is not filler else [IGNORE] for e in items], IGNORE, PAD_MULTIPLE)
+    labels = labels.to(device)
+    suffix_mask = _pad([[1] * len(s) or [0] for s in suffixes], 0, PAD_MULTIPLE).to(device)
+    mask = torch.cat([prefix_mask.expand(b, -1), suffix_mask], dim=1)
     positions = torch.arange(p, p + ids.size(1), device=device).unsqueeze(0).expand(b, -1)
     hidden = causal.model(
         input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=shared, use_cache=True
@@ -219,6 +241,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="use only the first N training exchanges")
     p.add_argument("--val-limit", type=int, default=None, help="use only the first N val exchanges")
     p.add_argument("--no-val", action="store_true", help="skip the validation loss at the end")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: llm.threads, 2)")
+    p.add_argument(
+        "--time-budget", type=float, default=None, help="stop (and save) after this many seconds of training"
+    )
     p.add_argument(
         "--autocast",
         choices=("auto", "bf16", "off"),
@@ -244,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     settings = Settings()
     llm = settings.llm.model_copy(update={"adapter_path": None})
+    if args.threads is not None:
+        llm = llm.model_copy(update={"threads": args.threads})
     model, tokenizer = load_base(llm)  # sets 2 CPU threads (settings.llm.threads) or moves to CUDA
     device = model.device
     renderer = PromptRenderer(tokenizer, llm, load_mentor_prompt(settings.mentor))
@@ -280,18 +308,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_path = args.out / "train_log.jsonl"
     rng = random.Random(args.seed)
     bf16 = use_bf16(args.autocast, device)
+    longest_prefix = max(e.prefix_len for e in train_enc)
+    prefix_width = -(-longest_prefix // PREFIX_MULTIPLE) * PREFIX_MULTIPLE
     model.train()
     started = time.perf_counter()
+
+    def out_of_time() -> bool:
+        return args.time_budget is not None and time.perf_counter() - started > args.time_budget
+
     step, epoch = 0, 0
     with log_path.open("w", encoding="utf-8") as log, tqdm(total=total_steps, desc="lora", unit="step") as bar:
-        while step < total_steps:
+        while step < total_steps and not out_of_time():
             for batch_items in batches(train_enc, args.batch_size, rng):
-                if step >= total_steps:
+                if step >= total_steps or out_of_time():
                     break
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss_sum, n = shared_prefix_losses(model, batch_items, pad_id)
+                    loss_sum, n = shared_prefix_losses(model, batch_items, pad_id, args.batch_size, prefix_width)
                 loss = loss_sum / max(1, n)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -323,14 +357,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.peft_config["default"].base_model_name_or_path = settings.llm.model
     model.save_pretrained(str(args.out))
     summary: dict[str, Any] = {
+        "command": " ".join(["python3 scripts/train_lora.py", *(sys.argv[1:] if argv is None else argv)]),
         "base_model": settings.llm.model,
         "train_file": _rel(args.train),
         "val_file": _rel(args.val),
         "train_exchanges": len(train_enc),
         "train_reply_tokens": sum(e.reply_tokens for e in train_enc),
         "val_exchanges": val_count,
-        "epochs": round(total_steps / steps_per_epoch, 2),
-        "steps": total_steps,
+        "epochs": round(step / steps_per_epoch, 2),
+        "steps": step,
+        "planned_steps": total_steps,
         "batch_size": args.batch_size,
         "lr": args.lr,
         "schedule": f"linear warm-up {warmup} steps, cosine to 10%",

@@ -114,7 +114,8 @@ def test_eval_script_writes_a_complete_report(tiny_adapter: Path, tmp_path: Path
     from scripts.eval_mentor import main
 
     out = tmp_path / "eval.json"
-    assert main(["--adapter", str(tiny_adapter), "--limit", "3", "--out", str(out)]) == 0
+    args = ["--adapter", str(tiny_adapter), "--limit", "3", "--loss-limit", "4", "--out", str(out)]
+    assert main(args) == 0
     report = json.loads(out.read_text())
     figures = {
         "val_reply_loss",
@@ -127,7 +128,7 @@ def test_eval_script_writes_a_complete_report(tiny_adapter: Path, tmp_path: Path
     }
     for side in ("base", "adapter"):
         assert figures <= set(report[side]), side
-        assert len(report[side]["replies"]) == 3
+        assert len(report[side]["replies"]) == 3 and report["val_exchanges"] == 4
         assert report[side]["val_reply_ppl"] > 1.0
     assert report["adapter"]["adapter_loaded"] and not report["base"]["adapter_loaded"]
     assert (tmp_path / "samples.md").read_text().count("**Adapter:**") == 3

@@ -32,7 +32,8 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     health: dict[str, Any] = field(default_factory=dict)
-    startup_s: float | None = None
+    startup_s: float | None = None  # spawn (or attach) -> models loaded
+    spawned_at: float = field(default_factory=time.perf_counter)
 
     @property
     def ws_url(self) -> str:
@@ -101,7 +102,7 @@ def wait_ready(server: Server, timeout_s: float = 600.0) -> None:
             health = {}
         if health.get("models_loaded"):
             server.health = health
-            server.startup_s = round(time.perf_counter() - start, 2)
+            server.startup_s = round(time.perf_counter() - server.spawned_at, 2)
             return
         time.sleep(0.5)
     raise RuntimeError(f"{server.mode} server not ready after {timeout_s} s:\n{_tail(server)}")

@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
@@ -59,10 +60,8 @@ def serve(kind: str) -> None:
     settings = get_settings()
     models = None
     if kind == "fake":
-        from tests.fakes import FakeModels
-
         settings.server.load_models = False
-        models = FakeModels().service(settings)
+        models = _quiet_fakes().service(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(4096)
@@ -70,6 +69,24 @@ def serve(kind: str) -> None:
     server = build_server(settings, app, log_level="warning", backlog=4096)
     print(f"port {sock.getsockname()[1]}", flush=True)
     run_server(server, [sock])
+
+
+def _quiet_fakes() -> Any:
+    """tests.fakes models that keep only their last call: the shared fakes record every prompt, text and
+    call for assertions, which over thousands of turns looks exactly like a server leak (~4 KiB a turn)."""
+    from collections import deque
+
+    from tests.fakes import FakeEmotion, FakeLLM, FakeModels, FakeSTT, FakeTTS
+
+    def last() -> Any:
+        return deque(maxlen=1)
+
+    return FakeModels(
+        stt=FakeSTT(calls=last()),
+        emotion=FakeEmotion(calls=last()),
+        llm=FakeLLM(prompts=last()),
+        tts=FakeTTS(texts=last()),
+    )
 
 
 @contextlib.contextmanager

@@ -74,6 +74,7 @@ class LLMSettings(BaseModel):
     top_p: float = 0.9
     repetition_penalty: float = 1.15
     max_concurrent: int = 1  # generations running at once (each gets its own thread)
+    prefix_cache_entries: int = 4  # prompt KV caches kept for reuse (system prompt, conversation so far); 0 = off
     seed: int = 1234
 
 

@@ -18,6 +18,7 @@ from backend.config import LLMSettings, resolve_path
 from backend.core.exceptions import ModelError, ModelLoadError
 from backend.services.interfaces import ChatMessage
 from backend.services.llm_model_files import ensure_converted, load_base
+from backend.services.prefix_cache import PrefixCache
 
 __all__ = ["TransformersChatModel", "ensure_converted", "load_base", "load_llm"]
 
@@ -59,6 +60,8 @@ class TransformersChatModel:
         self.adapter_loaded = adapter_loaded
         self.name = name or settings.model
         self._slots = threading.Semaphore(max(1, settings.max_concurrent))
+        self.prefix_cache = PrefixCache(settings.prefix_cache_entries)
+        self.last_reused_tokens = 0  # prompt tokens served from the prefix cache in the latest generation
 
     # --- public API ---------------------------------------------------------------------------------
 
@@ -84,12 +87,13 @@ class TransformersChatModel:
         except Exception as exc:
             raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
         inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        cache, self.last_reused_tokens = self.prefix_cache.take(inputs["input_ids"][0].tolist())
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=_POLL_S)
         closed = threading.Event()
         errors: list[BaseException] = []
         thread = threading.Thread(
             target=self._generate,
-            args=(inputs, streamer, _StopOnEvents(stop, closed), errors),
+            args=(inputs, cache, streamer, _StopOnEvents(stop, closed), errors),
             name="llm-generate",
             daemon=True,
         )
@@ -146,19 +150,28 @@ class TransformersChatModel:
         return {"generation_config": config}
 
     def _generate(
-        self, inputs: dict[str, Any], streamer: Any, stopper: _StopOnEvents, errors: list[BaseException]
+        self,
+        inputs: dict[str, Any],
+        cache: Any,
+        streamer: Any,
+        stopper: _StopOnEvents,
+        errors: list[BaseException],
     ) -> None:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import DynamicCache, StoppingCriteriaList
 
         try:
             with self._slots, torch.inference_mode():
-                self.model.generate(
+                cache = cache if cache is not None else DynamicCache()
+                sequences = self.model.generate(
                     **inputs,
+                    past_key_values=cache,
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([stopper]),
                     **self._generation_kwargs(),
                 )
+                # The cache now holds the prompt and the reply but the last token: keep it for the next prompt.
+                self.prefix_cache.put(sequences[0, : cache.get_seq_length()].tolist(), cache)
         except BaseException as exc:  # surfaced to the consumer as ModelError
             errors.append(exc)
             logger.exception("language model generation failed")

@@ -145,3 +145,24 @@ def test_count_tokens_and_prompt_text(parts: tuple[Any, Any]) -> None:
     chat = _chat(parts, 4)
     assert chat.count_tokens("I feel sad today") == 4
     assert chat.prompt_text(MESSAGES).rstrip().endswith("assistant")
+
+
+LONG_SYSTEM = ChatMessage("system", " ".join(["calm", "breathe", "slowly"] * 10))
+
+
+def test_prefix_cache_reuses_the_shared_prompt_and_keeps_replies_identical(parts: tuple[Any, Any]) -> None:
+    """A second prompt that extends the first (the conversation so far plus a new user turn) reuses the cached
+    prefix, and greedy replies are exactly those computed without any cache."""
+    first = [LONG_SYSTEM, ChatMessage("user", "I feel sad today")]
+    cold = _chat(parts, 8)
+    cold.prefix_cache.max_entries = 0  # no caching at all: the reference
+    reply_ref = "".join(cold.stream(first, threading.Event()))
+    follow = [*first, ChatMessage("assistant", reply_ref.strip()), ChatMessage("user", "talk to you friend")]
+    follow_ref = "".join(cold.stream(follow, threading.Event()))
+    assert cold.last_reused_tokens == 0
+
+    warm = _chat(parts, 8)
+    assert "".join(warm.stream(first, threading.Event())) == reply_ref
+    assert warm.last_reused_tokens == 0 and len(warm.prefix_cache) == 1
+    assert "".join(warm.stream(follow, threading.Event())) == follow_ref
+    assert warm.last_reused_tokens >= 30  # at least the long system prompt came from the cache

@@ -141,7 +141,7 @@ async def run_latency(
             await talker.close()
 
 
-async def _talk(server: Server, utts: list[Utterance], delay: float, timeout: float, level: int, k: int) -> list:  # type: ignore[type-arg]
+async def _talk(server: Server, utts: list[Utterance], delay: float, timeout: float, level: int, k: int) -> list:
     await asyncio.sleep(delay)
     talker = await Talker.open(server.ws_url)
     records = []

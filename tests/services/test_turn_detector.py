@@ -60,7 +60,7 @@ def settings(**overrides: int) -> VADSettings:
         "barge_in_ms": 300,
     }
     base.update(overrides)
-    return VADSettings(**base)  # type: ignore[arg-type]
+    return VADSettings(**base)
 
 
 def feed(det: TurnDetector, frames: list[bytes]) -> list[TurnEvent]:

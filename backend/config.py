@@ -94,7 +94,8 @@ class MentorSettings(BaseModel):
 
 class PipelineSettings(BaseModel):
     # streaming: tokens -> sentence chunks -> TTS per sentence -> send as ready.
-    # sequential: the seed's way (full transcript, then full reply, then full speech, then send).
+    # sequential: the seed's way (full transcript after the end of speech, then the full reply, then the full
+    # speech, then send); early_start and speculative_stt apply to streaming only.
     mode: Literal["streaming", "sequential"] = "streaming"
     first_chunk_min_words: int = 4  # the first clause may be spoken once it has this many words
     speculative_stt: bool = True  # transcribe during the hangover; reused if the user does not go on

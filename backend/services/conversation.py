@@ -260,9 +260,12 @@ class Conversation:
                 await self.interrupt()
         elif isinstance(event, SpeechPaused):
             self._cancel_provisional()
-            if self.settings.pipeline.early_start and self._active is None and self._turns.empty():
+            pipeline = self.settings.pipeline
+            if pipeline.mode == "sequential":
+                pass  # the seed product's way: nothing starts before the end of speech
+            elif pipeline.early_start and self._active is None and self._turns.empty():
                 self._start_provisional(event)
-            elif self.settings.pipeline.speculative_stt:
+            elif pipeline.speculative_stt:
                 self._speculation = (event.voiced_frames, self.pipeline.transcribe_soon(event.audio))
         elif isinstance(event, SpeechResumed):
             self._cancel_provisional()

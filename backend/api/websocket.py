@@ -35,6 +35,7 @@ from backend.services.output_queue import EventOut, OutputQueue, SlowClientError
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
+_cleanups: set[asyncio.Future[None]] = set()  # strong references while a closed connection is released
 
 
 def parse_client_event(text: str) -> object:
@@ -167,11 +168,19 @@ async def voice(ws: WebSocket) -> None:
     finally:
         receiver.cancel()
         sender.cancel()
-        await asyncio.gather(sender, receiver, return_exceptions=True)
-        try:
-            await conversation.close()  # stores the partial reply and any unanswered speech
-        finally:
-            out.close()
-            services.connections.discard(conversation)
-            services.metrics.connections.dec()
-            await _close(ws, close_code, reason, error, settings.limits.send_timeout_s)
+
+        async def release() -> None:
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+            try:
+                await conversation.close()  # stores the partial reply and any unanswered speech
+            finally:
+                out.close()
+                services.connections.discard(conversation)
+                services.metrics.connections.dec()
+                await _close(ws, close_code, reason, error, settings.limits.send_timeout_s)
+
+        # Shielded: even if this handler is cancelled (server shutdown), the partial turn is still stored.
+        cleanup = asyncio.ensure_future(release())
+        _cleanups.add(cleanup)
+        cleanup.add_done_callback(_cleanups.discard)
+        await asyncio.shield(cleanup)

@@ -38,11 +38,10 @@ def load_mentor_prompt(settings: MentorSettings) -> MentorPrompt:
     return MentorPrompt(system_prompt=system_prompt, emotion_guidance=guidance)
 
 
-def system_message(prompt: MentorPrompt, emotion: str | None) -> str:
-    """The system prompt followed by the guidance for ``emotion`` (unknown or None -> neutral)."""
+def guidance_for(prompt: MentorPrompt, emotion: str | None) -> str:
+    """The guidance for ``emotion`` (unknown or None -> neutral)."""
     key = (emotion or NEUTRAL).strip().lower()
-    guidance = prompt.emotion_guidance.get(key) or prompt.emotion_guidance.get(NEUTRAL, "")
-    return f"{prompt.system_prompt}\n{guidance}".strip()
+    return prompt.emotion_guidance.get(key) or prompt.emotion_guidance.get(NEUTRAL, "")
 
 
 def _approx_tokens(text: str) -> int:
@@ -72,19 +71,22 @@ def build_messages(
     count_tokens: Callable[[str], int] | None = None,
     max_prompt_tokens: int = 1024,
 ) -> list[ChatMessage]:
-    """System message (+ emotion guidance), the newest history that fits the budget, then the user message.
+    """The system prompt, the newest history that fits the budget, the emotion guidance, then the user message.
 
-    Older exchanges are dropped first, whole (a user turn with the replies after it). The system and user
-    messages are always kept, even if they alone exceed the budget. Pure and deterministic.
+    The guidance is a system message just before the new user turn, so everything before it (system prompt and
+    history) is the same prefix from turn to turn and its KV cache is reused (llm prefix cache). Older exchanges
+    are dropped first, whole (a user turn with the replies after it). The system, guidance and user messages are
+    always kept, even if they alone exceed the budget. Pure and deterministic.
     """
     count = count_tokens or _approx_tokens
 
     def cost(text: str) -> int:
         return count(text) + MESSAGE_OVERHEAD_TOKENS
 
-    system = ChatMessage("system", system_message(prompt, emotion))
+    system = ChatMessage("system", prompt.system_prompt)
+    guidance = ChatMessage("system", guidance_for(prompt, emotion))
     user = ChatMessage("user", user_text.strip())
-    budget = max_prompt_tokens - cost(system.content) - cost(user.content)
+    budget = max_prompt_tokens - cost(system.content) - cost(guidance.content) - cost(user.content)
     kept: list[list[HistoryTurn]] = []
     for group in reversed(_pairs(history)):
         group_cost = sum(cost(t.text.strip()) for t in group)
@@ -97,5 +99,5 @@ def build_messages(
         if group[0].role != "user":
             continue  # a reply without its question (only possible at the very start of the history)
         messages.extend(ChatMessage(t.role, t.text.strip()) for t in group)
-    messages.append(user)
+    messages.extend((guidance, user))
     return messages

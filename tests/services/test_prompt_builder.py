@@ -25,47 +25,59 @@ def history(n_pairs: int) -> list[HistoryTurn]:
     return turns
 
 
-def test_system_then_history_then_user() -> None:
-    """Messages are system (prompt + guidance), the history in order, then the new user text."""
+def test_system_then_history_then_guidance_then_user() -> None:
+    """Messages are the system prompt, the history in order, the emotion guidance, then the new user text."""
     msgs = build_messages(PROMPT, history(2), "  I feel sad.  ", "sad")
-    assert [m.role for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
-    assert msgs[0].content == "You are a calm mentor.\nGuidance for sad."
+    assert [m.role for m in msgs] == ["system", "user", "assistant", "user", "assistant", "system", "user"]
+    assert msgs[0].content == "You are a calm mentor."
     assert msgs[1].content.startswith("question number 0")
+    assert msgs[-2].content == "Guidance for sad."
     assert msgs[-1].content == "I feel sad."
+
+
+def test_prefix_is_stable_across_emotions_and_turns() -> None:
+    """Whatever the emotion, the messages before the guidance are the same: the KV prefix cache can reuse them,
+    and the next turn's prompt starts with this turn's (system + history + the exchange just made)."""
+    sad = build_messages(PROMPT, history(2), "now", "sad")
+    happy = build_messages(PROMPT, history(2), "now", "happy")
+    assert sad[:-2] == happy[:-2] and sad[-2] != happy[-2]
+    nxt = build_messages(PROMPT, [*history(2), HistoryTurn("user", "now"), HistoryTurn("assistant", "ok")], "x", None)
+    assert nxt[: len(sad) - 2] == sad[:-2]
 
 
 @pytest.mark.parametrize("emotion", [None, "confused", ""])
 def test_unknown_emotion_falls_back_to_neutral(emotion: str | None) -> None:
     """None, empty or unknown emotions get the neutral guidance."""
-    assert build_messages(PROMPT, [], "hi", emotion)[0].content.endswith("Guidance for neutral.")
+    assert build_messages(PROMPT, [], "hi", emotion)[-2].content == "Guidance for neutral."
 
 
 def test_each_emotion_gets_its_guidance() -> None:
     """Every emotion of EMOTIONS selects its own guidance (case-insensitively)."""
     for e in EMOTIONS:
-        assert build_messages(PROMPT, [], "hi", e.upper())[0].content.endswith(f"Guidance for {e}.")
+        assert build_messages(PROMPT, [], "hi", e.upper())[-2].content == f"Guidance for {e}."
 
 
 def test_budget_keeps_newest_pairs_and_always_system_and_user() -> None:
     """A tight budget drops the oldest exchanges whole; the newest ones, system and user message stay."""
     full = build_messages(PROMPT, history(6), "now", "sad", count_tokens=words, max_prompt_tokens=10_000)
-    assert len(full) == 14
+    assert len(full) == 15
     trimmed = build_messages(PROMPT, history(6), "now", "sad", count_tokens=words, max_prompt_tokens=100)
     assert trimmed[0].role == "system" and trimmed[-1].content == "now"
-    middle = trimmed[1:-1]
+    assert trimmed[-2].content == "Guidance for sad."
+    middle = trimmed[1:-2]
     assert 0 < len(middle) < 12 and len(middle) % 2 == 0
     assert middle[0].role == "user"
     assert middle[-1].content.startswith("answer number 5")
     assert all(m.role == ("user" if i % 2 == 0 else "assistant") for i, m in enumerate(middle))
     tiny = build_messages(PROMPT, history(6), "now", "sad", count_tokens=words, max_prompt_tokens=1)
-    assert [m.role for m in tiny] == ["system", "user"]
+    assert [m.role for m in tiny] == ["system", "system", "user"]
 
 
 def test_history_starting_with_a_reply_is_not_left_dangling() -> None:
     """A leading assistant turn (its question was trimmed earlier) is dropped; empty turns are skipped."""
     turns = [HistoryTurn("assistant", "orphan"), HistoryTurn("user", "q"), HistoryTurn("assistant", "  ")]
     msgs = build_messages(PROMPT, turns, "now", None)
-    assert [m.content for m in msgs[1:]] == ["q", "now"]
+    assert [m.content for m in msgs[1:]] == ["q", "Guidance for neutral.", "now"]
 
 
 def test_deterministic() -> None:

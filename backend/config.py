@@ -98,6 +98,7 @@ class PipelineSettings(BaseModel):
     # speech, then send); early_start and speculative_stt apply to streaming only.
     mode: Literal["streaming", "sequential"] = "streaming"
     first_chunk_min_words: int = 3  # the first clause may be spoken once it has this many words
+    first_chunk_max_words: int | None = 7  # with no boundary by then, the first chunk ends after this many words
     speculative_stt: bool = True  # transcribe during the hangover; reused if the user does not go on
     early_start: bool = True  # run the whole turn from a pause, held back until the end of speech is confirmed
     output_queue_max: int = 512  # messages waiting for the sender of one connection

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -13,14 +14,23 @@ from backend.main import build_server
 
 
 class LiveServer:
-    def __init__(self, app: FastAPI, *, ws_max_size: int = 65536, startup_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        *,
+        startup_timeout_s: float = 300.0,
+        backlog: int = 2048,
+        **overrides: Any,
+    ) -> None:
         self.app = app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(backlog)
         self.port: int = self._sock.getsockname()[1]
         # The same server the product runs (limits, drain, stall abort), quieter logs.
-        self.server = build_server(app.state.settings, app, log_level="warning", ws_max_size=ws_max_size)
+        options: dict[str, Any] = {"log_level": "warning", "backlog": backlog, **overrides}
+        self.server = build_server(app.state.settings, app, **options)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._startup_timeout_s = startup_timeout_s
 

@@ -59,7 +59,10 @@ class ReplySpeaker:
     async def streaming(self) -> str:
         turn, state = self.turn, self.state
         stop = threading.Event()
-        chunker = SentenceChunker(first_chunk_min_words=self.settings.pipeline.first_chunk_min_words)
+        chunker = SentenceChunker(
+            first_chunk_min_words=self.settings.pipeline.first_chunk_min_words,
+            first_chunk_max_words=self.settings.pipeline.first_chunk_max_words,
+        )
         speech_queue: asyncio.Queue[_Chunk | _EndOfReply] = asyncio.Queue()
         speaker = asyncio.ensure_future(self._speak(speech_queue)) if turn.speak else None
         parts: list[str] = []

@@ -4,8 +4,6 @@ size limits, many sockets), built by ``backend.main.build_server`` like the real
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +13,8 @@ from typing import Any
 from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
-from backend.main import DrainingServer, build_server
+from backend.main import DrainingServer
+from tests.live_server import LiveServer
 
 
 @dataclass
@@ -35,27 +34,8 @@ class Live:
 @contextmanager
 def live_server(app: FastAPI, start_timeout: float = 20.0, log_level: str = "warning") -> Iterator[Live]:
     """Serve ``app`` on a pre-bound ephemeral port until the block ends."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(2048)
-    port = sock.getsockname()[1]
-    # The production server (backend.main.build_server: websockets-sansio, ws_max_size from the settings,
-    # no permessage-deflate), with test logging.
-    server = build_server(app.state.settings, app, log_level=log_level, backlog=2048)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + start_timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the live server did not start")
-        time.sleep(0.01)
-    try:
-        yield Live("127.0.0.1", port, server)
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+    with LiveServer(app, startup_timeout_s=start_timeout, log_level=log_level) as server:
+        yield Live("127.0.0.1", server.port, server.server)
 
 
 def ws_connect(url: str, **kwargs: Any) -> ClientConnection:

@@ -98,3 +98,20 @@ def test_any_split_of_the_stream_gives_the_same_chunks(cuts: list[int]) -> None:
     bounds = [0, *sorted(cuts), len(REPLY)]
     pieces = [REPLY[a:b] for a, b in itertools.pairwise(bounds)]
     assert streamed(pieces) == whole(REPLY)
+
+
+def test_first_chunk_is_cut_after_max_words_without_a_boundary() -> None:
+    """With no clause or sentence boundary by the 7th word the first chunk ends there, whether the text arrives
+    whole or word by word; later chunks still end at sentences, and a short first sentence is left alone."""
+    text = "It can come from feeling like your mind is too busy to rest. What keeps it busy?"
+    whole = SentenceChunker(3, first_chunk_max_words=7)
+    expected = ["It can come from feeling like your", "mind is too busy to rest.", "What keeps it busy?"]
+    assert whole.push(text) + whole.flush() == expected
+    streamed = SentenceChunker(3, first_chunk_max_words=7)
+    got = [c for word in text.split(" ") for c in streamed.push(word + " ")] + streamed.flush()
+    assert got == expected
+    short = SentenceChunker(3, first_chunk_max_words=7)
+    assert short.push("That's so hard! What makes it harder now?") + short.flush() == [
+        "That's so hard!",
+        "What makes it harder now?",
+    ]

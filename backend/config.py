@@ -46,7 +46,7 @@ class VADSettings(BaseModel):
     frame_ms: Literal[10, 20, 30] = 30
     start_ms: int = 90  # voiced audio needed to declare speech_started
     hangover_ms: int = 500  # trailing silence that ends an utterance
-    pause_ms: int = 180  # silence after which the utterance so far is transcribed speculatively
+    pause_ms: int = 300  # a pause this long starts the turn early (see pipeline.early_start)
     preroll_ms: int = 300  # audio kept from before speech_started
     min_speech_ms: int = 250  # shorter bursts are ignored (clicks, coughs)
     barge_in_ms: int = 300  # speech needed to interrupt the mentor

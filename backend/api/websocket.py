@@ -38,8 +38,35 @@ router = APIRouter()
 _cleanups: set[asyncio.Future[None]] = set()  # strong references while a closed connection is released
 
 
+MAX_JSON_DEPTH = 32  # control events are flat; deeper nesting is refused before parsing
+
+
+def _nested_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if brackets outside strings nest deeper than ``limit`` (so parsing never depends on stack depth)."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
 def parse_client_event(text: str) -> object:
     """A client JSON text frame -> typed event, or a ClarityError with a stable code."""
+    if _nested_too_deep(text):
+        raise InvalidJSONError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError):

@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
     [
         ("not json at all", "invalid_json"),
         ("[1, 2, 3]", "invalid_json"),
+        ("[" * 5000 + "]" * 5000, "invalid_json"),  # refused by depth, never by the parser's recursion limit
         ('{"type": "dance"}', "unknown_event"),
         ('{"no_type": true}', "unknown_event"),
         ('{"type": "text"}', "invalid_input"),

@@ -33,21 +33,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         yield server
 
 
-def test_app_puts_framework_http_errors_in_the_envelope(tmp_path: Path) -> None:
-    """create_app itself answers an undecodable body with the error envelope (422 invalid_json), not
-    FastAPI's bare {"detail": ...}."""
-    with TestClient(_app(tmp_path)) as client:
-        response = client.post(
-            "/api/text-chat",
-            content=b"\xff\xfe{",
-            headers={"X-API-Key": KEY, "Content-Type": "application/json"},
-        )
-    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_json"
-
-
 def test_envelope_handler_for_bad_bodies_and_wrong_methods(tmp_path: Path) -> None:
-    """With http_error_handler: an undecodable body is 422 invalid_json, and a 405 on /api/sessions lists
-    both GET and POST in Allow (Starlette alone names only the first route's method)."""
+    """create_app answers an undecodable body with the error envelope (422 invalid_json, not FastAPI's bare
+    {"detail": ...}), and a 405 on /api/sessions lists both GET and POST in Allow (Starlette alone names only
+    the first route's method)."""
     with TestClient(_app(tmp_path)) as client:
         bad = client.post(
             "/api/text-chat",

@@ -34,7 +34,6 @@ from backend.models.response import (
     TurnPublic,
 )
 from backend.services.conversation import new_id
-from backend.services.session_service import SessionRecord, TurnRecord
 from backend.services.turn_types import TurnInput, TurnResult, TurnState
 
 router = APIRouter(prefix="/api")
@@ -114,29 +113,6 @@ def get_key_owner(request: Request) -> str | None:
 KeyOwnerDep = Annotated[str | None, Depends(get_key_owner)]
 
 
-def _session_public(record: SessionRecord) -> SessionPublic:
-    return SessionPublic(
-        id=record.id,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        turn_count=record.turn_count,
-        title=record.title,
-    )
-
-
-def _turn_public(turn: TurnRecord) -> TurnPublic:
-    return TurnPublic(
-        id=turn.id,
-        role=turn.role,
-        text=turn.text,
-        emotion=turn.emotion,
-        timings=turn.timings,
-        duration_s=turn.duration_s,
-        interrupted=turn.interrupted,
-        created_at=turn.created_at,
-    )
-
-
 @router.get("/health")
 async def health(services: ServicesDep) -> HealthPublic:
     """Liveness and model state; open without a key so load balancers and the page can probe it."""
@@ -171,20 +147,22 @@ async def create_token(services: ServicesDep, owner: KeyOwnerDep) -> TokenPublic
 async def create_session(services: ServicesDep, owner: OwnerDep, body: SessionCreate | None = None) -> SessionPublic:
     title = body.title if body is not None else None
     record = await services.pipeline.db(lambda: services.store.create_session(owner=owner, title=title))
-    return _session_public(record)  # type: ignore[arg-type]
+    return SessionPublic.model_validate(record, from_attributes=True)
 
 
 @router.get("/sessions", responses=_errors(*AUTHED))
 async def list_sessions(services: ServicesDep, owner: OwnerDep, limit: int = 100) -> SessionsPublic:
     limit = max(1, min(limit, 500))
     records = await services.pipeline.db(lambda: services.store.list_sessions(owner=owner, limit=limit))
-    return SessionsPublic(sessions=[_session_public(r) for r in records])  # type: ignore[attr-defined]
+    return SessionsPublic(sessions=[SessionPublic.model_validate(r, from_attributes=True) for r in records])
 
 
 @router.get("/sessions/{session_id}/history", responses=_errors(*AUTHED, 404))
 async def history(session_id: str, services: ServicesDep, owner: OwnerDep, limit: int | None = None) -> HistoryPublic:
     turns = await services.pipeline.db(lambda: services.store.history(session_id, owner=owner, limit=limit))
-    return HistoryPublic(session_id=session_id, turns=[_turn_public(t) for t in turns])  # type: ignore[attr-defined]
+    return HistoryPublic(
+        session_id=session_id, turns=[TurnPublic.model_validate(t, from_attributes=True) for t in turns]
+    )
 
 
 @router.delete("/sessions/{session_id}", status_code=204, responses=_errors(*AUTHED, 404))
@@ -217,7 +195,7 @@ async def _text_turn(services: AppServices, owner: str | None, body: TextChatReq
         session_id = body.session_id
     else:
         record = await services.pipeline.db(lambda: store.create_session(owner=owner))
-        session_id = record.id  # type: ignore[attr-defined]
+        session_id = record.id
     return TurnInput(new_id(), session_id, time.perf_counter(), text=body.text, speak=False)
 
 

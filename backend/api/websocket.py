@@ -30,7 +30,7 @@ from backend.api.limits import (
 from backend.core.exceptions import ClarityError, InvalidInputError, InvalidJSONError, UnknownEventError
 from backend.models.request import CLIENT_EVENT_TYPES, client_event_adapter
 from backend.models.response import ErrorEvent
-from backend.services.conversation import Conversation, SessionContext, new_id
+from backend.services.conversation import ClientEvent, Conversation, SessionContext, new_id
 from backend.services.output_queue import EventOut, OutputQueue, SlowClientError
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def _nested_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-def parse_client_event(text: str) -> object:
+def parse_client_event(text: str) -> ClientEvent:
     """A client JSON text frame -> typed event, or a ClarityError with a stable code."""
     if _nested_too_deep(text):
         raise InvalidJSONError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
@@ -112,7 +112,7 @@ async def _receiver(ws: WebSocket, conversation: Conversation, guard: InputGuard
                 await conversation.on_audio(message["bytes"])
             elif message.get("text") is not None:
                 event = parse_client_event(message["text"])
-                await conversation.on_event(event)  # type: ignore[arg-type]
+                await conversation.on_event(event)
         except SlowClientError:
             raise
         except ClarityError as exc:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from backend.config import Settings
 from backend.core.async_bridge import run_blocking
@@ -32,6 +33,7 @@ from backend.services.tts_service import voice_style_for
 from backend.services.turn_types import Executors, NoSpeechError, TurnInput, TurnOutput, TurnResult, TurnState
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TurnPipeline:
@@ -55,7 +57,7 @@ class TurnPipeline:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())  # an unused one must not warn
         return future
 
-    async def db(self, fn: Callable[..., object], *args: object) -> object:
+    async def db(self, fn: Callable[..., T], *args: object) -> T:
         return await run_blocking(self.executors.db, fn, *args)
 
     async def run(self, turn: TurnInput, out: TurnOutput, state: TurnState) -> TurnResult:

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from backend.config import Settings
-from backend.core.async_bridge import run_blocking
-from backend.core.audio_utils import PcmFramer, pcm16_to_float32, validate_sample_rate
+from backend.core.audio_utils import PcmFramer, validate_sample_rate
 from backend.core.exceptions import ClarityError, InvalidInputError
 from backend.models.request import InputCommit, ResponseCancel, SessionStart, TextInput
 from backend.models.response import (
@@ -148,8 +147,7 @@ class Conversation:
         if turn.audio is not None:
             if len(turn.audio) < self.settings.vad.min_speech_ms * 32:  # PCM16 at 16 kHz: 32 bytes per ms
                 return
-            audio = pcm16_to_float32(turn.audio)
-            text = (await run_blocking(self.pipeline.executors.stt, self.pipeline.models.stt.transcribe, audio)).text
+            text = (await self.pipeline.transcribe_soon(turn.audio)).text
             text = text.strip()
         if text:
             await self._ensure_persisted()

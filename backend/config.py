@@ -39,6 +39,10 @@ class STTSettings(BaseModel):
     cpu_threads: int = 2
     beam_size: int = 1
     language: str = "en"
+    # Whisper's encoder is built for 30 s windows; padding a short turn only to max(window_s, its length +
+    # window_tail_s) cuts tiny.en from ~0.43 s to ~0.12 s a turn at equal word error rate. 30 = stock.
+    window_s: float = Field(8.0, ge=1.0, le=30.0)
+    window_tail_s: float = Field(4.0, ge=0.0, le=30.0)
 
 
 class VADSettings(BaseModel):
@@ -66,7 +70,11 @@ class LLMSettings(BaseModel):
     cache_dir: Path = Path("models/cache/smollm2-135m-instruct")
     adapter_path: Path | None = Path("models/claritymentor-lora")
     device: Device = "auto"
+    # auto: bfloat16 on a GPU that has it (else float16); on a CPU, bfloat16 where it has native bf16 math
+    # (AVX512-BF16 / AMX: about 4x faster prefill than float32), else float32.
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # int8: dynamic int8 weights for every Linear layer (CPU only; activations stay float32, dtype is ignored).
+    quantize: Literal["none", "int8"] = "none"
     threads: int = 2
     max_new_tokens: int = 80
     max_prompt_tokens: int = 1024

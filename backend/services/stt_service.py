@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,13 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_MODELS = ("tiny.en",)
+FULL_WINDOW_S = 30.0  # Whisper's own window: stock faster-whisper transcription
+# faster-whisper's thresholds: a decode more repetitive than this is looping; a window whose no-speech
+# probability is above NO_SPEECH_PROB while its mean token log-probability is below LOGPROB_FLOOR is silence.
+COMPRESSION_LIMIT = 2.4
+NO_SPEECH_PROB = 0.6
+LOGPROB_FLOOR = -1.0
+TOKENS_PER_SECOND = 8  # generous bound on speech tokens a second; a decode past it is treated as looping
 
 
 def model_location(name: str) -> str:
@@ -50,9 +58,18 @@ class WhisperSTT:
     CTranslate2 is thread-safe, so one instance serves every connection."""
 
     def __init__(self, model: WhisperModel, settings: STTSettings, device: str = "cpu") -> None:
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
         self._model = model
         self._settings = settings
         self.device = device
+        self._tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=settings.language or "en"
+        )
+        self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        self._suppress = get_suppressed_tokens(self._tokenizer, [-1])
+        self.windowed = 0  # transcriptions served by the short window (the rest ran the stock 30 s path)
 
     def transcribe(self, audio: FloatAudio) -> Transcription:
         """Transcribe 16 kHz mono float32 audio. Blocking; the lazy segment generator is consumed here."""
@@ -61,6 +78,11 @@ class WhisperSTT:
         if len(samples) == 0:
             return Transcription(text="", language=self._settings.language, audio_seconds=0.0)
         try:
+            window = self.window_seconds(seconds)
+            text = self._transcribe_window(samples, window) if window < FULL_WINDOW_S else None
+            if text is not None:
+                self.windowed += 1
+                return Transcription(text=text, language=self._language, audio_seconds=round(seconds, 3))
             segments, info = self._model.transcribe(
                 samples,
                 language=self._settings.language or None,
@@ -75,12 +97,73 @@ class WhisperSTT:
             raise ModelError(f"speech-to-text failed: {type(exc).__name__}") from exc
         return Transcription(text=text, language=info.language, audio_seconds=round(seconds, 3))
 
+    @property
+    def _language(self) -> str:
+        return self._settings.language or "en"
+
+    def window_seconds(self, audio_seconds: float) -> float:
+        """The encoder window for ``audio_seconds`` of speech: at least window_s and window_tail_s past the end."""
+        s = self._settings
+        return min(FULL_WINDOW_S, max(s.window_s, audio_seconds + s.window_tail_s))
+
+    def _transcribe_window(self, samples: np.ndarray, window: float) -> str | None:
+        """Greedy decode of ``samples`` zero-padded to ``window`` seconds, in one encoder pass.
+
+        Returns None when the decode looks unreliable (looping, too long, or low confidence on speech); the
+        caller then runs the stock 30 s transcription with its temperature fallback.
+        """
+        from faster_whisper.transcribe import get_compression_ratio
+
+        padded = np.pad(samples, (0, max(0, int(window * SAMPLE_RATE) - len(samples))))
+        encoded = self._model.encode(self._model.feature_extractor(padded))
+        max_new = min(
+            self._model.max_length - len(self._prompt), int(len(samples) / SAMPLE_RATE * TOKENS_PER_SECOND) + 8
+        )
+        result = self._model.model.generate(
+            encoded,
+            [self._prompt],
+            beam_size=self._settings.beam_size,
+            # CTranslate2 stops Whisper at about half of max_length tokens; ask for twice and check max_new below.
+            max_length=min(self._model.max_length, 2 * (len(self._prompt) + max_new)),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        tokens = result.sequences_ids[0]
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOGPROB_FLOOR:
+            return ""
+        text = str(self._tokenizer.decode(tokens)).strip()
+        if (
+            len(tokens) >= max_new  # ran on rather than ending by itself
+            or avg_logprob < LOGPROB_FLOOR
+            or get_compression_ratio(text) > COMPRESSION_LIMIT
+            or repeats_itself(text)
+        ):
+            return None
+        return text
+
     def warmup(self) -> None:
         """Run one transcription of 1 s of low noise so the first real turn is not slowed. Blocking."""
         noise = np.random.default_rng(0).normal(0.0, 0.003, SAMPLE_RATE).astype(np.float32)
         started = time.perf_counter()
         self.transcribe(noise)
         logger.info("speech-to-text warmed up", extra={"seconds": round(time.perf_counter() - started, 3)})
+
+
+def repeats_itself(text: str, times: int = 3, longest: int = 8) -> bool:
+    """Whether some phrase of up to ``longest`` words comes ``times`` times in a row: Whisper looping.
+
+    A person saying "no, no, no" also matches; that only costs the stock (slower) transcription.
+    """
+    words = re.findall(r"[\w']+", text.lower())
+    for n in range(1, longest + 1):
+        for i in range(len(words) - n * times + 1):
+            phrase = words[i : i + n]
+            if all(words[i + k * n : i + (k + 1) * n] == phrase for k in range(1, times)):
+                return True
+    return False
 
 
 def load_stt(settings: STTSettings) -> WhisperSTT:

@@ -73,8 +73,6 @@ class LLMSettings(BaseModel):
     # auto: bfloat16 on a GPU that has it (else float16); on a CPU, bfloat16 where it has native bf16 math
     # (AVX512-BF16 / AMX: about 4x faster prefill than float32), else float32.
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    # int8: dynamic int8 weights for every Linear layer (CPU only; activations stay float32, dtype is ignored).
-    quantize: Literal["none", "int8"] = "none"
     threads: int = 2
     max_new_tokens: int = 80
     max_prompt_tokens: int = 1024

@@ -81,6 +81,9 @@ class LLMSettings(BaseModel):
     repetition_penalty: float = 1.15
     max_concurrent: int = 1  # generations running at once (each gets its own thread)
     prefix_cache_entries: int = 4  # prompt KV caches kept for reuse (system prompt, conversation so far); 0 = off
+    # After each turn, prefill the next prompt's start (system prompt + history) while the user talks, so the
+    # next turn only prefills its guidance and user message (needs the prefix cache).
+    warm_between_turns: bool = True
     seed: int = 1234
 
 

@@ -75,6 +75,8 @@ class FakeLLM:
     stopped: threading.Event = field(default_factory=threading.Event)
     prompts: list[list[ChatMessage]] = field(default_factory=list)
     error: Exception | None = None
+    warmed: list[list[ChatMessage]] = field(default_factory=list)  # warm_prefix calls, oldest first
+    warmed_event: threading.Event = field(default_factory=threading.Event)
 
     def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
         self.prompts.append(list(messages))
@@ -92,6 +94,11 @@ class FakeLLM:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+    def warm_prefix(self, messages: Sequence[ChatMessage]) -> int:
+        self.warmed.append(list(messages))
+        self.warmed_event.set()
+        return sum(len(m.content.split()) for m in messages)
 
 
 @dataclass

@@ -126,6 +126,11 @@ class ChatModel(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def warm_prefix(self, messages: Sequence[ChatMessage]) -> int:
+        """Precompute ``messages`` as the start of a later prompt (a cache the next ``stream`` reuses), so that
+        prompt only pays for what follows. Returns the tokens computed (0 if there is no cache). Blocking."""
+        ...
+
 
 # --- text to speech -------------------------------------------------------------------------------------
 

@@ -116,6 +116,34 @@ class TransformersChatModel:
         if errors:
             raise ModelError(f"language model '{self.name}' failed while generating") from errors[0]
 
+    def warm_prefix(self, messages: Sequence[ChatMessage]) -> int:
+        """Prefill ``messages`` (rendered without a generation prompt) into the prefix cache. Blocking.
+
+        Called between turns with the system prompt and the history the next prompt will start with, so the
+        next turn's prefill is only its guidance and user message, even after the history window has moved.
+        """
+        if self.prefix_cache.max_entries <= 0 or not messages:
+            return 0
+        import torch
+        from transformers import DynamicCache
+
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        try:
+            text = str(self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=False))
+            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        except Exception as exc:
+            raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
+        with self._slots, torch.inference_mode():
+            cache, reused = self.prefix_cache.take(ids)
+            cache = cache if cache is not None else DynamicCache()
+            todo = torch.tensor([ids[reused:]], device=self.model.device)
+            try:
+                self.model(input_ids=todo, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            except Exception as exc:
+                raise ModelError(f"language model '{self.name}' failed while prefilling") from exc
+            self.prefix_cache.put(ids, cache)
+        return len(ids) - reused
+
     def generate(self, messages: Sequence[ChatMessage]) -> str:
         """The whole reply at once. Blocking."""
         return "".join(self.stream(messages, threading.Event()))

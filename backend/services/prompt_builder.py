@@ -101,3 +101,16 @@ def build_messages(
         messages.extend(ChatMessage(t.role, t.text.strip()) for t in group)
     messages.extend((guidance, user))
     return messages
+
+
+def next_prompt_prefix(
+    prompt: MentorPrompt,
+    history: Sequence[HistoryTurn],
+    *,
+    count_tokens: Callable[[str], int] | None = None,
+    max_prompt_tokens: int = 1024,
+) -> list[ChatMessage]:
+    """The messages the next turn's prompt will start with (system prompt and the history that fits), known
+    before the user speaks: everything ``build_messages`` puts before the guidance and the user message."""
+    messages = build_messages(prompt, history, "", None, count_tokens=count_tokens, max_prompt_tokens=max_prompt_tokens)
+    return messages[:-2]

@@ -23,9 +23,9 @@ from backend.models.response import (
     StatusEvent,
     TranscriptEvent,
 )
-from backend.services.interfaces import EmotionResult, FloatAudio, Transcription
+from backend.services.interfaces import EmotionResult, FloatAudio, HistoryTurn, Transcription
 from backend.services.model_service import ModelService
-from backend.services.prompt_builder import build_messages
+from backend.services.prompt_builder import build_messages, next_prompt_prefix
 from backend.services.reply_speaker import ReplySpeaker
 from backend.services.session_service import SessionStore
 from backend.services.speakable import clean_for_speech
@@ -45,9 +45,47 @@ class TurnPipeline:
         self.executors = Executors(settings)
         self._llm_slots = asyncio.Semaphore(max(1, settings.llm.max_concurrent))
         self._turn_slots = asyncio.Semaphore(max(1, settings.limits.max_active_turns))
+        self._background: set[asyncio.Future[None]] = set()
 
     def close(self) -> None:
+        for task in self._background:
+            task.cancel()
         self.executors.shutdown()
+
+    def warm_next_turn(self, session_id: str) -> asyncio.Future[None] | None:
+        """Prefill the start of the session's next prompt in the background (llm.warm_between_turns)."""
+        if not self.settings.llm.warm_between_turns:
+            return None
+        task = asyncio.ensure_future(self._warm_next_turn(session_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _warm_next_turn(self, session_id: str) -> None:
+        llm, settings = self.models.llm, self.settings
+
+        def warm(history: list[HistoryTurn]) -> int:
+            prefix = next_prompt_prefix(
+                self.models.mentor_prompt,
+                history,
+                count_tokens=llm.count_tokens,
+                max_prompt_tokens=settings.llm.max_prompt_tokens,
+            )
+            return llm.warm_prefix(prefix)
+
+        try:
+            history = await self.db(self.store.recent_history, session_id, settings.mentor.max_history_turns)
+            async with self._llm_slots:
+                start = time.perf_counter()
+                tokens = await run_blocking(self.executors.llm, warm, history)
+            logger.debug(
+                "next prompt prefix warmed",
+                extra={"session_id": session_id, "tokens": tokens, "seconds": round(time.perf_counter() - start, 3)},
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # only a lost speed-up: the next turn prefills it itself
+            logger.warning("warming the next prompt failed", extra={"session_id": session_id}, exc_info=True)
 
     def transcribe_soon(self, pcm: bytes) -> asyncio.Future[Transcription]:
         """Start transcribing in the STT pool now; the turn awaits the result later (speculative STT)."""
@@ -143,6 +181,7 @@ class TurnPipeline:
             await asyncio.shield(self._store_reply(turn, state, user_stored, interrupted=True, timings=marks))
             raise
         await self._store_reply(turn, state, user_stored, interrupted=False, timings=marks)
+        self.warm_next_turn(turn.session_id)
         stages["turn_total"] = time.perf_counter() - turn.t0
         timings = {**marks, **{f"{k}_s": round(v, 4) for k, v in stages.items()}}
         self.metrics.observe_timings(stages)

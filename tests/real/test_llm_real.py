@@ -8,8 +8,10 @@ import time
 import pytest
 
 from backend.config import LLMSettings, MentorSettings
+from backend.services.interfaces import HistoryTurn
 from backend.services.llm_service import TransformersChatModel, load_llm
-from backend.services.prompt_builder import build_messages, load_mentor_prompt
+from backend.services.prefix_cache import PrefixCache
+from backend.services.prompt_builder import build_messages, load_mentor_prompt, next_prompt_prefix
 from backend.services.speakable import clean_for_speech
 
 pytestmark = pytest.mark.real
@@ -46,3 +48,20 @@ def test_count_tokens(llm: TransformersChatModel) -> None:
     """count_tokens uses the SmolLM2 tokenizer: more words, more tokens; no special tokens added."""
     assert llm.count_tokens("") == 0
     assert 0 < llm.count_tokens("I feel sad today.") < llm.count_tokens("I feel sad today, and tired, and alone.")
+
+
+def test_warmed_history_is_reused_whole_by_the_next_prompt(llm: TransformersChatModel) -> None:
+    """With SmolLM2's chat template, the warmed prefix (system prompt + history) is reused token for token by
+    the next turn's prompt, so that turn prefills only its guidance and user message; the reply is unchanged."""
+    prompt = load_mentor_prompt(MentorSettings())
+    history = [HistoryTurn("user", "I failed my driving test."), HistoryTurn("assistant", "That hurts. What happened?")]
+    messages = build_messages(prompt, history, "I was too nervous.", "sad", count_tokens=llm.count_tokens)
+    prefix = next_prompt_prefix(prompt, history, count_tokens=llm.count_tokens)
+    assert messages[: len(prefix)] == prefix
+    llm.prefix_cache.max_entries = 0
+    reference = "".join(llm.stream(messages, threading.Event()))
+    llm.prefix_cache = PrefixCache(4)
+    warmed = llm.warm_prefix(prefix)
+    assert warmed > 40
+    assert "".join(llm.stream(messages, threading.Event())) == reference
+    assert llm.last_reused_tokens == warmed

@@ -166,3 +166,22 @@ def test_prefix_cache_reuses_the_shared_prompt_and_keeps_replies_identical(parts
     assert warm.last_reused_tokens == 0 and len(warm.prefix_cache) == 1
     assert "".join(warm.stream(follow, threading.Event())) == follow_ref
     assert warm.last_reused_tokens >= 30  # at least the long system prompt came from the cache
+
+
+def test_warm_prefix_serves_the_next_prompt_and_keeps_replies_identical(parts: tuple[Any, Any]) -> None:
+    """Warming the conversation so far means the next prompt only prefills what follows it (guidance and user
+    turn), and its greedy reply is exactly the one computed without any cache."""
+    prefix = [LONG_SYSTEM, ChatMessage("user", "I feel sad today"), ChatMessage("assistant", "you are not alone")]
+    prompt = [*prefix, ChatMessage("system", "calm"), ChatMessage("user", "talk to you friend")]
+    cold = _chat(parts, 8)
+    cold.prefix_cache.max_entries = 0
+    assert cold.warm_prefix(prefix) == 0  # no cache, nothing to do
+    reference = "".join(cold.stream(prompt, threading.Event()))
+
+    warm = _chat(parts, 8)
+    prefix_tokens = len(warm.tokenizer(warm.prompt_text(prefix), add_special_tokens=False)["input_ids"]) - 1
+    assert warm.warm_prefix(prefix) == prefix_tokens  # everything but the generation prompt ("assistant")
+    assert warm.warm_prefix(prefix) == 1  # already cached: only the one token take() always leaves
+    assert "".join(warm.stream(prompt, threading.Event())) == reference
+    # This word-level template ends the prefix alone with a lone space token; the real one ends at a special.
+    assert warm.last_reused_tokens >= prefix_tokens - 1

@@ -70,8 +70,8 @@ class LLMSettings(BaseModel):
     cache_dir: Path = Path("models/cache/smollm2-135m-instruct")
     adapter_path: Path | None = Path("models/claritymentor-lora")
     device: Device = "auto"
-    # auto: bfloat16 on a GPU that has it (else float16); on a CPU, bfloat16 where it has native bf16 math
-    # (AVX512-BF16 / AMX: about 4x faster prefill than float32), else float32.
+    # auto: bfloat16 on a GPU that has it (else float16), float32 on a CPU. bfloat16 on a CPU with AVX512-BF16
+    # prefills faster, but oneDNN keeps ~3 MB for every new prompt length it meets: memory grows for hours.
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     threads: int = 2
     max_new_tokens: int = 80

@@ -118,17 +118,9 @@ def resolve_dtype(setting: str, device: str) -> Any:
 
     if setting == "auto":
         if device == "cpu":
-            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+            return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return getattr(torch, setting)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU does bfloat16 math in hardware (AVX512-BF16 or AMX), where bf16 beats float32."""
-    import torch
-
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def quantize_int8(model: Any) -> Any:

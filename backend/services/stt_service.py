@@ -70,6 +70,8 @@ class WhisperSTT:
         self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         self._suppress = get_suppressed_tokens(self._tokenizer, [-1])
         self.windowed = 0  # transcriptions served by the short window (the rest ran the stock 30 s path)
+        # The short window decodes in the configured language; language detection is left to the stock path.
+        self._window_ok = bool(settings.language) or not model.model.is_multilingual
 
     def transcribe(self, audio: FloatAudio) -> Transcription:
         """Transcribe 16 kHz mono float32 audio. Blocking; the lazy segment generator is consumed here."""
@@ -79,7 +81,8 @@ class WhisperSTT:
             return Transcription(text="", language=self._settings.language, audio_seconds=0.0)
         try:
             window = self.window_seconds(seconds)
-            text = self._transcribe_window(samples, window) if window < FULL_WINDOW_S else None
+            short = window < FULL_WINDOW_S and self._window_ok
+            text = self._transcribe_window(samples, window) if short else None
             if text is not None:
                 self.windowed += 1
                 return Transcription(text=text, language=self._language, audio_seconds=round(seconds, 3))

@@ -50,7 +50,7 @@ class VADSettings(BaseModel):
     frame_ms: Literal[10, 20, 30] = 30
     start_ms: int = 90  # voiced audio needed to declare speech_started
     hangover_ms: int = 500  # trailing silence that ends an utterance
-    pause_ms: int = 200  # a pause this long starts the turn early (see pipeline.early_start)
+    pause_ms: int = 150  # a pause this long starts the turn early (see pipeline.early_start)
     preroll_ms: int = 300  # audio kept from before speech_started
     min_speech_ms: int = 250  # shorter bursts are ignored (clicks, coughs)
     barge_in_ms: int = 300  # speech needed to interrupt the mentor
@@ -107,7 +107,7 @@ class PipelineSettings(BaseModel):
     # speech, then send); early_start and speculative_stt apply to streaming only.
     mode: Literal["streaming", "sequential"] = "streaming"
     first_chunk_min_words: int = 2  # the first clause may be spoken once it has this many words
-    first_chunk_max_words: int | None = 5  # with no boundary by then, the first chunk ends after this many words
+    first_chunk_max_words: int | None = 3  # with no boundary by then, the first chunk ends after this many words
     speculative_stt: bool = True  # transcribe during the hangover; reused if the user does not go on
     early_start: bool = True  # run the whole turn from a pause, held back until the end of speech is confirmed
     output_queue_max: int = 512  # messages waiting for the sender of one connection

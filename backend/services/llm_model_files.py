@@ -123,14 +123,6 @@ def resolve_dtype(setting: str, device: str) -> Any:
     return getattr(torch, setting)
 
 
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 weights for every Linear layer (CPU). Halves decode time per token against float32."""
-    import torch
-
-    model = model.float()
-    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
 def load_base(settings: LLMSettings) -> tuple[Any, Any]:
     """(model, tokenizer) of the base LLM on its device, in eval mode. Blocking."""
     import torch

@@ -69,10 +69,10 @@ class TransformersChatModel:
         """Number of tokens of ``text`` (no special tokens). Cheap, but blocking."""
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def prompt_text(self, messages: Sequence[ChatMessage]) -> str:
-        """The exact prompt string given to the model (chat template with the generation prompt)."""
+    def prompt_text(self, messages: Sequence[ChatMessage], *, generation_prompt: bool = True) -> str:
+        """The exact prompt string given to the model (chat template, with the generation prompt by default)."""
         chat = [{"role": m.role, "content": m.content} for m in messages]
-        return str(self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
+        return str(self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt))
 
     def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Generator[str, None, None]:
         """Yield text pieces of the reply. Blocking; ends soon after ``stop`` is set or the generator closes.
@@ -127,9 +127,8 @@ class TransformersChatModel:
         import torch
         from transformers import DynamicCache
 
-        chat = [{"role": m.role, "content": m.content} for m in messages]
         try:
-            text = str(self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=False))
+            text = self.prompt_text(messages, generation_prompt=False)
             ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         except Exception as exc:
             raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc

@@ -65,7 +65,7 @@ class WhisperSTT:
         self._settings = settings
         self.device = device
         self._tokenizer = Tokenizer(
-            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=settings.language or "en"
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=self._language
         )
         self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         self._suppress = get_suppressed_tokens(self._tokenizer, [-1])

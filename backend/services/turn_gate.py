@@ -9,23 +9,11 @@ or stored. Time to first audio no longer includes the hangover.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from backend.services.output_queue import AudioOut, EventOut, OutItem
 from backend.services.turn_types import TurnOutput
-
-
-@dataclass(frozen=True)
-class _HeldEvent:
-    event: BaseModel
-
-
-@dataclass(frozen=True)
-class _HeldAudio:
-    turn_id: str
-    pcm: bytes
-    chunk_index: int
 
 
 class GatedOutput:
@@ -33,7 +21,7 @@ class GatedOutput:
 
     def __init__(self, target: TurnOutput) -> None:
         self._target = target
-        self._held: list[_HeldEvent | _HeldAudio] = []
+        self._held: list[OutItem] = []
         self._lock = asyncio.Lock()
         self.opened = asyncio.Event()
 
@@ -42,14 +30,14 @@ class GatedOutput:
             if self.opened.is_set():
                 await self._target.send(event)
             else:
-                self._held.append(_HeldEvent(event))
+                self._held.append(EventOut(event))
 
     async def send_audio(self, turn_id: str, pcm: bytes, chunk_index: int) -> None:
         async with self._lock:
             if self.opened.is_set():
                 await self._target.send_audio(turn_id, pcm, chunk_index)
             else:
-                self._held.append(_HeldAudio(turn_id, pcm, chunk_index))
+                self._held.append(AudioOut(turn_id, pcm, chunk_index))
 
     async def flush(self) -> None:
         await self.opened.wait()
@@ -59,7 +47,7 @@ class GatedOutput:
         """Confirm the turn: send everything held, in order, then pass through."""
         async with self._lock:
             for item in self._held:
-                if isinstance(item, _HeldEvent):
+                if isinstance(item, EventOut):
                     await self._target.send(item.event)
                 else:
                     await self._target.send_audio(item.turn_id, item.pcm, item.chunk_index)

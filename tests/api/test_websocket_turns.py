@@ -56,8 +56,12 @@ def test_voice_turn_sends_seed_messages_in_order(client: TestClient, fakes: Fake
         got = receive_until(ws, "metrics")
     types = got.types()
     assert types[:2] == ["speech_started", "speech_stopped"]
+    # Streaming keeps the seed order up to `response`, and `Synthesizing speech...` before the audio; the first
+    # audio may come before `response` (docs/PROTOCOL.md), which only has to precede `audio.end`.
     positions = _seed_positions(got)
-    assert positions == sorted(positions), got.order
+    assert positions[:7] == sorted(positions[:7]), got.order
+    assert positions[5] < positions[7] < positions[8], got.order
+    assert got.order.index("response") < got.order.index("audio.end"), got.order
     assert got.first("transcript")["text"] == fakes.stt.transcript
     assert got.first("emotion")["data"]["label"] == "sad"
     assert "response.delta" in types and "audio.start" in types and "audio.end" in types
@@ -215,6 +219,19 @@ def test_sequential_mode_sends_whole_reply_then_speech(tmp_path: Path) -> None:
     order = got.order
     assert order.index("response") < order.index("audio.start") < order.index("<audio>")
     assert fakes.tts.texts == [fakes.llm.reply]
+
+
+def test_sequential_voice_turn_sends_every_seed_message_in_order(tmp_path: Path) -> None:
+    """Sequential mode keeps the seed product's whole order for a spoken turn, `response` before any audio."""
+    settings = make_settings(tmp_path, pipeline__mode="sequential")
+    fakes = FakeModels()
+    with TestClient(create_app(settings, models=fakes.service(settings))) as client:
+        with client.websocket_connect("/ws/voice") as ws:
+            ws.receive_json()
+            _speak(ws)
+            got = receive_until(ws, "metrics")
+    positions = _seed_positions(got)
+    assert positions == sorted(positions), got.order
 
 
 def test_two_connections_share_the_models(client: TestClient, fakes: FakeModels) -> None:

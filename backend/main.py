@@ -1,39 +1,37 @@
-"""create_app(settings) and the lifespan that loads and warms every model once; build_server() runs it.
+"""create_app(settings) and the lifespan that loads and warms every engine once.
 
-``python -m backend.main`` and the hardening tests run the app through the same ``build_server``: uvicorn with
-the sans-I/O websockets protocol, messages capped at ``limits.ws_max_message_bytes`` (bigger ones close 1009),
-no permessage-deflate, a transport abort for peers that stop reading, and a drain on SIGTERM.
+Run it with ``python -m backend.main`` (the draining server of backend/server.py) or, as the seed product
+documented, ``uvicorn backend.main:app`` (``--reload`` included). Either way the settings are read when the
+server starts, not when this module is imported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from backend.api import pages, rest, websocket
+from backend.api import pages, rest, voice_ws
 from backend.api.auth import log_auth_mode
 from backend.api.deps import AppServices
 from backend.config import Settings, get_settings
 from backend.core.exceptions import ClarityError
 from backend.core.logging_setup import configure_logging
 from backend.core.metrics import Metrics
-from backend.models.response import ErrorEvent
-from backend.services.db import init_db, make_engine
-from backend.services.model_service import ModelService
-from backend.services.session_service import SessionStore
-from backend.services.turn_pipeline import TurnPipeline
+from backend.engines.model_service import ModelService
+from backend.engines.registry import validate_backends
+from backend.pipeline.turn_pipeline import TurnPipeline
+from backend.protocol.v1 import ErrorEvent
+from backend.server import build_server, run_server
+from backend.store.async_store import AsyncSessionStore
+from backend.store.schema import init_db, make_engine
+from backend.store.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -42,33 +40,39 @@ def _error_body(code: str, message: str, retryable: bool = False) -> dict[str, o
     return {"error": ErrorEvent(code=code, message=message, retryable=retryable).model_dump()}
 
 
+def open_store(settings: Settings) -> AsyncSessionStore:
+    """The configured database, migrated to the current schema, behind its async facade."""
+    engine = make_engine(settings.database.url)
+    init_db(engine)
+    return AsyncSessionStore(SessionStore(engine))
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     models: ModelService | None = None,
-    store: SessionStore | None = None,
+    store: AsyncSessionStore | None = None,
 ) -> FastAPI:
-    """Build the app. Pass ``models`` (e.g. fakes via ModelService.from_components) to skip real loading."""
-    settings = settings or get_settings()
+    """Build the app. Without ``settings`` they are read at startup (config file + environment). Pass
+    ``models`` (e.g. fakes via ModelService.from_components) to skip real loading."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.server.log_level)
-        log_auth_mode(settings.auth)
-        session_store = store
-        if session_store is None:
-            engine = make_engine(settings.database.url)
-            init_db(engine)
-            session_store = SessionStore(engine)
-        model_service = models or ModelService(settings)
-        if models is None and settings.server.load_models:
+        current = settings or get_settings()
+        app.state.settings = current
+        configure_logging(current.server.log_level)
+        validate_backends(current)
+        log_auth_mode(current.auth)
+        session_store = store if store is not None else await asyncio.to_thread(open_store, current)
+        model_service = models or ModelService(current)
+        if models is None and current.server.load_models:
             logger.info("loading models")
             await asyncio.to_thread(model_service.load_all)
         metrics = Metrics()
-        pipeline = TurnPipeline(model_service, session_store, settings, metrics)
-        app.state.services = AppServices(settings, model_service, session_store, pipeline, metrics)
-        metrics.sessions.set_function(session_store.count)
-        logger.info("server ready", extra={"device": model_service.device, "mode": settings.pipeline.mode})
+        pipeline = TurnPipeline(model_service, session_store, current, metrics)
+        app.state.services = AppServices(current, model_service, session_store, pipeline, metrics)
+        metrics.sessions.set_function(session_store.sync.count)
+        logger.info("server ready", extra={"device": model_service.device, "mode": current.pipeline.mode})
         try:
             yield
         finally:
@@ -82,7 +86,8 @@ def create_app(
         description="A real-time voice mentor: speech in, emotion-aware spoken answers out. Protocol v1.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
+    if settings is not None:
+        app.state.settings = settings
 
     @app.exception_handler(ClarityError)
     async def clarity_error(_: Request, exc: ClarityError) -> JSONResponse:
@@ -108,111 +113,11 @@ def create_app(
 
     app.include_router(rest.router)
     app.include_router(pages.router)
-    app.include_router(websocket.router)
+    app.include_router(voice_ws.router)
     return app
 
 
-class StallAbortingProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, plus a deadline on a stalled peer.
-
-    asyncio pauses writing when a peer stops reading (its TCP window is full); closing such a transport waits
-    for the buffer to flush, which never happens, so the connection (and a graceful shutdown waiting for it)
-    would hang forever. If writing stays paused for ``stall_abort_s`` the transport is aborted instead.
-    """
-
-    stall_abort_s = 10.0
-    _stall_timer: asyncio.TimerHandle | None = None
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self._stall_timer is None:
-            self._stall_timer = self.loop.call_later(self.stall_abort_s, self._abort_stalled)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self._cancel_stall_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_stall_timer()
-        super().connection_lost(exc)
-
-    def _cancel_stall_timer(self) -> None:
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-
-    def _abort_stalled(self) -> None:
-        self._stall_timer = None
-        logger.warning("aborting a connection whose peer stopped reading")
-        self.transport.abort()
-
-
-def _ws_protocol(settings: Settings) -> type[WebSocketsSansIOProtocol]:
-    # The handler drops a slow reader after send_timeout_s and then tries to close within send_timeout_s.
-    stall = 2 * settings.limits.send_timeout_s + 1.0
-    return type("StallAbortingProtocol", (StallAbortingProtocol,), {"stall_abort_s": stall})
-
-
-def uvicorn_config(settings: Settings, app: FastAPI, **overrides: Any) -> uvicorn.Config:
-    """The uvicorn settings of this server; ``overrides`` are for tests (e.g. ``log_level``)."""
-    options: dict[str, Any] = {
-        "host": settings.server.host,
-        "port": settings.server.port,
-        "ws": _ws_protocol(settings),
-        "ws_max_size": settings.limits.ws_max_message_bytes,
-        "ws_per_message_deflate": False,
-        "log_level": settings.server.log_level.lower(),
-        "timeout_graceful_shutdown": settings.limits.send_timeout_s * 2 + 5.0,
-    }
-    options.update(overrides)
-    return uvicorn.Config(app, **options)
-
-
-class DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT: stop accepting, let running turns finish (at most ``drain_timeout_s``), then let
-    uvicorn close the remaining connections (1012) and run the lifespan shutdown.
-
-    uvicorn alone would close every WebSocket with 1012 at once, cancelling turns in mid-answer.
-    """
-
-    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
-        super().__init__(config)
-        self.app = app
-        self.drain_timeout_s = drain_timeout_s
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()  # stop accepting: new connections are refused from now on
-        self.app.state.draining = True
-        services = getattr(self.app.state, "services", None)
-        if services is not None:
-            await self._drain(services)
-        await super().shutdown(sockets)
-
-    async def _drain(self, services: AppServices) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.drain_timeout_s
-        busy = [c for c in services.connections if getattr(c, "busy", False)]
-        if busy:
-            logger.info("draining running turns", extra={"connections": len(busy)})
-        while busy and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-            busy = [c for c in services.connections if getattr(c, "busy", False)]
-        if busy:
-            logger.warning("drain timeout: closing connections with turns still running")
-
-
-def build_server(settings: Settings, app: FastAPI, **overrides: Any) -> DrainingServer:
-    """The server ``python -m backend.main`` runs; tests use it with a pre-bound socket."""
-    return DrainingServer(uvicorn_config(settings, app, **overrides), app, settings.server.drain_timeout_s)
-
-
-def run_server(server: DrainingServer, sockets: list[socket.socket] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, drain, and return (exit status 0)."""
-    # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler lets a drained
-    # shutdown end normally instead of dying by that signal.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    server.run(sockets=sockets)
+app = create_app()  # for ``uvicorn backend.main:app``: settings are read by the lifespan, at startup
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.core.espeak import speak_pcm
+from scripts.speech_tools.espeak import speak_pcm
 
 SAMPLE_RATE = 16000
 CHUNK_MS = 20

@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.config import REPO_ROOT, LLMSettings, Settings, resolve_path
-from backend.services.speakable import clean_for_speech
+from backend.mentor.speakable import clean_for_speech
 from scripts.mentor_data import (
     Exchange,
     asks_question,
@@ -60,8 +60,8 @@ def reply_figures(replies: Sequence[str], seconds: Sequence[float]) -> dict[str,
 
 def evaluate(llm: LLMSettings, settings: Settings, loss_set: list[Exchange], val: list[Exchange]) -> dict[str, Any]:
     """Loss on the reference replies of ``loss_set`` and a generated reply for each user turn of ``val``."""
-    from backend.services.llm_service import load_llm
-    from backend.services.prompt_builder import load_mentor_prompt
+    from backend.engines.llm.transformers import load as load_llm
+    from backend.mentor.prompt_builder import load_mentor_prompt
     from scripts.train_lora import PromptRenderer, mean_reply_loss
 
     chat = load_llm(llm)

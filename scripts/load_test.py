@@ -55,7 +55,8 @@ def serve(kind: str) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from backend.config import get_settings
-    from backend.main import build_server, create_app, run_server
+    from backend.main import create_app
+    from backend.server import build_server, run_server
 
     settings = get_settings()
     models = None

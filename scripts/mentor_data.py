@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.services.interfaces import EMOTIONS, HistoryTurn
+from backend.engines.protocols import EMOTIONS
+from backend.store.records import HistoryTurn
 
 
 @dataclass(frozen=True)

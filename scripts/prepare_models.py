@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.config import get_settings, resolve_path
-from backend.services.llm_model_files import EMBEDDED_PREFIX, ensure_converted, is_converted
+from backend.engines.llm.model_files import EMBEDDED_PREFIX, ensure_converted, is_converted
 
 
 def main(argv: list[str] | None = None) -> int:

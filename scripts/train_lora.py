@@ -30,8 +30,8 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.config import REPO_ROOT, LLMSettings, Settings, resolve_path
-from backend.services.interfaces import ChatMessage
-from backend.services.prompt_builder import MentorPrompt, build_messages, load_mentor_prompt
+from backend.engines.protocols import ChatMessage
+from backend.mentor.prompt_builder import MentorPrompt, build_messages, load_mentor_prompt
 from scripts.mentor_data import Exchange, exchanges, load_conversations
 
 IGNORE = -100
@@ -62,7 +62,7 @@ class PromptRenderer:
     """Builds an example's prompt through the server's own code path (build_messages + prompt_text)."""
 
     def __init__(self, tokenizer: Any, llm: LLMSettings, prompt: MentorPrompt) -> None:
-        from backend.services.llm_service import TransformersChatModel
+        from backend.engines.llm.transformers import TransformersChatModel
 
         # The chat model is only used for its prompt rendering and token counting (no generation).
         self._chat = TransformersChatModel(None, tokenizer, llm)
@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from peft import LoraConfig, get_peft_model
     from tqdm import tqdm
 
-    from backend.services.llm_service import load_base
+    from backend.engines.llm.transformers import load_base
     from scripts.model_card import write_card
 
     random.seed(args.seed)

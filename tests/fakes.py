@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backend.config import Settings
-from backend.services.interfaces import (
+from backend.engines.model_service import ModelService
+from backend.engines.protocols import (
     ChatMessage,
     EmotionResult,
     FloatAudio,
@@ -17,7 +18,6 @@ from backend.services.interfaces import (
     Transcription,
     VoiceStyle,
 )
-from backend.services.model_service import ModelService
 
 RATE = 16000
 
@@ -31,8 +31,17 @@ def silence_pcm(seconds: float, rate: int = RATE) -> bytes:
     return b"\x00\x00" * int(seconds * rate)
 
 
+class Warms:
+    """Counts ``warmup()`` calls (part of every engine protocol)."""
+
+    warmups = 0
+
+    def warmup(self) -> None:
+        self.warmups += 1
+
+
 @dataclass
-class FakeSTT:
+class FakeSTT(Warms):
     transcript: str = "I feel a bit lost at work lately"
     error: Exception | None = None
     calls: list[float] = field(default_factory=list)
@@ -52,8 +61,13 @@ class FakeVAD:
         return bool(samples.size) and float(np.sqrt(np.mean(samples**2))) > 500.0
 
 
+class FakeVADEngine(Warms):
+    def new_detector(self) -> FakeVAD:
+        return FakeVAD()
+
+
 @dataclass
-class FakeEmotion:
+class FakeEmotion(Warms):
     label: str = "sad"
     confidence: float = 0.8
     calls: list[tuple[str, bool]] = field(default_factory=list)
@@ -65,7 +79,7 @@ class FakeEmotion:
 
 
 @dataclass
-class FakeLLM:
+class FakeLLM(Warms):
     """Streams ``reply`` word by word. With ``hold_after`` set, blocks after that many pieces until
     ``release`` is set or the stop event ends the generation (for barge-in tests)."""
 
@@ -102,7 +116,7 @@ class FakeLLM:
 
 
 @dataclass
-class FakeTTS:
+class FakeTTS(Warms):
     sample_rate: int = RATE
     seconds_per_word: float = 0.1
     texts: list[str] = field(default_factory=list)
@@ -124,5 +138,5 @@ class FakeModels:
 
     def service(self, settings: Settings) -> ModelService:
         return ModelService.from_components(
-            settings, stt=self.stt, vad_factory=FakeVAD, emotion=self.emotion, llm=self.llm, tts=self.tts
+            settings, stt=self.stt, vad=FakeVADEngine(), emotion=self.emotion, llm=self.llm, tts=self.tts
         )

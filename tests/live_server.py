@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from backend.main import build_server
+from backend.server import build_server
 
 
 class LiveServer:

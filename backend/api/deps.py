@@ -11,16 +11,16 @@ from starlette.requests import HTTPConnection
 from backend.api.auth import authenticate
 from backend.config import Settings
 from backend.core.metrics import Metrics
-from backend.services.model_service import ModelService
-from backend.services.session_service import SessionStore
-from backend.services.turn_pipeline import TurnPipeline
+from backend.engines.model_service import ModelService
+from backend.pipeline.turn_pipeline import TurnPipeline
+from backend.store.async_store import AsyncSessionStore
 
 
 @dataclass
 class AppServices:
     settings: Settings
     models: ModelService
-    store: SessionStore
+    store: AsyncSessionStore
     pipeline: TurnPipeline
     metrics: Metrics
     connections: set[object] = field(default_factory=set)

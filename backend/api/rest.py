@@ -20,21 +20,24 @@ from starlette.routing import compile_path
 from backend.api import auth
 from backend.api.auth import authenticate_key, issue_token
 from backend.api.deps import AppServices, OwnerDep, ServicesDep, get_services
+from backend.api.v1_events import to_sse
 from backend.core.exceptions import ClarityError
-from backend.models.request import SessionCreate, TextChatRequest
-from backend.models.response import (
-    ErrorEvent,
+from backend.pipeline.conversation import new_id
+from backend.pipeline.events import PipelineEvent
+from backend.pipeline.turn_types import TurnInput, TurnResult, TurnState
+from backend.protocol.rest import (
     ErrorPublic,
     HealthPublic,
     HistoryPublic,
     ModelStatusPublic,
+    SessionCreate,
     SessionPublic,
     SessionsPublic,
     TextChatPublic,
+    TextChatRequest,
     TurnPublic,
 )
-from backend.services.conversation import new_id
-from backend.services.turn_types import TurnInput, TurnResult, TurnState
+from backend.protocol.v1 import ErrorEvent
 
 router = APIRouter(prefix="/api")
 
@@ -146,20 +149,20 @@ async def create_token(services: ServicesDep, owner: KeyOwnerDep) -> TokenPublic
 @router.post("/sessions", status_code=201, responses=_errors(*AUTHED))
 async def create_session(services: ServicesDep, owner: OwnerDep, body: SessionCreate | None = None) -> SessionPublic:
     title = body.title if body is not None else None
-    record = await services.pipeline.db(lambda: services.store.create_session(owner=owner, title=title))
+    record = await services.store.create_session(owner=owner, title=title)
     return SessionPublic.model_validate(record, from_attributes=True)
 
 
 @router.get("/sessions", responses=_errors(*AUTHED))
 async def list_sessions(services: ServicesDep, owner: OwnerDep, limit: int = 100) -> SessionsPublic:
     limit = max(1, min(limit, 500))
-    records = await services.pipeline.db(lambda: services.store.list_sessions(owner=owner, limit=limit))
+    records = await services.store.list_sessions(owner=owner, limit=limit)
     return SessionsPublic(sessions=[SessionPublic.model_validate(r, from_attributes=True) for r in records])
 
 
 @router.get("/sessions/{session_id}/history", responses=_errors(*AUTHED, 404))
 async def history(session_id: str, services: ServicesDep, owner: OwnerDep, limit: int | None = None) -> HistoryPublic:
-    turns = await services.pipeline.db(lambda: services.store.history(session_id, owner=owner, limit=limit))
+    turns = await services.store.history(session_id, owner=owner, limit=limit)
     return HistoryPublic(
         session_id=session_id, turns=[TurnPublic.model_validate(t, from_attributes=True) for t in turns]
     )
@@ -167,22 +170,19 @@ async def history(session_id: str, services: ServicesDep, owner: OwnerDep, limit
 
 @router.delete("/sessions/{session_id}", status_code=204, responses=_errors(*AUTHED, 404))
 async def delete_session(session_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
-    await services.pipeline.db(lambda: services.store.delete_session(session_id, owner=owner))
+    await services.store.delete_session(session_id, owner=owner)
     return Response(status_code=204)
 
 
 class _CollectingOutput:
     """TurnOutput for text chat: no audio; events optionally forwarded to a queue (for SSE)."""
 
-    def __init__(self, queue: asyncio.Queue[BaseModel] | None = None) -> None:
+    def __init__(self, queue: asyncio.Queue[PipelineEvent] | None = None) -> None:
         self.queue = queue
 
-    async def send(self, event: BaseModel) -> None:
+    async def emit(self, event: PipelineEvent) -> None:
         if self.queue is not None:
             await self.queue.put(event)
-
-    async def send_audio(self, turn_id: str, pcm: bytes, chunk_index: int) -> None:
-        return None
 
     async def flush(self) -> None:
         return None
@@ -191,10 +191,10 @@ class _CollectingOutput:
 async def _text_turn(services: AppServices, owner: str | None, body: TextChatRequest) -> TurnInput:
     store = services.store
     if body.session_id is not None:
-        await services.pipeline.db(store.get_session, body.session_id, owner)
+        await store.get_session(body.session_id, owner)
         session_id = body.session_id
     else:
-        record = await services.pipeline.db(lambda: store.create_session(owner=owner))
+        record = await store.create_session(owner=owner)
         session_id = record.id
     return TurnInput(new_id(), session_id, time.perf_counter(), text=body.text, speak=False)
 
@@ -222,7 +222,7 @@ async def text_chat(body: TextChatRequest, services: ServicesDep, owner: OwnerDe
 async def text_chat_stream(body: TextChatRequest, services: ServicesDep, owner: OwnerDep) -> StreamingResponse:
     """The same turn as /api/text-chat, streamed as server-sent events (one per pipeline event)."""
     turn = await _text_turn(services, owner, body)
-    queue: asyncio.Queue[BaseModel] = asyncio.Queue()
+    queue: asyncio.Queue[PipelineEvent] = asyncio.Queue()
 
     async def events() -> AsyncIterator[str]:
         task = asyncio.create_task(services.pipeline.run(turn, _CollectingOutput(queue), TurnState(turn.turn_id)))
@@ -232,8 +232,9 @@ async def text_chat_stream(body: TextChatRequest, services: ServicesDep, owner: 
                 getter = asyncio.ensure_future(queue.get())
                 await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
-                    event = getter.result()
-                    yield _sse(str(getattr(event, "type", "message")), event.model_dump())
+                    mapped = to_sse(getter.result())
+                    if mapped is not None:
+                        yield _sse(*mapped)
                 else:
                     getter.cancel()
             exc = task.exception()

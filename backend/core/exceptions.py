@@ -80,3 +80,9 @@ class ModelError(ClarityError):
     code = "model_error"
     http_status = 500
     retryable = True
+
+
+class ConfigError(ClarityError):
+    """A setting that cannot work (an unknown engine name, an unknown engine option): a startup error."""
+
+    code = "config_error"

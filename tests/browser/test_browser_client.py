@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from backend.config import REPO_ROOT
-from backend.core.wer import word_error_rate
+from scripts.speech_tools.wer import word_error_rate
 from tests.browser.conftest import CHROMIUM, LiveServer, chromium_args, espeak_wav, padded_wav
 
 pytestmark = pytest.mark.browser

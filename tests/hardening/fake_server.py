@@ -16,8 +16,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from backend.config import get_settings
-from backend.main import build_server, create_app, run_server
-from backend.services.interfaces import ChatMessage
+from backend.engines.protocols import ChatMessage
+from backend.main import create_app
+from backend.server import build_server, run_server
 from tests.fakes import FakeLLM, FakeModels
 
 

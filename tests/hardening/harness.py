@@ -18,7 +18,8 @@ from fastapi import FastAPI
 
 from backend.api.deps import AppServices
 from backend.config import REPO_ROOT, Settings
-from backend.main import DrainingServer, build_server, create_app
+from backend.main import create_app
+from backend.server import DrainingServer, build_server
 from tests.fakes import FakeModels
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
-from backend.main import DrainingServer
+from backend.server import DrainingServer
 from tests.live_server import LiveServer
 
 

@@ -28,7 +28,7 @@ def test_disconnect_mid_answer_stops_generation_and_stores_what_was_sent(tmp_pat
             assert isinstance(ws.recv(timeout=5), bytes)  # the first sentence's audio has been sent
         assert fakes.llm.stopped.wait(5), "the generation was not stopped"
         wait_for(lambda: not served.services.connections, 5, "the handler to be released")
-        history = served.services.store.history(session_id)
+        history = served.services.store.sync.history(session_id)
     assert [(t.role, t.interrupted) for t in history] == [("user", False), ("assistant", True)]
     assert history[0].text == "help me"
     assert history[1].text == "That sounds hard."
@@ -45,7 +45,7 @@ def test_disconnect_mid_utterance_stores_the_user_turn(tmp_path: Path, fakes: Fa
                 ws.send(pcm[i : i + 640])
             recv_until(ws, "speech_started")
         wait_for(lambda: not served.services.connections, 5, "the handler to be released")
-        history = served.services.store.history(session_id)
+        history = served.services.store.sync.history(session_id)
     assert [(t.role, t.text, t.interrupted) for t in history] == [("user", fakes.stt.transcript, True)]
     assert fakes.stt.calls and 0.9 <= fakes.stt.calls[0] <= 1.5
     assert not fakes.llm.prompts  # it was stored, not answered
@@ -61,7 +61,7 @@ def test_disconnect_with_queued_turns_stores_them_unanswered(tmp_path: Path, fak
                 ws.send(json.dumps({"type": "text", "text": text}))
             recv_until(ws, "response.delta")
         wait_for(lambda: not served.services.connections, 5, "the handler to be released")
-        history = served.services.store.history(session_id)
+        history = served.services.store.sync.history(session_id)
     users = [(t.text, t.interrupted) for t in history if t.role == "user"]
     assert users == [("first", False), ("second", True), ("third", True)]
     assert [t.interrupted for t in history if t.role == "assistant"] == [True]

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from backend.api.websocket import parse_client_event
+from backend.api.voice_ws import parse_client_event
 from backend.core.exceptions import ClarityError
 from backend.main import create_app
-from backend.models.request import CLIENT_EVENT_TYPES
+from backend.protocol.v1 import CLIENT_EVENT_TYPES
 from tests.conftest import make_settings
 from tests.hardening.live import Live, live_server, recv_event, text_turn, ws_connect
 

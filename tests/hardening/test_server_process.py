@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from backend.services.db import make_engine
-from backend.services.session_service import SessionStore
+from backend.store.schema import make_engine
+from backend.store.sessions import SessionStore
 from tests.hardening.harness import Child, start_child, wait_for
 from tests.hardening.live import recv_event, recv_until, ws_connect
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.services.interfaces import SynthesizedSpeech, VoiceStyle
+from backend.engines.protocols import SynthesizedSpeech, VoiceStyle
 from tests.conftest import make_settings
 from tests.fakes import FakeModels, FakeTTS
 from tests.hardening.harness import rss_bytes, serve, wait_for
@@ -96,9 +96,9 @@ def test_slow_reader_is_dropped_with_bounded_memory(tmp_path: Path) -> None:
         assert released_s < 6 * SEND_TIMEOUT_S + 3
         assert aborted_s < released_s + 2 * SEND_TIMEOUT_S + 3
         assert growth_mb < 24  # 3.2 MB per synthesized sentence + a 512-message queue + TCP buffers
-        sessions = services.store.list_sessions()
+        sessions = services.store.sync.list_sessions()
         assert len(sessions) == 1
-        history = services.store.history(sessions[0].id)
+        history = services.store.sync.history(sessions[0].id)
         assert [(t.role, t.interrupted) for t in history] == [("user", False), ("assistant", True)]
         assert history[1].text in fakes.llm.reply  # at most what was sent: a prefix of the reply's sentences
         with ws_connect(served.url) as ws:

@@ -20,11 +20,11 @@ from websockets.sync.client import ClientConnection, connect
 
 from backend.config import Settings
 from backend.core.audio_utils import pcm16_to_float32, resample_pcm16
-from backend.core.espeak import espeak_available, speak_pcm
-from backend.core.wer import word_error_rate
+from backend.engines.model_service import ModelService
+from backend.engines.protocols import EMOTIONS
 from backend.main import create_app
-from backend.services.interfaces import EMOTIONS
-from backend.services.model_service import ModelService
+from scripts.speech_tools.espeak import espeak_available, speak_pcm
+from scripts.speech_tools.wer import word_error_rate
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
 

@@ -9,10 +9,11 @@ import pytest
 
 from backend.config import EmotionSettings, resolve_path
 from backend.core.audio_utils import pcm16_to_float32
-from backend.core.espeak import espeak_available, speak_pcm
-from backend.services.emotion_service import EmotionService, load_emotion
-from backend.services.prosody import extract_prosody
-from backend.services.text_emotion import load_examples
+from backend.engines.emotion.fused import EmotionService
+from backend.engines.emotion.fused import load as load_emotion
+from backend.engines.emotion.prosody import extract_prosody
+from backend.engines.emotion.text_embedding import load_examples
+from scripts.speech_tools.espeak import espeak_available, speak_pcm
 
 pytestmark = pytest.mark.real
 
@@ -24,7 +25,7 @@ SENTENCE = "I really need to talk to you about what happened at work today, it w
 @pytest.fixture(scope="module")
 def service() -> EmotionService:
     start = time.perf_counter()
-    svc = load_emotion(EmotionSettings(), "cpu")
+    svc = load_emotion(EmotionSettings(device="cpu"))
     logger.info("emotion load", extra={"seconds": round(time.perf_counter() - start, 2)})
     return svc
 

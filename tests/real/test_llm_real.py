@@ -8,11 +8,12 @@ import time
 import pytest
 
 from backend.config import LLMSettings, MentorSettings
-from backend.services.interfaces import HistoryTurn
-from backend.services.llm_service import TransformersChatModel, load_llm
-from backend.services.prefix_cache import PrefixCache
-from backend.services.prompt_builder import build_messages, load_mentor_prompt, next_prompt_prefix
-from backend.services.speakable import clean_for_speech
+from backend.engines.llm.prefix_cache import PrefixCache
+from backend.engines.llm.transformers import TransformersChatModel
+from backend.engines.llm.transformers import load as load_llm
+from backend.mentor.prompt_builder import build_messages, load_mentor_prompt, next_prompt_prefix
+from backend.mentor.speakable import clean_for_speech
+from backend.store.records import HistoryTurn
 
 pytestmark = pytest.mark.real
 

@@ -9,10 +9,11 @@ import pytest
 
 from backend.config import STTSettings
 from backend.core.audio_utils import pcm16_to_float32
-from backend.core.espeak import espeak_available, speak_pcm
 from backend.core.exceptions import ModelLoadError
-from backend.core.wer import word_error_rate
-from backend.services.stt_service import WhisperSTT, load_stt
+from backend.engines.stt.whisper import WhisperSTT
+from backend.engines.stt.whisper import load as load_stt
+from scripts.speech_tools.espeak import espeak_available, speak_pcm
+from scripts.speech_tools.wer import word_error_rate
 
 pytestmark = [
     pytest.mark.real,

@@ -9,8 +9,10 @@ import pytest
 
 from backend.config import TTSSettings
 from backend.core.exceptions import ModelLoadError
-from backend.services.interfaces import VoiceStyle
-from backend.services.tts_service import Pyttsx3Synthesizer, load_tts, voice_style_for
+from backend.engines.protocols import VoiceStyle
+from backend.engines.tts.espeak import Pyttsx3Synthesizer
+from backend.engines.tts.espeak import load as load_tts
+from backend.mentor.voice_style import voice_style_for
 
 pytestmark = pytest.mark.real
 

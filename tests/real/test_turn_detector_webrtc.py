@@ -6,9 +6,9 @@ import pytest
 
 from backend.config import VADSettings
 from backend.core.audio_utils import PcmFramer
-from backend.core.espeak import espeak_available, speak_pcm
-from backend.services.turn_detector import SpeechStopped, TurnDetector, TurnEvent
-from backend.services.vad_service import WebRtcVad
+from backend.engines.vad.webrtc import WebRtcVad
+from backend.pipeline.turn_detector import SpeechStopped, TurnDetector, TurnEvent
+from scripts.speech_tools.espeak import espeak_available, speak_pcm
 
 pytestmark = [
     pytest.mark.real,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from backend.core.espeak import espeak_available
+from scripts.speech_tools.espeak import espeak_available
 
 pytestmark = [
     pytest.mark.real,

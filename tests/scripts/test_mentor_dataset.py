@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from backend.config import REPO_ROOT
-from backend.services.interfaces import EMOTIONS
+from backend.engines.protocols import EMOTIONS
 from scripts.mentor_data import (
     asks_question,
     exchanges,

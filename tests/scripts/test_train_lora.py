@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from backend.config import REPO_ROOT, Settings
-from backend.services.interfaces import HistoryTurn
-from backend.services.prompt_builder import build_messages, load_mentor_prompt
+from backend.mentor.prompt_builder import build_messages, load_mentor_prompt
+from backend.store.records import HistoryTurn
 from scripts.mentor_data import Exchange, exchanges, load_conversations
 
 pytestmark = pytest.mark.real
@@ -32,7 +32,7 @@ def tiny_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_chat() -> Any:
-    from backend.services.llm_service import load_llm
+    from backend.engines.llm.transformers import load as load_llm
 
     return load_llm(Settings().llm.model_copy(update={"adapter_path": None}))
 
@@ -50,7 +50,7 @@ def test_tiny_run_writes_adapter_log_and_card(tiny_adapter: Path) -> None:
 
 def test_server_loads_the_adapter_and_streams_a_reply(tiny_adapter: Path) -> None:
     """load_llm with llm.adapter_path pointing at the new folder loads it and streams text."""
-    from backend.services.llm_service import load_llm
+    from backend.engines.llm.transformers import load as load_llm
 
     llm = Settings().llm.model_copy(update={"adapter_path": tiny_adapter, "max_new_tokens": 8})
     chat = load_llm(llm)

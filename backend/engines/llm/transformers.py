@@ -1,0 +1,245 @@
+"""The mentor's chat LLM: transformers causal LM (+ optional LoRA adapter), streamed token by token.
+
+``stream()`` and ``warmup()`` block (generation runs on the CPU or GPU); iterate ``stream()`` inside a
+worker thread. Generation runs in its own background thread so a ``stop`` event ends it after one token.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+from backend.config import LLMSettings, resolve_path
+from backend.core.exceptions import ModelError, ModelLoadError
+from backend.engines.llm.model_files import ensure_converted, load_base
+from backend.engines.llm.prefix_cache import PrefixCache
+from backend.engines.protocols import ChatMessage
+
+__all__ = ["TransformersChatModel", "ensure_converted", "load", "load_base"]
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.05  # how often the consumer re-checks the stop event while waiting for the next piece
+
+
+class _StopOnEvents:
+    """A transformers StoppingCriteria that ends generation once any of the events is set."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self._events = events
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        flag = any(e.is_set() for e in self._events)
+        return torch.full((input_ids.shape[0],), flag, dtype=torch.bool, device=input_ids.device)
+
+
+class TransformersChatModel:
+    """ChatModel over a loaded transformers causal LM and its tokenizer (with a chat template)."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        settings: LLMSettings,
+        *,
+        device: str = "cpu",
+        adapter_loaded: bool = False,
+        name: str = "",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.device = device
+        self.adapter_loaded = adapter_loaded
+        self.name = name or settings.model
+        self._slots = threading.Semaphore(max(1, settings.max_concurrent))
+        self.prefix_cache = PrefixCache(settings.prefix_cache_entries)
+        self.last_reused_tokens = 0  # prompt tokens served from the prefix cache in the latest generation
+
+    # --- public API ---------------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text`` (no special tokens). Cheap, but blocking."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def prompt_text(self, messages: Sequence[ChatMessage], *, generation_prompt: bool = True) -> str:
+        """The exact prompt string given to the model (chat template, with the generation prompt by default)."""
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        return str(self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt))
+
+    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Generator[str, None, None]:
+        """Yield text pieces of the reply. Blocking; ends soon after ``stop`` is set or the generator closes.
+
+        Errors of the generation thread are raised here as ModelError. Closing the generator early stops
+        generation and joins its thread.
+        """
+        from transformers import TextIteratorStreamer
+
+        try:
+            inputs = self.tokenizer(self.prompt_text(messages), return_tensors="pt", add_special_tokens=False)
+        except Exception as exc:
+            raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        cache, self.last_reused_tokens = self.prefix_cache.take(inputs["input_ids"][0].tolist())
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=_POLL_S)
+        closed = threading.Event()
+        errors: list[BaseException] = []
+        thread = threading.Thread(
+            target=self._generate,
+            args=(inputs, cache, streamer, _StopOnEvents(stop, closed), errors),
+            name="llm-generate",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            while not stop.is_set():
+                try:
+                    piece = next(streamer)
+                except StopIteration:
+                    break
+                except queue.Empty:
+                    if not thread.is_alive() and streamer.text_queue.empty():
+                        break
+                    continue
+                if piece:
+                    yield piece
+        finally:
+            closed.set()
+            thread.join()
+        if errors:
+            raise ModelError(f"language model '{self.name}' failed while generating") from errors[0]
+
+    def warm_prefix(self, messages: Sequence[ChatMessage]) -> int:
+        """Prefill ``messages`` (rendered without a generation prompt) into the prefix cache. Blocking.
+
+        Called between turns with the system prompt and the history the next prompt will start with, so the
+        next turn's prefill is only its guidance and user message, even after the history window has moved.
+        """
+        if self.prefix_cache.max_entries <= 0 or not messages:
+            return 0
+        import torch
+        from transformers import DynamicCache
+
+        try:
+            text = self.prompt_text(messages, generation_prompt=False)
+            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        except Exception as exc:
+            raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
+        with self._slots, torch.inference_mode():
+            cache, reused = self.prefix_cache.take(ids)
+            cache = cache if cache is not None else DynamicCache()
+            todo = torch.tensor([ids[reused:]], device=self.model.device)
+            try:
+                self.model(input_ids=todo, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            except Exception as exc:
+                raise ModelError(f"language model '{self.name}' failed while prefilling") from exc
+            self.prefix_cache.put(ids, cache)
+        return len(ids) - reused
+
+    def generate(self, messages: Sequence[ChatMessage]) -> str:
+        """The whole reply at once. Blocking."""
+        return "".join(self.stream(messages, threading.Event()))
+
+    def warmup(self) -> float:
+        """One short generation so the first real turn is not slow; returns its seconds. Blocking."""
+        started = time.perf_counter()
+        stop = threading.Event()
+        for n, _ in enumerate(self.stream([ChatMessage("user", "Hello.")], stop)):
+            if n >= 3:
+                break
+        return time.perf_counter() - started
+
+    # --- internals ----------------------------------------------------------------------------------
+
+    def _generation_kwargs(self) -> dict[str, Any]:
+        from transformers import GenerationConfig
+
+        s = self.settings
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        sampling: dict[str, Any] = {"do_sample": False}
+        if s.temperature > 0:
+            sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
+        config = GenerationConfig(
+            max_new_tokens=s.max_new_tokens,
+            repetition_penalty=s.repetition_penalty,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            **sampling,
+        )
+        return {"generation_config": config}
+
+    def _generate(
+        self,
+        inputs: dict[str, Any],
+        cache: Any,
+        streamer: Any,
+        stopper: _StopOnEvents,
+        errors: list[BaseException],
+    ) -> None:
+        import torch
+        from transformers import DynamicCache, StoppingCriteriaList
+
+        try:
+            with self._slots, torch.inference_mode():
+                cache = cache if cache is not None else DynamicCache()
+                sequences = self.model.generate(
+                    **inputs,
+                    past_key_values=cache,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([stopper]),
+                    **self._generation_kwargs(),
+                )
+                # The cache now holds the prompt and the reply but the last token: keep it for the next prompt.
+                self.prefix_cache.put(sequences[0, : cache.get_seq_length()].tolist(), cache)
+        except BaseException as exc:  # surfaced to the consumer as ModelError
+            errors.append(exc)
+            logger.exception("language model generation failed")
+        finally:
+            streamer.end()
+
+
+def _adapter_dir(settings: LLMSettings) -> Path | None:
+    if settings.adapter_path is None:
+        return None
+    path = resolve_path(settings.adapter_path)
+    return path if (path / "adapter_config.json").is_file() else None
+
+
+def load(settings: LLMSettings) -> TransformersChatModel:
+    """Load the base model (converting the embedded one once) plus the LoRA adapter when present. Blocking."""
+    try:
+        started = time.perf_counter()
+        model, tokenizer = load_base(settings)
+        adapter = _adapter_dir(settings)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter))
+            model = model.merge_and_unload()  # plain weights again: no LoRA overhead per token
+            model.eval()
+            logger.info("language model LoRA adapter loaded and merged", extra={"adapter": str(adapter)})
+        else:
+            logger.info("language model runs without a LoRA adapter")
+        device = str(model.device.type)
+        chat = TransformersChatModel(model, tokenizer, settings, device=device, adapter_loaded=adapter is not None)
+        logger.info(
+            "language model loaded",
+            extra={
+                "model": settings.model,
+                "device": device,
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+        )
+        return chat
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"language model '{settings.model}' failed to load: {exc}") from exc

@@ -1,0 +1,188 @@
+"""The small interfaces every model sits behind, and the plain data passed between pipeline stages.
+
+Real implementations live in backend/engines/<kind>/<name>.py, picked by backend/engines/registry.py;
+fakes for fast tests live in tests/fakes.py and implement the same protocols.
+All model methods are blocking: callers run them in worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "anxious", "angry", "surprised")
+
+FloatAudio = NDArray[np.float32]  # mono float32 in [-1, 1], 16 kHz unless said otherwise
+
+
+class Warmable(Protocol):
+    """Every engine: ``warmup()`` runs once at load so the first turn pays no first-call cost."""
+
+    def warmup(self) -> None: ...
+
+
+# --- speech to text -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    language: str
+    audio_seconds: float
+
+
+class SpeechToText(Protocol):
+    def transcribe(self, audio: FloatAudio) -> Transcription:
+        """Transcribe 16 kHz mono float32 audio. Blocking."""
+        ...
+
+    def warmup(self) -> None:
+        """Run once at load so the first turn pays no first-call cost. Blocking."""
+        ...
+
+
+# --- voice activity -------------------------------------------------------------------------------------
+
+
+class VoiceActivityDetector(Protocol):
+    """One connection's detector (it may keep state between frames)."""
+
+    def is_speech(self, frame: bytes, sample_rate: int) -> bool:
+        """True if one PCM16 frame of 10, 20 or 30 ms holds speech."""
+        ...
+
+
+class VoiceActivityEngine(Protocol):
+    """Makes a detector per connection."""
+
+    def new_detector(self) -> VoiceActivityDetector: ...
+
+    def warmup(self) -> None: ...
+
+
+# --- emotion --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmotionEstimate:
+    """One source's view: per-emotion scores summing to 1."""
+
+    label: str
+    confidence: float
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ProsodyFeatures:
+    duration_s: float
+    rms_db: float
+    pitch_hz: float
+    pitch_std_hz: float
+    voiced_ratio: float
+    speaking_rate: float  # syllable-like energy peaks per second
+    pause_ratio: float
+    arousal: float  # 0 calm .. 1 aroused
+
+
+@dataclass(frozen=True)
+class EmotionResult:
+    label: str
+    confidence: float
+    scores: dict[str, float]
+    text: EmotionEstimate | None = None
+    voice: EmotionEstimate | None = None
+    prosody: ProsodyFeatures | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "label": self.label,
+            "confidence": round(self.confidence, 3),
+            "scores": {k: round(v, 3) for k, v in self.scores.items()},
+        }
+        if self.text is not None:
+            out["text"] = {"label": self.text.label, "confidence": round(self.text.confidence, 3)}
+        if self.voice is not None:
+            out["voice"] = {"label": self.voice.label, "confidence": round(self.voice.confidence, 3)}
+        if self.prosody is not None:
+            p = self.prosody
+            out["prosody"] = {
+                "arousal": round(p.arousal, 3),
+                "pitch_hz": round(p.pitch_hz, 1),
+                "rms_db": round(p.rms_db, 1),
+                "speaking_rate": round(p.speaking_rate, 2),
+            }
+        return out
+
+
+class EmotionDetector(Protocol):
+    def detect(self, text: str, audio: FloatAudio | None = None) -> EmotionResult:
+        """Fuse the emotion of the words with the prosody of the voice (when audio is given). Blocking."""
+        ...
+
+    def warmup(self) -> None: ...
+
+
+# --- language model -------------------------------------------------------------------------------------
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+class ChatModel(Protocol):
+    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
+        """Yield text pieces of the reply as they are generated; stops soon after ``stop`` is set.
+
+        Blocking: iterate it inside a worker thread.
+        """
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def warm_prefix(self, messages: Sequence[ChatMessage]) -> int:
+        """Precompute ``messages`` as the start of a later prompt (a cache the next ``stream`` reuses), so that
+        prompt only pays for what follows. Returns the tokens computed (0 if there is no cache). Blocking."""
+        ...
+
+    def warmup(self) -> None: ...
+
+
+# --- text to speech -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VoiceStyle:
+    rate: int = 170  # words per minute
+    pitch: int = 50  # 0..99
+    volume: float = 1.0
+
+
+@dataclass(frozen=True)
+class SynthesizedSpeech:
+    pcm: bytes  # PCM16 little-endian mono
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate
+
+
+class SpeechSynthesizer(Protocol):
+    sample_rate: int
+
+    def synthesize(self, text: str, style: VoiceStyle) -> SynthesizedSpeech:
+        """Speak ``text`` into PCM16 at ``sample_rate``. Blocking."""
+        ...
+
+    def warmup(self) -> None:
+        """Synthesize once; may settle ``sample_rate``. Blocking."""
+        ...

@@ -1,0 +1,372 @@
+"""One connection's conversation: audio framing, turn detection, the turn queue, barge-in and cancellation.
+
+Each connection owns only small state (framer, turn detector, current turn task, output queue); the models
+are shared through the TurnPipeline. Turns run one at a time in arrival order, so nothing the user said is
+dropped while the mentor is still answering an earlier turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from backend.config import Settings
+from backend.core.audio_utils import PcmFramer, validate_sample_rate
+from backend.core.exceptions import ClarityError, InvalidInputError
+from backend.engines.protocols import Transcription
+from backend.pipeline import events
+from backend.pipeline.gated_output import GatedOutput
+from backend.pipeline.output_queue import OutputQueue
+from backend.pipeline.turn_detector import (
+    SpeechDiscarded,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    SpeechSustained,
+    TurnDetector,
+)
+from backend.pipeline.turn_pipeline import TurnPipeline
+from backend.pipeline.turn_types import TurnInput, TurnState
+from backend.store.async_store import AsyncSessionStore
+
+logger = logging.getLogger(__name__)
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass
+class _Provisional:
+    """A turn started at a pause in speech; its output is held until the end of speech is confirmed."""
+
+    voiced_frames: int
+    turn: TurnInput
+    state: TurnState
+    gate: GatedOutput
+    task: asyncio.Task[None]
+
+
+@dataclass(frozen=True)
+class _Adopted:
+    """A confirmed provisional turn, handed to the worker already running."""
+
+    turn: TurnInput
+    state: TurnState
+    task: asyncio.Task[None]
+
+
+@dataclass
+class SessionContext:
+    session_id: str
+    owner: str | None = None
+    persisted: bool = False
+    resumed: bool = False
+
+
+class Conversation:
+    def __init__(
+        self,
+        *,
+        pipeline: TurnPipeline,
+        store: AsyncSessionStore,
+        settings: Settings,
+        out: OutputQueue,
+        session: SessionContext,
+        output_sample_rate: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.settings = settings
+        self.out = out
+        self.session = session
+        self.output_sample_rate = output_sample_rate
+        self.input_rate = 16000
+        self._framer = PcmFramer(self.input_rate, settings.vad.frame_ms)
+        self._detector = TurnDetector(pipeline.models.new_vad(), settings.vad, max_turn_s=settings.limits.max_turn_s)
+        self._turns: asyncio.Queue[TurnInput | _Adopted] = asyncio.Queue()
+        self._provisional: _Provisional | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._active: tuple[asyncio.Task[None], TurnState] | None = None
+        self._active_input: TurnInput | None = None
+        self._utterance_id: str | None = None
+        self._odd_length_reported = False
+        # A transcription started at a pause in speech, keyed by the voiced-frame count it covers.
+        self._speculation: tuple[int, asyncio.Future[Transcription]] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._work(), name="turn-worker")
+
+    async def close(self) -> None:
+        """Disconnect: stop the worker, cancel the running turn (its partial reply is stored), then store what
+        the user said that no turn answered, as interrupted user turns: queued turns, a turn cancelled before
+        its reply began (its transcript may not be stored yet), and speech in progress (transcribed now)."""
+        active, current = self._active, self._active_input
+        self._cancel_provisional()  # its speech is still in the detector and is stored below
+        if self._worker is not None:  # first, so it cannot start the next queued turn
+            self._worker.cancel()
+            await asyncio.wait([self._worker])
+        unanswered: list[TurnInput] = []
+        if active is not None:
+            active[0].cancel()
+            await asyncio.wait([active[0]])
+            if current is not None and not active[1].responding:
+                unanswered.append(current)
+        while not self._turns.empty():
+            item = self._turns.get_nowait()
+            unanswered.append(item.turn if isinstance(item, _Adopted) else item)
+        if self._detector.in_speech:
+            audio = self._detector.current_audio()
+            sid, now = self.session.session_id, time.perf_counter()
+            unanswered.append(TurnInput(new_id(), sid, now, audio=audio, duration_s=len(audio) / 32000))
+        for turn in unanswered:
+            try:
+                await self._store_unanswered(turn)
+            except Exception:
+                logger.exception("could not store an unanswered user turn")
+
+    async def _store_unanswered(self, turn: TurnInput) -> None:
+        text = (turn.text or "").strip()
+        if turn.audio is not None:
+            if len(turn.audio) < self.settings.vad.min_speech_ms * 32:  # PCM16 at 16 kHz: 32 bytes per ms
+                return
+            text = (await self.pipeline.transcribe_soon(turn.audio)).text
+            text = text.strip()
+        if text:
+            await self._ensure_persisted()
+            await self.store.add_turn(
+                self.session.session_id, "user", text, duration_s=turn.duration_s, interrupted=True
+            )
+
+    async def _ensure_persisted(self) -> None:
+        if not self.session.persisted:
+            await self.store.create_session(owner=self.session.owner, session_id=self.session.session_id)
+            self.session.persisted = True
+
+    @property
+    def busy(self) -> bool:
+        return self._active is not None or not self._turns.empty()
+
+    def session_ready(self) -> events.SessionReady:
+        return events.SessionReady(
+            session_id=self.session.session_id,
+            resumed=self.session.resumed,
+            input_sample_rate=self.input_rate,
+            output_sample_rate=self.output_sample_rate,
+            mode=self.settings.pipeline.mode,
+        )
+
+    # --- TurnOutput --------------------------------------------------------------------------------------
+
+    async def emit(self, event: events.PipelineEvent) -> None:
+        await self.out.put(event, timeout=self.settings.limits.send_timeout_s)
+
+    async def flush(self) -> None:
+        await self.out.wait_empty()
+
+    def emit_control(self, event: events.PipelineEvent) -> None:
+        """Queue at once, never waiting: small events that must arrive (errors, interrupted)."""
+        self.out.put_nowait(event)
+
+    def report_error(self, exc: ClarityError) -> None:
+        self.pipeline.metrics.errors.labels(code=exc.code).inc()
+        self.emit_control(events.ErrorOccurred(exc.code, exc.message, exc.retryable))
+
+    def mark_sending(self, item: events.PipelineEvent) -> None:
+        """Called by the sender as an item leaves: records which reply chunks the client was sent."""
+        if isinstance(item, events.ReplyAudioChunk) and self._active is not None:
+            _, state = self._active
+            if state.turn_id == item.turn_id:
+                state.sent_chunks.add(item.chunk_index)
+
+    # --- input -------------------------------------------------------------------------------------------
+
+    async def on_audio(self, data: bytes) -> None:
+        if len(data) % 2 and not self._odd_length_reported:
+            self._odd_length_reported = True
+            self.report_error(
+                InvalidInputError(
+                    f"binary message of odd length ({len(data)} bytes): PCM16 samples are 2 bytes; "
+                    "the odd byte is carried over to the next message",
+                    code="invalid_audio",
+                )
+            )
+        for frame in self._framer.push(data):
+            for event in self._detector.push_frame(frame):
+                await self._on_turn_event(event)
+
+    async def commit(self) -> None:
+        """End of utterance now (push-to-talk): the audio since the last turn becomes a turn."""
+        committed = self._detector.commit()
+        if not committed:
+            raise InvalidInputError("input.commit with no audio since the last turn", code="no_audio")
+        for turn_event in committed:
+            await self._on_turn_event(turn_event)
+
+    async def cancel(self) -> None:
+        """Stop the reply now, as a barge-in would; an error event if none is running."""
+        if not await self.interrupt():
+            self.report_error(ClarityError("there is no reply to cancel", code="nothing_to_cancel"))
+
+    async def add_text(self, text: str) -> None:
+        """A typed user message: a turn like a spoken one, from the transcript on."""
+        if len(text) > self.settings.limits.max_text_chars:
+            raise InvalidInputError(
+                f"text is longer than {self.settings.limits.max_text_chars} characters",
+                code="text_too_long",
+            )
+        await self._queue_turn(TurnInput(new_id(), self.session.session_id, time.perf_counter(), text=text))
+
+    async def start_session(self, session_id: str | None, sample_rate: int | None) -> None:
+        """Resume ``session_id`` (when given) and/or declare the input sample rate; answers SessionReady."""
+        if sample_rate is not None and sample_rate != self.input_rate:
+            self.input_rate = validate_sample_rate(sample_rate)
+            self._framer = PcmFramer(self.input_rate, self.settings.vad.frame_ms)
+        if session_id is not None and session_id != self.session.session_id:
+            if self.busy:
+                raise InvalidInputError("cannot switch sessions during a turn", code="session_busy")
+            await self.store.get_session(session_id, self.session.owner)
+            self.session = SessionContext(session_id, self.session.owner, persisted=True, resumed=True)
+        await self.emit(self.session_ready())
+
+    async def _on_turn_event(self, event: object) -> None:
+        if isinstance(event, SpeechStarted):
+            self._utterance_id = new_id()
+            await self.emit(events.SpeechStarted(self._utterance_id))
+        elif isinstance(event, SpeechSustained):
+            if self._active is not None and self._active[1].responding:
+                await self.interrupt()
+        elif isinstance(event, SpeechPaused):
+            self._cancel_provisional()
+            pipeline = self.settings.pipeline
+            if pipeline.mode == "sequential":
+                pass  # the seed product's way: nothing starts before the end of speech
+            elif pipeline.early_start and self._active is None and self._turns.empty():
+                self._start_provisional(event)
+            elif pipeline.speculative_stt:
+                self._speculation = (event.voiced_frames, self.pipeline.transcribe_soon(event.audio))
+        elif isinstance(event, SpeechResumed):
+            self._cancel_provisional()
+        elif isinstance(event, SpeechDiscarded):
+            if self._utterance_id is not None:
+                await self.emit(events.SpeechStopped(self._utterance_id, duration_s=0.0, discarded=True))
+            self._utterance_id = None
+        elif isinstance(event, SpeechStopped):
+            turn_id = self._utterance_id or new_id()
+            self._utterance_id = None
+            provisional, self._provisional = self._provisional, None
+            if provisional is not None:
+                if event.reason == "silence" and provisional.voiced_frames == event.voiced_frames:
+                    await self._confirm(provisional, event)
+                    return
+                provisional.task.cancel()
+            lag = self.settings.vad.hangover_ms / 1000 if event.reason == "silence" else 0.0
+            speculation, self._speculation = self._speculation, None
+            transcript = None
+            if speculation is not None and speculation[0] == event.voiced_frames:
+                transcript = speculation[1]  # nothing was said after the pause: reuse its transcription
+            await self.emit(events.SpeechStopped(turn_id, duration_s=round(event.duration_s, 3)))
+            await self._queue_turn(
+                TurnInput(
+                    turn_id,
+                    self.session.session_id,
+                    t0=time.perf_counter() - lag,
+                    audio=event.audio,
+                    transcript=transcript,
+                    duration_s=event.duration_s,
+                    marks={"speech_stopped": round(lag, 4)},
+                )
+            )
+
+    async def _queue_turn(self, turn: TurnInput) -> None:
+        await self._turns.put(turn)
+
+    # --- early start -------------------------------------------------------------------------------------
+
+    def _start_provisional(self, event: SpeechPaused) -> None:
+        """Run the turn from the pause on; the end of speech was ``pause_ms`` ago if the user does not go on."""
+        gate = GatedOutput(self)
+        turn = TurnInput(
+            self._utterance_id or new_id(),
+            self.session.session_id,
+            t0=time.perf_counter() - self.settings.vad.pause_ms / 1000,
+            audio=event.audio,
+            duration_s=round(len(event.audio) / 32000, 3),
+            confirmed=gate.opened,
+        )
+        state = TurnState(turn.turn_id)
+        task = asyncio.create_task(self._run_gated(turn, state, gate), name=f"early-{turn.turn_id}")
+        self._provisional = _Provisional(event.voiced_frames, turn, state, gate, task)
+
+    def _cancel_provisional(self) -> None:
+        if self._provisional is not None:
+            self._provisional.task.cancel()
+            self._provisional = None
+
+    async def _confirm(self, provisional: _Provisional, event: SpeechStopped) -> None:
+        """The user did not go on after the pause: the early turn is the real one. Release its output."""
+        turn = provisional.turn
+        turn.marks["speech_stopped"] = round(time.perf_counter() - turn.t0, 4)
+        turn.duration_s = event.duration_s
+        await self.emit(events.SpeechStopped(turn.turn_id, duration_s=round(event.duration_s, 3)))
+        await self._ensure_persisted()
+        self._active, self._active_input = (provisional.task, provisional.state), turn
+        self._turns.put_nowait(_Adopted(turn, provisional.state, provisional.task))
+        await provisional.gate.open()
+
+    async def _run_gated(self, turn: TurnInput, state: TurnState, gate: GatedOutput) -> None:
+        try:
+            await self.pipeline.run(turn, gate, state)
+        except ClarityError as exc:
+            await gate.opened.wait()  # reported only if the turn is confirmed
+            self.report_error(exc)
+        except Exception:
+            logger.exception("turn failed", extra={"turn_id": turn.turn_id})
+            await gate.opened.wait()
+            self.report_error(ClarityError("the turn failed on the server", retryable=True))
+
+    # --- turns -------------------------------------------------------------------------------------------
+
+    async def interrupt(self) -> bool:
+        """Barge-in or cancel: stop the reply now, drop its queued audio, tell the client. True if one ran."""
+        active = self._active
+        if active is None or not active[1].responding or active[0].done():
+            return False
+        task, state = active
+        task.cancel()
+        self.out.drop_audio(state.turn_id)
+        await asyncio.wait([task])
+        self.pipeline.metrics.interruptions.inc()
+        self.emit_control(events.Interrupted(state.turn_id, state.spoken_text()))
+        return True
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._turns.get()
+            if isinstance(item, _Adopted):
+                turn, state, task = item.turn, item.state, item.task
+            else:
+                self._cancel_provisional()  # a queued turn goes first; the speech after it is re-run later
+                turn, state = item, TurnState(item.turn_id)
+                task = asyncio.create_task(self._run_turn(turn, state), name=f"turn-{turn.turn_id}")
+            self._active, self._active_input = (task, state), turn
+            try:
+                await asyncio.wait([task])
+            finally:
+                self._active, self._active_input = None, None
+
+    async def _run_turn(self, turn: TurnInput, state: TurnState) -> None:
+        try:
+            await self._ensure_persisted()
+            turn.session_id = self.session.session_id
+            await self.pipeline.run(turn, self, state)
+        except ClarityError as exc:
+            self.report_error(exc)
+        except Exception:
+            logger.exception("turn failed", extra={"turn_id": turn.turn_id})
+            self.report_error(ClarityError("the turn failed on the server", retryable=True))

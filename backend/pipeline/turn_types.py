@@ -1,0 +1,79 @@
+"""The data of one turn, shared by the turn pipeline, the reply speaker, the conversation and the text chat."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from backend.config import Settings
+from backend.core.exceptions import ClarityError
+from backend.engines.protocols import EmotionResult, Transcription
+from backend.pipeline.events import PipelineEvent
+
+
+class NoSpeechError(ClarityError):
+    code = "no_speech"
+    http_status = 422
+    retryable = True
+
+
+@dataclass
+class TurnInput:
+    turn_id: str
+    session_id: str
+    t0: float  # perf_counter() at the end of the user's speech (or when the text arrived)
+    text: str | None = None
+    audio: bytes | None = None  # PCM16 mono 16 kHz utterance
+    transcript: asyncio.Future[Transcription] | None = None  # started speculatively during the hangover
+    confirmed: asyncio.Event | None = None  # set when a turn started early at a pause is confirmed
+    duration_s: float | None = None
+    speak: bool = True
+    marks: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TurnState:
+    """What the client was actually sent of the reply; the sender marks chunks as their audio goes out."""
+
+    turn_id: str
+    chunks: list[str] = field(default_factory=list)
+    sent_chunks: set[int] = field(default_factory=set)
+    reply_text: str = ""
+    responding: bool = False  # the LLM has started: speech from now on is a barge-in
+
+    def spoken_text(self) -> str:
+        return " ".join(self.chunks[i] for i in sorted(self.sent_chunks) if i < len(self.chunks))
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    transcript: str
+    reply: str
+    emotion: EmotionResult
+    timings: dict[str, float]
+
+
+class TurnOutput(Protocol):
+    """Where a turn's events go: a connection's output queue, a gate, a recording in tests."""
+
+    async def emit(self, event: PipelineEvent) -> None: ...
+
+    async def flush(self) -> None:
+        """Wait until everything sent so far has left for the client."""
+        ...
+
+
+class Executors:
+    """Worker threads per stage, so a long generation never delays another connection's STT or TTS."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.stt = ThreadPoolExecutor(2, thread_name_prefix="stt")
+        self.emotion = ThreadPoolExecutor(2, thread_name_prefix="emotion")
+        self.llm = ThreadPoolExecutor(max(1, settings.llm.max_concurrent), thread_name_prefix="llm")
+        self.tts = ThreadPoolExecutor(1, thread_name_prefix="tts")
+
+    def shutdown(self) -> None:
+        for pool in (self.stt, self.emotion, self.llm, self.tts):
+            pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,187 @@
+"""TransformersChatModel.stream() on a tiny random Llama and a word-level tokenizer built in code."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from backend.config import LLMSettings
+from backend.core.exceptions import ModelError
+from backend.engines.llm.transformers import TransformersChatModel
+from backend.engines.protocols import ChatMessage
+
+pytestmark = pytest.mark.fast
+
+WORDS: tuple[str, ...] = (
+    "hello",
+    "world",
+    "I",
+    "feel",
+    "sad",
+    "today",
+    "calm",
+    "breathe",
+    "slowly",
+    "you",
+    "are",
+    "not",
+)
+WORDS += ("alone", "friend", "talk", "system", "user", "assistant")
+MESSAGES = [ChatMessage("system", "calm"), ChatMessage("user", "I feel sad today")]
+
+
+def _tokenizer() -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["<unk>", "<s>", "</s>", *(f"▁{w}" for w in WORDS)]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}assistant {% endif %}"
+    )
+    return tok
+
+
+@pytest.fixture(scope="module")
+def parts() -> tuple[Any, Any]:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # never pick </s> or <unk>, so only stop/close/max_new_tokens end a reply
+        model.lm_head.weight[tok.eos_token_id].zero_()
+        model.lm_head.weight[tok.unk_token_id].zero_()
+        model.lm_head.weight[tok.eos_token_id, 0] = -1e4
+        model.lm_head.weight[tok.unk_token_id, 0] = -1e4
+    return model, tok
+
+
+def _chat(parts: tuple[Any, Any], max_new_tokens: int) -> TransformersChatModel:
+    settings = LLMSettings(max_new_tokens=max_new_tokens, repetition_penalty=1.0, adapter_path=None)
+    return TransformersChatModel(parts[0], parts[1], settings, name="tiny")
+
+
+def _generation_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "llm-generate" and t.is_alive()]
+
+
+def test_stream_yields_text_pieces(parts: tuple[Any, Any]) -> None:
+    """A reply arrives as several non-empty pieces of vocabulary words, and the thread is gone afterwards."""
+    pieces = list(_chat(parts, 12).stream(MESSAGES, threading.Event()))
+    assert len(pieces) >= 2
+    assert all(p for p in pieces)
+    words = "".join(pieces).split()
+    assert words and set(words) <= set(WORDS)
+    assert not _generation_threads()
+
+
+def test_stop_event_ends_generation_quickly(parts: tuple[Any, Any]) -> None:
+    """Setting stop after the first piece ends the stream well before max_new_tokens, within 0.5 s."""
+    stop = threading.Event()
+    chat = _chat(parts, 100_000)
+    got = 0
+    stopped_at = 0.0
+    for _ in chat.stream(MESSAGES, stop):
+        got += 1
+        if got == 1:
+            stop.set()
+            stopped_at = time.perf_counter()
+    assert got < 5
+    assert time.perf_counter() - stopped_at < 0.5
+    assert not _generation_threads()
+
+
+def test_closing_the_generator_stops_and_joins_the_thread(parts: tuple[Any, Any]) -> None:
+    """A consumer that stops iterating early (close()) ends generation and joins its thread at once."""
+    stop = threading.Event()
+    gen = _chat(parts, 100_000).stream(MESSAGES, stop)
+    assert next(gen)
+    assert _generation_threads()
+    started = time.perf_counter()
+    gen.close()
+    assert time.perf_counter() - started < 0.5
+    assert not _generation_threads()
+    assert not stop.is_set()  # the caller's event is left alone; an internal one stopped generation
+
+
+class _BrokenModel:
+    """A model whose generate() fails after producing nothing."""
+
+    device = "cpu"
+
+    def generate(self, **kwargs: Any) -> None:
+        raise RuntimeError("out of memory (simulated)")
+
+
+def test_generation_errors_surface_as_model_error(parts: tuple[Any, Any]) -> None:
+    """An exception inside the generation thread reaches the consumer as ModelError instead of hanging."""
+    chat = TransformersChatModel(_BrokenModel(), parts[1], LLMSettings(adapter_path=None), name="broken")
+    with pytest.raises(ModelError) as info:
+        list(chat.stream(MESSAGES, threading.Event()))
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert not _generation_threads()
+
+
+def test_count_tokens_and_prompt_text(parts: tuple[Any, Any]) -> None:
+    """count_tokens counts words of the tiny vocabulary; the prompt ends with the generation prompt."""
+    chat = _chat(parts, 4)
+    assert chat.count_tokens("I feel sad today") == 4
+    assert chat.prompt_text(MESSAGES).rstrip().endswith("assistant")
+
+
+LONG_SYSTEM = ChatMessage("system", " ".join(["calm", "breathe", "slowly"] * 10))
+
+
+def test_prefix_cache_reuses_the_shared_prompt_and_keeps_replies_identical(parts: tuple[Any, Any]) -> None:
+    """A second prompt that extends the first (the conversation so far plus a new user turn) reuses the cached
+    prefix, and greedy replies are exactly those computed without any cache."""
+    first = [LONG_SYSTEM, ChatMessage("user", "I feel sad today")]
+    cold = _chat(parts, 8)
+    cold.prefix_cache.max_entries = 0  # no caching at all: the reference
+    reply_ref = "".join(cold.stream(first, threading.Event()))
+    follow = [*first, ChatMessage("assistant", reply_ref.strip()), ChatMessage("user", "talk to you friend")]
+    follow_ref = "".join(cold.stream(follow, threading.Event()))
+    assert cold.last_reused_tokens == 0
+
+    warm = _chat(parts, 8)
+    assert "".join(warm.stream(first, threading.Event())) == reply_ref
+    assert warm.last_reused_tokens == 0 and len(warm.prefix_cache) == 1
+    assert "".join(warm.stream(follow, threading.Event())) == follow_ref
+    assert warm.last_reused_tokens >= 30  # at least the long system prompt came from the cache
+
+
+def test_warm_prefix_serves_the_next_prompt_and_keeps_replies_identical(parts: tuple[Any, Any]) -> None:
+    """Warming the conversation so far means the next prompt only prefills what follows it (guidance and user
+    turn), and its greedy reply is exactly the one computed without any cache."""
+    prefix = [LONG_SYSTEM, ChatMessage("user", "I feel sad today"), ChatMessage("assistant", "you are not alone")]
+    prompt = [*prefix, ChatMessage("system", "calm"), ChatMessage("user", "talk to you friend")]
+    cold = _chat(parts, 8)
+    cold.prefix_cache.max_entries = 0
+    assert cold.warm_prefix(prefix) == 0  # no cache, nothing to do
+    reference = "".join(cold.stream(prompt, threading.Event()))
+
+    warm = _chat(parts, 8)
+    prefix_tokens = len(warm.tokenizer(warm.prompt_text(prefix), add_special_tokens=False)["input_ids"]) - 1
+    assert warm.warm_prefix(prefix) == prefix_tokens  # everything but the generation prompt ("assistant")
+    assert warm.warm_prefix(prefix) == 1  # already cached: only the one token take() always leaves
+    assert "".join(warm.stream(prompt, threading.Event())) == reference
+    # This word-level template ends the prefix alone with a lone space token; the real one ends at a special.
+    assert warm.last_reused_tokens >= prefix_tokens - 1

@@ -26,7 +26,6 @@ from backend.engines.protocols import (
     VoiceActivityEngine,
     Warmable,
 )
-from backend.mentor.prompt_builder import MentorPrompt, load_mentor_prompt
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T", bound=Warmable)
@@ -54,7 +53,6 @@ class ModelService:
         self._emotion: EmotionDetector | None = None
         self._llm: ChatModel | None = None
         self._tts: SpeechSynthesizer | None = None
-        self.mentor_prompt: MentorPrompt = load_mentor_prompt(settings.mentor)
 
     @classmethod
     def from_components(
@@ -66,14 +64,11 @@ class ModelService:
         emotion: EmotionDetector,
         llm: ChatModel,
         tts: SpeechSynthesizer,
-        mentor_prompt: MentorPrompt | None = None,
     ) -> ModelService:
         """A service over already-built components (fakes in tests, or models loaded elsewhere)."""
         service = cls(settings)
         service._stt, service._vad, service._emotion = stt, vad, emotion
         service._llm, service._tts = llm, tts
-        if mentor_prompt is not None:
-            service.mentor_prompt = mentor_prompt
         for status in service.status.values():
             status.state, status.load_seconds = "loaded", 0.0
         return service

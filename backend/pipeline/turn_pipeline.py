@@ -18,7 +18,7 @@ from backend.core.exceptions import BusyError
 from backend.core.metrics import Metrics
 from backend.engines.model_service import ModelService
 from backend.engines.protocols import EmotionResult, FloatAudio, Transcription
-from backend.mentor.prompt_builder import build_messages, next_prompt_prefix
+from backend.mentor.prompt_builder import MentorPrompt, build_messages, load_mentor_prompt, next_prompt_prefix
 from backend.mentor.speakable import clean_for_speech
 from backend.mentor.voice_style import voice_style_for
 from backend.pipeline.events import EmotionDetected, StageStarted, TranscriptFinal, TurnDone
@@ -32,8 +32,16 @@ T = TypeVar("T")
 
 
 class TurnPipeline:
-    def __init__(self, models: ModelService, store: AsyncSessionStore, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        models: ModelService,
+        store: AsyncSessionStore,
+        settings: Settings,
+        metrics: Metrics,
+        mentor_prompt: MentorPrompt | None = None,
+    ) -> None:
         self.models = models
+        self.mentor_prompt = mentor_prompt or load_mentor_prompt(settings.mentor)
         self.store = store
         self.settings = settings
         self.metrics = metrics
@@ -61,7 +69,7 @@ class TurnPipeline:
 
         def warm(history: list[HistoryTurn]) -> int:
             prefix = next_prompt_prefix(
-                self.models.mentor_prompt,
+                self.mentor_prompt,
                 history,
                 count_tokens=llm.count_tokens,
                 max_prompt_tokens=settings.llm.max_prompt_tokens,
@@ -144,7 +152,7 @@ class TurnPipeline:
         user_stored = asyncio.ensure_future(self._store_user(turn, text, emotion))
         guidance = emotion.label if emotion.confidence >= self.settings.emotion.min_confidence else "neutral"
         messages = build_messages(
-            self.models.mentor_prompt,
+            self.mentor_prompt,
             history,
             text,
             guidance,

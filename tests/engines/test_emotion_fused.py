@@ -1,4 +1,4 @@
-"""Fusion of text and voice emotion in EmotionService, with a scripted text classifier (no weights)."""
+"""Fusion of text and voice emotion in FusedEmotionDetector, with a scripted text classifier (no weights)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from backend.config import EmotionSettings
 from backend.core.exceptions import ModelLoadError
-from backend.engines.emotion.fused import EmotionService, fuse
+from backend.engines.emotion.fused import FusedEmotionDetector, fuse
 from backend.engines.emotion.fused import load as load_emotion
 from backend.engines.emotion.prosody import extract_prosody, voice_estimate
 from backend.engines.protocols import EMOTIONS, EmotionEstimate
@@ -66,7 +66,7 @@ def test_fuse_weight_extremes_pick_one_source(weight: float, winner: str) -> Non
 def test_detect_without_audio_is_text_only() -> None:
     """With audio None the result is the text estimate, with no voice estimate and no prosody."""
     text = ScriptedText(estimate("anxious", 0.6))
-    result = EmotionService(text, text_weight=0.75).detect("what if I fail")
+    result = FusedEmotionDetector(text, text_weight=0.75).detect("what if I fail")
     assert text.texts == ["what if I fail"]
     assert (result.label, result.voice, result.prosody) == ("anxious", None, None)
     assert result.scores == pytest.approx(text.est.scores)
@@ -76,7 +76,7 @@ def test_detect_without_audio_is_text_only() -> None:
 def test_detect_with_too_short_audio_is_text_only() -> None:
     """Audio shorter than the minimum is ignored: no prosody, text scores unchanged."""
     text = ScriptedText(estimate("happy", 0.6))
-    result = EmotionService(text).detect("yay", np.zeros(100, dtype=np.float32))
+    result = FusedEmotionDetector(text).detect("yay", np.zeros(100, dtype=np.float32))
     assert result.voice is None and result.prosody is None
     assert result.scores == pytest.approx(text.est.scores)
 
@@ -84,7 +84,7 @@ def test_detect_with_too_short_audio_is_text_only() -> None:
 def test_detect_with_silent_audio_keeps_prosody_but_not_voice() -> None:
     """Silent audio yields prosody (arousal 0) but no voice estimate, so the text decides alone."""
     text = ScriptedText(estimate("sad", 0.5))
-    result = EmotionService(text).detect("meh", np.zeros(SR, dtype=np.float32))
+    result = FusedEmotionDetector(text).detect("meh", np.zeros(SR, dtype=np.float32))
     assert result.prosody is not None and result.prosody.arousal == 0.0
     assert result.voice is None
     assert result.scores == pytest.approx(text.est.scores)
@@ -94,7 +94,7 @@ def test_detect_with_audio_fuses_voice_by_weight() -> None:
     """With voiced audio the fused scores follow the configured weight, and the dict form carries both."""
     text = ScriptedText(estimate("neutral", 0.4))
     audio = excited_voice()
-    result = EmotionService(text, text_weight=0.6).detect("I talked to my boss", audio)
+    result = FusedEmotionDetector(text, text_weight=0.6).detect("I talked to my boss", audio)
     assert result.voice is not None and result.prosody is not None
     expected_voice = voice_estimate(extract_prosody(audio))
     for e in EMOTIONS:
@@ -109,7 +109,7 @@ def test_detect_with_audio_fuses_voice_by_weight() -> None:
 def test_warmup_runs_text_and_audio() -> None:
     """warmup() calls the text model once and runs without error."""
     text = ScriptedText(estimate("neutral", 0.5))
-    EmotionService(text).warmup()
+    FusedEmotionDetector(text).warmup()
     assert len(text.texts) == 1
 
 

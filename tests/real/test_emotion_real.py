@@ -9,7 +9,7 @@ import pytest
 
 from backend.config import EmotionSettings, resolve_path
 from backend.core.audio_utils import pcm16_to_float32
-from backend.engines.emotion.fused import EmotionService
+from backend.engines.emotion.fused import FusedEmotionDetector
 from backend.engines.emotion.fused import load as load_emotion
 from backend.engines.emotion.prosody import extract_prosody
 from backend.engines.emotion.text_embedding import load_examples
@@ -23,14 +23,14 @@ SENTENCE = "I really need to talk to you about what happened at work today, it w
 
 
 @pytest.fixture(scope="module")
-def service() -> EmotionService:
+def service() -> FusedEmotionDetector:
     start = time.perf_counter()
     svc = load_emotion(EmotionSettings(device="cpu"))
     logger.info("emotion load", extra={"seconds": round(time.perf_counter() - start, 2)})
     return svc
 
 
-def test_holdout_accuracy_at_least_70_percent(service: EmotionService) -> None:
+def test_holdout_accuracy_at_least_70_percent(service: FusedEmotionDetector) -> None:
     """The real classifier labels >= 70% of the held-out sentences (never used for scoring) correctly."""
     _, holdout = load_examples(resolve_path(EmotionSettings().examples_path))
     cases = [(label, s) for label, sentences in holdout.items() for s in sentences]
@@ -51,7 +51,7 @@ def test_holdout_accuracy_at_least_70_percent(service: EmotionService) -> None:
         ("I took the train to work and had a meeting at ten.", "neutral"),
     ],
 )
-def test_clear_sentences_get_their_label(service: EmotionService, text: str, label: str) -> None:
+def test_clear_sentences_get_their_label(service: FusedEmotionDetector, text: str, label: str) -> None:
     """An unambiguous sentence (not in the examples file) gets its emotion from the text alone."""
     result = service.detect(text)
     assert result.label == label, result.scores
@@ -70,7 +70,7 @@ def test_aroused_espeak_speech_has_higher_arousal() -> None:
 
 
 @needs_espeak
-def test_detect_with_speech_fuses_voice(service: EmotionService) -> None:
+def test_detect_with_speech_fuses_voice(service: FusedEmotionDetector) -> None:
     """With real speech the result carries text, voice and prosody estimates and a text-led label."""
     audio = pcm16_to_float32(speak_pcm("I'm so happy, I passed my exam!", amplitude=180, rate=200, pitch=70))
     result = service.detect("I'm so happy, I passed my exam!", audio)

@@ -10,7 +10,7 @@ import pytest
 from backend.config import TTSSettings
 from backend.core.exceptions import ModelLoadError
 from backend.engines.protocols import VoiceStyle
-from backend.engines.tts.espeak import Pyttsx3Synthesizer
+from backend.engines.tts.espeak import EspeakSynthesizer
 from backend.engines.tts.espeak import load as load_tts
 from backend.mentor.voice_style import voice_style_for
 
@@ -21,14 +21,14 @@ LONG = "That sounds really hard, and it makes sense that you feel tired after su
 
 
 @pytest.fixture(scope="module")
-def tts() -> Iterator[Pyttsx3Synthesizer]:
+def tts() -> Iterator[EspeakSynthesizer]:
     synth = load_tts(TTSSettings())
-    assert isinstance(synth, Pyttsx3Synthesizer)
+    assert isinstance(synth, EspeakSynthesizer)
     assert load_tts(TTSSettings()) is synth, "pyttsx3 has one engine per process: one shared synthesizer"
     yield synth
 
 
-def test_sentence_gives_audio_at_the_sample_rate(tts: Pyttsx3Synthesizer) -> None:
+def test_sentence_gives_audio_at_the_sample_rate(tts: EspeakSynthesizer) -> None:
     """A sentence becomes non-empty PCM16 at the engine's rate (22050 Hz for espeak-ng), quickly."""
     speech = tts.synthesize(LONG, VoiceStyle())
     assert tts.sample_rate == 22050 == speech.sample_rate
@@ -37,12 +37,12 @@ def test_sentence_gives_audio_at_the_sample_rate(tts: Pyttsx3Synthesizer) -> Non
     assert tts.last_synthesis_s < speech.seconds  # faster than real time
 
 
-def test_longer_text_gives_longer_audio(tts: Pyttsx3Synthesizer) -> None:
+def test_longer_text_gives_longer_audio(tts: EspeakSynthesizer) -> None:
     """Duration grows with the text."""
     assert tts.synthesize(LONG, VoiceStyle()).seconds > 2 * tts.synthesize(SHORT, VoiceStyle()).seconds
 
 
-def test_styles_change_the_voice(tts: Pyttsx3Synthesizer) -> None:
+def test_styles_change_the_voice(tts: EspeakSynthesizer) -> None:
     """A slower rate gives longer audio and the sad style is slower than the neutral one (per call)."""
     slow = tts.synthesize(LONG, VoiceStyle(rate=110)).seconds
     fast = tts.synthesize(LONG, VoiceStyle(rate=250)).seconds
@@ -53,14 +53,14 @@ def test_styles_change_the_voice(tts: Pyttsx3Synthesizer) -> None:
     assert sad > 1.05 * neutral
 
 
-def test_empty_text_gives_empty_speech(tts: Pyttsx3Synthesizer) -> None:
+def test_empty_text_gives_empty_speech(tts: EspeakSynthesizer) -> None:
     """Empty or whitespace text returns no audio and does not disturb the engine."""
     assert tts.synthesize("", VoiceStyle()).pcm == b""
     assert tts.synthesize("  \n ", VoiceStyle()).pcm == b""
     assert tts.synthesize(SHORT, VoiceStyle()).seconds > 0.3
 
 
-def test_synthesis_from_many_threads(tts: Pyttsx3Synthesizer) -> None:
+def test_synthesis_from_many_threads(tts: EspeakSynthesizer) -> None:
     """Four threads synthesizing at once all get the same audio they would get alone."""
     expected = tts.synthesize(LONG, VoiceStyle()).seconds
     results: list[float] = []

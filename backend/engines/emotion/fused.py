@@ -39,7 +39,7 @@ def fuse(text: EmotionEstimate, voice: EmotionEstimate | None, text_weight: floa
     return {e: v / total for e, v in combined.items()}
 
 
-class EmotionService:
+class FusedEmotionDetector:
     """Implements EmotionDetector.
 
     ``classify_text`` is the text model, e.g. ``EmbeddingEmotionClassifier.classify``.
@@ -76,7 +76,7 @@ class EmotionService:
         self.detect("I had a long day at work today.", tone)
 
 
-def load(settings: EmotionSettings) -> EmotionService:
+def load(settings: EmotionSettings) -> FusedEmotionDetector:
     """Load the text emotion model on ``emotion.device`` and warm it. Blocking.
 
     Raises ModelLoadError naming the embedding model or the examples file when either cannot be loaded.
@@ -89,6 +89,6 @@ def load(settings: EmotionSettings) -> EmotionService:
             f"emotion model '{settings.embedding_model}' (examples {settings.examples_path}) failed to load: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    service = EmotionService(classifier.classify, text_weight=settings.text_weight)
+    service = FusedEmotionDetector(classifier.classify, text_weight=settings.text_weight)
     logger.info("emotion detector ready", extra={"seconds": round(time.perf_counter() - start, 3)})
     return service

@@ -5,7 +5,7 @@ it unreliable when used as documented (``save_to_file`` + ``runAndWait``):
 - ``runAndWait`` returns as soon as synthesis has *started*; the WAV is written later, by espeak's own thread.
 - a property change sits in espeak's command FIFO, so ``espeak_IsPlaying`` is true when ``runAndWait`` calls
   ``stop()``: the pending synthesis (and the rate/pitch change) are cancelled, giving empty or unstyled audio.
-``Pyttsx3Synthesizer`` keeps pyttsx3 and fixes both: it drains the FIFO (``espeak_Synchronize``) after setting
+``EspeakSynthesizer`` keeps pyttsx3 and fixes both: it drains the FIFO (``espeak_Synchronize``) after setting
 the style, and waits for pyttsx3's ``finished-utterance`` notification before reading the WAV. Every engine
 call runs on one thread owned by the synthesizer, so ``synthesize`` is safe from any thread.
 """
@@ -52,7 +52,7 @@ def trim_silence(pcm: bytes, sample_rate: int, keep_s: float = KEEP_SILENCE_S) -
 # --- pyttsx3 + espeak-ng --------------------------------------------------------------------------------
 
 
-class Pyttsx3Synthesizer:
+class EspeakSynthesizer:
     """pyttsx3 ("espeak" driver) speaking into a temporary WAV, read back as PCM16 mono.
 
     ``synthesize`` blocks (about 10-40 ms a sentence); the engine itself only ever runs on ``self._thread``.
@@ -169,23 +169,23 @@ class Pyttsx3Synthesizer:
         shutil.rmtree(self._tmpdir, ignore_errors=True)
 
 
-_shared_pyttsx3: dict[str | None, Pyttsx3Synthesizer] = {}
+_shared_espeak: dict[str | None, EspeakSynthesizer] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_pyttsx3(voice: str | None) -> Pyttsx3Synthesizer:
+def shared_espeak(voice: str | None) -> EspeakSynthesizer:
     """pyttsx3 keeps one engine per process, so every app in a process shares one synthesizer per voice."""
     with _shared_lock:
-        synth = _shared_pyttsx3.get(voice)
+        synth = _shared_espeak.get(voice)
         if synth is None:
-            synth = _shared_pyttsx3[voice] = Pyttsx3Synthesizer(voice=voice)
+            synth = _shared_espeak[voice] = EspeakSynthesizer(voice=voice)
         return synth
 
 
-def load(settings: TTSSettings) -> Pyttsx3Synthesizer:
+def load(settings: TTSSettings) -> EspeakSynthesizer:
     """The shared espeak-ng synthesizer for the configured voice, warmed. Blocking; ModelLoadError on failure."""
     try:
-        synth = shared_pyttsx3(settings.voice)
+        synth = shared_espeak(settings.voice)
         synth.warmup()
     except Exception as exc:
         logger.exception("text-to-speech engine failed to load")

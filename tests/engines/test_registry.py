@@ -59,7 +59,7 @@ def test_engine_options_are_validated_by_the_engine() -> None:
 def test_engine_without_options_refuses_unknown_keys() -> None:
     """The shipped engines declare no extra options, so a misspelt setting is an error, not ignored."""
     section = STTSettings.model_validate({"modle": "tiny.en"})
-    with pytest.raises(ConfigError, match="unknown setting.*stt backend 'whisper': modle"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*stt backend 'whisper': modle"):
         registry.STT.loader(section)
 
 

@@ -20,10 +20,10 @@ from starlette.routing import compile_path
 from backend.api import auth
 from backend.api.auth import authenticate_key, issue_token
 from backend.api.deps import AppServices, OwnerDep, ServicesDep, get_services
-from backend.api.v1_events import to_sse
+from backend.api.v1_events import SSE_EVENTS, to_sse
 from backend.core.exceptions import ClarityError
 from backend.pipeline.conversation import new_id
-from backend.pipeline.events import PipelineEvent
+from backend.pipeline.events import ErrorOccurred, PipelineEvent
 from backend.pipeline.turn_types import TurnInput, TurnResult, TurnState
 from backend.protocol.rest import (
     ErrorPublic,
@@ -52,17 +52,6 @@ AUTHED = (401, 422)
 TURN_ERRORS = (*AUTHED, 404, 429, 500, 503)  # a turn may also hit a full server or a failing model
 
 
-SSE_EVENTS = [
-    "session",
-    "status",
-    "transcript",
-    "emotion",
-    "response.delta",
-    "response",
-    "metrics",
-    "error",
-    "done",
-]
 _SSE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "One server-sent event: ``event`` names it, ``data`` is its JSON body.",
@@ -239,9 +228,9 @@ async def text_chat_stream(body: TextChatRequest, services: ServicesDep, owner: 
                     getter.cancel()
             exc = task.exception()
             if isinstance(exc, ClarityError):
-                yield _sse("error", ErrorEvent(code=exc.code, message=exc.message).model_dump())
+                yield _sse(*_sse_error(exc.code, exc.message))
             elif exc is not None:
-                yield _sse("error", ErrorEvent(code="internal_error", message="the turn failed").model_dump())
+                yield _sse(*_sse_error("internal_error", "the turn failed"))
             yield _sse("done", {"session_id": turn.session_id})
         finally:
             if not task.done():
@@ -250,6 +239,12 @@ async def text_chat_stream(body: TextChatRequest, services: ServicesDep, owner: 
                     await task
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _sse_error(code: str, message: str) -> tuple[str, dict[str, object]]:
+    mapped = to_sse(ErrorOccurred(code, message))
+    assert mapped is not None  # an error always has a v1 message
+    return mapped
 
 
 def _sse(event: str, data: object) -> str:

@@ -34,6 +34,10 @@ STATUS_MESSAGES: dict[ev.Stage, str] = {
 }
 
 
+# The text chat's server-sent events: its session and done frames around the v1 events of a text turn.
+SSE_EVENTS = ["session", "status", "transcript", "emotion", "response.delta", "response", "metrics", "error", "done"]
+
+
 def to_v1(event: ev.PipelineEvent) -> BaseModel | bytes | None:
     """The v1 message for ``event``: a JSON event, binary audio, or None when v1 has no such message."""
     match event:

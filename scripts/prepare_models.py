@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.config import get_settings, resolve_path
-from backend.engines.llm.model_files import EMBEDDED_PREFIX, ensure_converted, is_converted
+from backend.engines.llm.model_files import EMBEDDED_PREFIX, ensure_converted, is_converted, transformers_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     if not llm.model.startswith(EMBEDDED_PREFIX):
         print(f"llm: {llm.model} is not embedded; nothing to convert")
         return 0
-    cache = resolve_path(llm.cache_dir)
+    cache = resolve_path(transformers_options(llm).cache_dir)
     if is_converted(cache):
         print(f"llm: {llm.model} already converted in {cache}")
         return 0

@@ -27,6 +27,7 @@ from backend.engines.protocols import (
 )
 
 EngineT = TypeVar("EngineT")
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 Kind = Literal["stt", "vad", "emotion", "llm", "tts"]
 KINDS: tuple[Kind, ...] = ("stt", "vad", "emotion", "llm", "tts")
 
@@ -61,13 +62,19 @@ class EngineKind(Generic[EngineT]):
 
 def check_options(kind: str, backend: str, section: BaseModel, options: type[BaseModel] | None) -> BaseModel | None:
     """Validate the section's engine-specific keys against the engine's ``Options`` (None: it has none)."""
-    extra = dict(section.model_extra or {})
     if options is None:
+        extra = dict(section.model_extra or {})
         if extra:
             raise ConfigError(f"unknown setting(s) for {kind} backend {backend!r}: {', '.join(sorted(extra))}")
         return None
+    return engine_options(kind, backend, section, options)
+
+
+def engine_options(kind: str, backend: str, section: BaseModel, options: type[OptionsT]) -> OptionsT:
+    """The engine's own settings: the section's keys it does not declare, validated by the engine's model
+    (which should forbid unknown keys). Raises ConfigError naming the offending key."""
     try:
-        return options.model_validate(extra)
+        return options.model_validate(dict(section.model_extra or {}))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict
 
-from backend.config import LLMSettings, Settings, STTSettings, TTSSettings
+from backend.config import EmotionSettings, LLMSettings, Settings, STTSettings, TTSSettings, VADSettings
 from backend.core.exceptions import ConfigError
 from backend.engines import registry
 from backend.engines.registry import EngineKind, check_options, validate_backends
@@ -57,10 +57,22 @@ def test_engine_options_are_validated_by_the_engine() -> None:
 
 
 def test_engine_without_options_refuses_unknown_keys() -> None:
-    """The shipped engines declare no extra options, so a misspelt setting is an error, not ignored."""
-    section = STTSettings.model_validate({"modle": "tiny.en"})
-    with pytest.raises(ConfigError, match=r"unknown setting.*stt backend 'whisper': modle"):
-        registry.STT.loader(section)
+    """An engine that declares no options (espeak) refuses any key its section does not know."""
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) for tts backend 'espeak': speed"):
+        registry.TTS.loader(TTSSettings.model_validate({"speed": 2}))
+
+
+def test_shipped_engines_declare_their_own_settings() -> None:
+    """Whisper's, webrtc's, the fused detector's and transformers' keys are validated by each engine."""
+    with pytest.raises(ConfigError, match="stt backend 'whisper': modle"):
+        registry.STT.loader(STTSettings.model_validate({"modle": "tiny.en"}))
+    with pytest.raises(ConfigError, match="vad backend 'webrtc': aggressiveness"):
+        registry.VAD.loader(VADSettings.model_validate({"aggressiveness": 7}))
+    with pytest.raises(ConfigError, match="llm backend 'transformers': dtype"):
+        registry.LLM.loader(LLMSettings.model_validate({"dtype": "float8"}))
+    with pytest.raises(ConfigError, match="emotion backend 'fused': text_weight"):
+        registry.EMOTION.loader(EmotionSettings.model_validate({"text_weight": 3}))
+    registry.STT.loader(STTSettings.model_validate({"compute_type": "float32", "window_s": 30}))
 
 
 def test_loader_imports_the_chosen_module_lazily() -> None:

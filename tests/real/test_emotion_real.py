@@ -10,6 +10,7 @@ import pytest
 from backend.config import EmotionSettings, resolve_path
 from backend.core.audio_utils import pcm16_to_float32
 from backend.engines.emotion.fused import FusedEmotionDetector
+from backend.engines.emotion.fused import Options as FusedOptions
 from backend.engines.emotion.fused import load as load_emotion
 from backend.engines.emotion.prosody import extract_prosody
 from backend.engines.emotion.text_embedding import load_examples
@@ -32,7 +33,7 @@ def service() -> FusedEmotionDetector:
 
 def test_holdout_accuracy_at_least_70_percent(service: FusedEmotionDetector) -> None:
     """The real classifier labels >= 70% of the held-out sentences (never used for scoring) correctly."""
-    _, holdout = load_examples(resolve_path(EmotionSettings().examples_path))
+    _, holdout = load_examples(resolve_path(FusedOptions().examples_path))
     cases = [(label, s) for label, sentences in holdout.items() for s in sentences]
     wrong = [(label, s, service.detect(s).label) for label, s in cases]
     wrong = [w for w in wrong if w[0] != w[2]]

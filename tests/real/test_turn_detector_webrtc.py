@@ -6,7 +6,7 @@ import pytest
 
 from backend.config import VADSettings
 from backend.core.audio_utils import PcmFramer
-from backend.engines.vad.webrtc import WebRtcVad
+from backend.engines.vad.webrtc import load as load_vad
 from backend.pipeline.turn_detector import SpeechStopped, TurnDetector, TurnEvent
 from scripts.speech_tools.espeak import espeak_available, speak_pcm
 
@@ -21,7 +21,7 @@ SILENCE_1S = b"\x00" * 32000
 def _run(pcm: bytes, rate: int = 16000) -> list[TurnEvent]:
     settings = VADSettings.model_validate({})
     framer = PcmFramer(rate, frame_ms=settings.frame_ms)
-    det = TurnDetector(WebRtcVad(settings.aggressiveness), settings, max_turn_s=30)
+    det = TurnDetector(load_vad(settings).new_detector(), settings, max_turn_s=30)
     events: list[TurnEvent] = []
     for frame in framer.push(pcm) + framer.flush():
         events += det.push_frame(frame)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from backend.config import EmotionSettings
 from backend.core.devices import resolve_device
@@ -19,6 +21,7 @@ from backend.core.exceptions import ModelLoadError
 from backend.engines.emotion.prosody import extract_prosody, voice_estimate
 from backend.engines.emotion.text_embedding import load_text_emotion
 from backend.engines.protocols import EMOTIONS, EmotionEstimate, EmotionResult, FloatAudio, ProsodyFeatures
+from backend.engines.registry import engine_options
 
 logger = logging.getLogger(__name__)
 
@@ -76,19 +79,29 @@ class FusedEmotionDetector:
         self.detect("I had a long day at work today.", tone)
 
 
+class Options(BaseModel):
+    """The fused detector's own settings (``emotion.*`` keys besides backend, device, min_confidence)."""
+
+    model_config = ConfigDict(extra="forbid")
+    embedding_model: str = "embedded:all-MiniLM-L6-v2"
+    examples_path: Path = Path("config/emotion_examples.yaml")
+    text_weight: float = Field(0.75, ge=0.0, le=1.0)  # the rest goes to the voice (prosody)
+
+
 def load(settings: EmotionSettings) -> FusedEmotionDetector:
-    """Load the text emotion model on ``emotion.device`` and warm it. Blocking.
+    """Load the text emotion model on ``emotion.device``. Blocking.
 
     Raises ModelLoadError naming the embedding model or the examples file when either cannot be loaded.
     """
+    options = engine_options("emotion", "fused", settings, Options)
     start = time.perf_counter()
     try:
-        classifier = load_text_emotion(settings, resolve_device(settings.device))
+        classifier = load_text_emotion(options.embedding_model, options.examples_path, resolve_device(settings.device))
     except Exception as exc:
         raise ModelLoadError(
-            f"emotion model '{settings.embedding_model}' (examples {settings.examples_path}) failed to load: "
+            f"emotion model '{options.embedding_model}' (examples {options.examples_path}) failed to load: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    service = FusedEmotionDetector(classifier.classify, text_weight=settings.text_weight)
+    service = FusedEmotionDetector(classifier.classify, text_weight=options.text_weight)
     logger.info("emotion detector ready", extra={"seconds": round(time.perf_counter() - start, 3)})
     return service

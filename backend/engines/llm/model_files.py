@@ -13,9 +13,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from backend.config import LLMSettings, resolve_path
+from backend.engines.registry import engine_options
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,22 @@ def _convert(gguf: Path, target: Path) -> None:
     tokenizer.save_pretrained(str(target))
 
 
+class TransformersOptions(BaseModel):
+    """The transformers engine's own settings: ``llm.*`` keys besides those every LLM engine has."""
+
+    model_config = ConfigDict(extra="forbid")
+    cache_dir: Path = Path("models/cache/smollm2-135m-instruct")  # where the embedded GGUF is converted once
+    # auto: bfloat16 on a GPU that has it (else float16), float32 on a CPU. bfloat16 on a CPU with AVX512-BF16
+    # prefills faster, but oneDNN keeps ~3 MB for every new prompt length it meets: memory grows for hours.
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    threads: int = 2
+    prefix_cache_entries: int = 4  # prompt KV caches kept for reuse (system prompt, conversation so far); 0 = off
+
+
+def transformers_options(settings: LLMSettings) -> TransformersOptions:
+    return engine_options("llm", "transformers", settings, TransformersOptions)
+
+
 def ensure_converted(settings: LLMSettings) -> Path:
     """Folder (or hub name) to load the base model from; converts the embedded GGUF once into the cache.
 
@@ -74,7 +93,7 @@ def ensure_converted(settings: LLMSettings) -> Path:
         local = resolve_path(settings.model)
         return local if local.exists() else Path(settings.model)
     name = settings.model[len(EMBEDDED_PREFIX) :]
-    cache_dir = resolve_path(settings.cache_dir)
+    cache_dir = resolve_path(transformers_options(settings).cache_dir)
     if is_converted(cache_dir):
         return cache_dir
     gguf = embedded_gguf(name)
@@ -129,11 +148,12 @@ def load_base(settings: LLMSettings) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _offline()
+    options = transformers_options(settings)
     source = ensure_converted(settings)
     device = resolve_llm_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
+    dtype = resolve_dtype(options.dtype, device)
     if device == "cpu":
-        torch.set_num_threads(max(1, settings.threads))
+        torch.set_num_threads(max(1, options.threads))
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
     model.to(device)  # type: ignore[arg-type]

@@ -16,11 +16,13 @@ from typing import Any
 
 from backend.config import LLMSettings, resolve_path
 from backend.core.exceptions import ModelError, ModelLoadError
-from backend.engines.llm.model_files import ensure_converted, load_base
+from backend.engines.llm.model_files import TransformersOptions, ensure_converted, load_base, transformers_options
 from backend.engines.llm.prefix_cache import PrefixCache
 from backend.engines.protocols import ChatMessage
 
-__all__ = ["TransformersChatModel", "ensure_converted", "load", "load_base"]
+__all__ = ["Options", "TransformersChatModel", "ensure_converted", "load", "load_base"]
+
+Options = TransformersOptions  # the registry validates ``llm.*`` engine keys against it
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class TransformersChatModel:
         self.adapter_loaded = adapter_loaded
         self.name = name or settings.model
         self._slots = threading.Semaphore(max(1, settings.max_concurrent))
-        self.prefix_cache = PrefixCache(settings.prefix_cache_entries)
+        self.prefix_cache = PrefixCache(transformers_options(settings).prefix_cache_entries)
         self.last_reused_tokens = 0  # prompt tokens served from the prefix cache in the latest generation
 
     # --- public API ---------------------------------------------------------------------------------

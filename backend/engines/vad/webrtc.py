@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 import webrtcvad
+from pydantic import BaseModel, ConfigDict, Field
 
 from backend.config import VADSettings
+from backend.engines.registry import engine_options
 
 logger = logging.getLogger(__name__)
 
@@ -56,5 +58,12 @@ class WebRtcVadEngine:
         self.new_detector().is_speech(b"\x00\x00" * 480, 16000)
 
 
+class Options(BaseModel):
+    """webrtcvad's own setting (``vad.aggressiveness``): 0 lets most sound through as speech, 3 the least."""
+
+    model_config = ConfigDict(extra="forbid")
+    aggressiveness: int = Field(2, ge=0, le=3)
+
+
 def load(settings: VADSettings) -> WebRtcVadEngine:
-    return WebRtcVadEngine(settings.aggressiveness)
+    return WebRtcVadEngine(engine_options("vad", "webrtc", settings, Options).aggressiveness)

@@ -6,7 +6,8 @@ SQLite-only SQL. Timestamps are stored as UTC and always read back timezone-awar
 
 from __future__ import annotations
 
-import logging
+import sqlite3
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,8 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import StaticPool
 
 from backend.config import resolve_path
-
-logger = logging.getLogger(__name__)
+from backend.store import migrate
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -45,6 +45,7 @@ _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=5000",
 )
+_PRAGMA_RETRY_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -103,11 +104,27 @@ class TurnRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+def _execute_pragma(cursor: Any, pragma: str) -> None:
+    """Run ``pragma``, retrying "database is locked" for up to 5 s: SQLite can refuse the switch to WAL
+    without calling the busy handler when two processes open a new file at the same moment."""
+    deadline = time.monotonic() + _PRAGMA_RETRY_S
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute(pragma)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def _set_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
+            _execute_pragma(cursor, pragma)
     finally:
         cursor.close()
 
@@ -132,6 +149,5 @@ def make_engine(url: str) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create the tables that do not exist yet (idempotent)."""
-    Base.metadata.create_all(engine)
-    logger.info("database ready", extra={"backend": engine.dialect.name})
+    """Migrate the database to the current schema (Alembic, under a database lock; idempotent)."""
+    migrate.upgrade(engine)

@@ -8,26 +8,16 @@ rate, a deadline on every send and on the close itself. A client that stops read
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 
 from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from backend.api.auth import authenticate, check_origin
 from backend.api.deps import AppServices
-from backend.api.limits import (
-    CLOSE_INTERNAL,
-    CLOSE_NORMAL,
-    CLOSE_POLICY,
-    AtCapacityError,
-    ConnectionClosing,
-    DrainingError,
-    InputGuard,
-)
+from backend.api.limits import InputGuard
 from backend.api.v1_events import to_v1
+from backend.api.ws_lifecycle import MAX_JSON_DEPTH, admit, json_depth_exceeded, serve
 from backend.core.exceptions import ClarityError, InvalidInputError, InvalidJSONError, UnknownEventError
 from backend.pipeline.conversation import Conversation, SessionContext, new_id
 from backend.pipeline.output_queue import OutputQueue, SlowClientError
@@ -44,37 +34,11 @@ from backend.protocol.v1 import (
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
-_cleanups: set[asyncio.Future[None]] = set()  # strong references while a closed connection is released
-
-
-MAX_JSON_DEPTH = 32  # control events are flat; deeper nesting is refused before parsing
-
-
-def _nested_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True if brackets outside strings nest deeper than ``limit`` (so parsing never depends on stack depth)."""
-    depth, in_string, escaped = 0, False, False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
 
 
 def parse_client_event(text: str) -> ClientEvent:
     """A client JSON text frame -> typed event, or a ClarityError with a stable code."""
-    if _nested_too_deep(text):
+    if json_depth_exceeded(text):
         raise InvalidJSONError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         raw = json.loads(text)
@@ -140,95 +104,36 @@ async def dispatch(conversation: Conversation, event: ClientEvent) -> None:
             await conversation.add_text(event.text)
 
 
-def _refusal(ws: WebSocket, services: AppServices) -> ConnectionClosing | None:
-    if getattr(ws.app.state, "draining", False):
-        return DrainingError("the server is restarting; reconnect shortly")
-    if len(services.connections) >= services.settings.limits.max_connections:
-        return AtCapacityError(
-            f"the server is at its limit of {services.settings.limits.max_connections} connections; try again shortly"
-        )
-    return None
-
-
-async def _close(ws: WebSocket, code: int, reason: str, error: ClarityError | None, deadline: float) -> None:
-    """Send the error event (if any) and the close frame within ``deadline``; a peer that does not read
-    cannot hold the handler (the protocol aborts its transport)."""
-    if ws.application_state != WebSocketState.CONNECTED or ws.client_state != WebSocketState.CONNECTED:
-        return
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(deadline):
-            if error is not None:
-                event = ErrorEvent(code=error.code, message=error.message, retryable=error.retryable)
-                await ws.send_text(event.model_dump_json())
-            await ws.close(code, reason)
+def render_error(exc: ClarityError) -> str:
+    """A ClarityError as v1's error event."""
+    return ErrorEvent(code=exc.code, message=exc.message, retryable=exc.retryable).model_dump_json()
 
 
 @router.websocket("/ws/voice")
 async def voice(ws: WebSocket) -> None:
     services: AppServices = ws.app.state.services
     settings = services.settings
-    try:
-        check_origin(ws, settings.auth)
-        owner = authenticate(ws, settings.auth)
-    except ClarityError as exc:
-        services.metrics.errors.labels(code=exc.code).inc()
-        await ws.close(code=1008, reason=exc.message[:120])  # before accept: the handshake gets HTTP 403
+    admitted = await admit(ws, services, render_error)
+    if admitted is None:
         return
-    refusal = _refusal(ws, services)
-    if refusal is not None:
-        services.metrics.errors.labels(code=refusal.code).inc()
-        await ws.accept()  # accepted then closed: browsers see the close code, never an HTTP status
-        await _close(ws, refusal.close_code, refusal.close_reason, refusal, settings.limits.send_timeout_s)
-        return
-    await ws.accept()
     out = OutputQueue(settings.pipeline.output_queue_max)
     conversation = Conversation(
         pipeline=services.pipeline,
         store=services.store,
         settings=settings,
         out=out,
-        session=SessionContext(new_id(), owner=owner),
+        session=SessionContext(new_id(), owner=admitted.owner),
         output_sample_rate=services.models.tts.sample_rate,
     )
-    services.connections.add(conversation)
-    services.metrics.connections.inc()
     conversation.start()
     out.put_nowait(conversation.session_ready())
     guard = InputGuard(settings.limits, lambda: conversation.busy)
-    sender = asyncio.create_task(_sender(ws, out, conversation, settings.limits.send_timeout_s))
-    receiver = asyncio.create_task(_receiver(ws, conversation, guard))
-    close_code, reason, error = CLOSE_NORMAL, "", None
-    try:
-        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            failure = task.exception()
-            if isinstance(failure, ConnectionClosing):
-                close_code, reason, error = failure.close_code, failure.close_reason, failure
-                services.metrics.errors.labels(code=failure.code).inc()
-                logger.info("closing a connection", extra={"code": failure.code})
-            elif isinstance(failure, SlowClientError):
-                close_code, reason = CLOSE_POLICY, "client not reading"
-                services.metrics.errors.labels(code=failure.code).inc()
-                logger.warning("dropping a client that stopped reading")
-            elif failure is not None and not isinstance(failure, WebSocketDisconnect):
-                close_code, reason = CLOSE_INTERNAL, "internal error"
-                logger.error("connection failed", exc_info=failure)
-    finally:
-        receiver.cancel()
-        sender.cancel()
-
-        async def release() -> None:
-            await asyncio.gather(sender, receiver, return_exceptions=True)
-            try:
-                await conversation.close()  # stores the partial reply and any unanswered speech
-            finally:
-                out.close()
-                services.connections.discard(conversation)
-                services.metrics.connections.dec()
-                await _close(ws, close_code, reason, error, settings.limits.send_timeout_s)
-
-        # Shielded: even if this handler is cancelled (server shutdown), the partial turn is still stored.
-        cleanup = asyncio.ensure_future(release())
-        _cleanups.add(cleanup)
-        cleanup.add_done_callback(_cleanups.discard)
-        await asyncio.shield(cleanup)
+    await serve(
+        ws,
+        services,
+        conversation,
+        out,
+        sender=_sender(ws, out, conversation, settings.limits.send_timeout_s),
+        receiver=_receiver(ws, conversation, guard),
+        render_error=render_error,
+    )

@@ -30,6 +30,7 @@ from backend.pipeline.turn_detector import (
     TurnDetector,
 )
 from backend.pipeline.turn_pipeline import TurnPipeline
+from backend.pipeline.turn_taking import PlaybackLedger, TurnTaking, merge_held
 from backend.pipeline.turn_types import TurnInput, TurnState
 from backend.store.async_store import AsyncSessionStore
 
@@ -96,6 +97,9 @@ class Conversation:
         self._odd_length_reported = False
         # A transcription started at a pause in speech, keyed by the voiced-frame count it covers.
         self._speculation: tuple[int, asyncio.Future[Transcription]] | None = None
+        self.turn_taking = TurnTaking()  # /ws/voice: the defaults; see "client-driven turns" below
+        self._held: list[TurnInput] = []  # input waiting for respond() (turn_taking.respond off, or hold=True)
+        self._ledger = PlaybackLedger()
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -120,6 +124,7 @@ class Conversation:
         while not self._turns.empty():
             item = self._turns.get_nowait()
             unanswered.append(item.turn if isinstance(item, _Adopted) else item)
+        unanswered.extend(self._held)
         if self._detector.in_speech:
             audio = self._detector.current_audio()
             sid, now = self.session.session_id, time.perf_counter()
@@ -183,6 +188,7 @@ class Conversation:
             _, state = self._active
             if state.turn_id == item.turn_id:
                 state.sent_chunks.add(item.chunk_index)
+                self._ledger.record(state, item)
 
     # --- input -------------------------------------------------------------------------------------------
 
@@ -197,6 +203,9 @@ class Conversation:
                 )
             )
         for frame in self._framer.push(data):
+            if not self.turn_taking.detect_turns:
+                self._detector.buffer_frame(frame)
+                continue
             for event in self._detector.push_frame(frame):
                 await self._on_turn_event(event)
 
@@ -213,14 +222,17 @@ class Conversation:
         if not await self.interrupt():
             self.report_error(ClarityError("there is no reply to cancel", code="nothing_to_cancel"))
 
-    async def add_text(self, text: str) -> None:
-        """A typed user message: a turn like a spoken one, from the transcript on."""
+    async def add_text(self, text: str, *, hold: bool = False, turn_id: str | None = None) -> str:
+        """A typed user message: a turn like a spoken one, from the transcript on; with ``hold`` it waits for
+        ``respond()``. Returns its turn id."""
         if len(text) > self.settings.limits.max_text_chars:
             raise InvalidInputError(
                 f"text is longer than {self.settings.limits.max_text_chars} characters",
                 code="text_too_long",
             )
-        await self._queue_turn(TurnInput(new_id(), self.session.session_id, time.perf_counter(), text=text))
+        turn = TurnInput(turn_id or new_id(), self.session.session_id, time.perf_counter(), text=text)
+        await self._queue_turn(turn, hold=hold)
+        return turn.turn_id
 
     async def start_session(self, session_id: str | None, sample_rate: int | None) -> None:
         """Resume ``session_id`` (when given) and/or declare the input sample rate; answers SessionReady."""
@@ -239,14 +251,14 @@ class Conversation:
             self._utterance_id = new_id()
             await self.emit(events.SpeechStarted(self._utterance_id))
         elif isinstance(event, SpeechSustained):
-            if self._active is not None and self._active[1].responding:
+            if self.turn_taking.barge_in and self._active is not None and self._active[1].responding:
                 await self.interrupt()
         elif isinstance(event, SpeechPaused):
             self._cancel_provisional()
             pipeline = self.settings.pipeline
             if pipeline.mode == "sequential":
                 pass  # the seed product's way: nothing starts before the end of speech
-            elif pipeline.early_start and self._active is None and self._turns.empty():
+            elif pipeline.early_start and self.turn_taking.respond and self._active is None and self._turns.empty():
                 self._start_provisional(event)
             elif pipeline.speculative_stt:
                 self._speculation = (event.voiced_frames, self.pipeline.transcribe_soon(event.audio))
@@ -270,7 +282,8 @@ class Conversation:
             transcript = None
             if speculation is not None and speculation[0] == event.voiced_frames:
                 transcript = speculation[1]  # nothing was said after the pause: reuse its transcription
-            await self.emit(events.SpeechStopped(turn_id, duration_s=round(event.duration_s, 3)))
+            committed = event.reason == "commit"
+            await self.emit(events.SpeechStopped(turn_id, duration_s=round(event.duration_s, 3), committed=committed))
             await self._queue_turn(
                 TurnInput(
                     turn_id,
@@ -283,7 +296,11 @@ class Conversation:
                 )
             )
 
-    async def _queue_turn(self, turn: TurnInput) -> None:
+    async def _queue_turn(self, turn: TurnInput, *, hold: bool = False) -> None:
+        turn.speak = self.turn_taking.speak
+        if hold or not self.turn_taking.respond:
+            self._held.append(turn)
+            return
         await self._turns.put(turn)
 
     # --- early start -------------------------------------------------------------------------------------
@@ -298,6 +315,7 @@ class Conversation:
             audio=event.audio,
             duration_s=round(len(event.audio) / 32000, 3),
             confirmed=gate.opened,
+            speak=self.turn_taking.speak,
         )
         state = TurnState(turn.turn_id)
         task = asyncio.create_task(self._run_gated(turn, state, gate), name=f"early-{turn.turn_id}")
@@ -370,3 +388,39 @@ class Conversation:
         except Exception:
             logger.exception("turn failed", extra={"turn_id": turn.turn_id})
             self.report_error(ClarityError("the turn failed on the server", retryable=True))
+
+    # --- client-driven turns: wires whose client commits audio, asks for replies, or corrects them --------
+
+    def configure(self, turn_taking: TurnTaking) -> None:
+        """Change how turns are taken. Turning detection on or off forgets the audio buffered so far."""
+        if turn_taking.detect_turns != self.turn_taking.detect_turns:
+            self.clear_input()
+        self.turn_taking = turn_taking
+
+    async def respond(self) -> list[str]:
+        """Answer the held input now (see turn_taking.merge_held); returns the ids of the turns queued."""
+        if not self._held:
+            raise InvalidInputError("there is no new input to respond to", code="no_input")
+        turns, self._held = merge_held(self._held), []
+        for turn in turns:
+            await self._turns.put(turn)
+        return [turn.turn_id for turn in turns]
+
+    def clear_input(self) -> None:
+        """Forget the audio not yet part of a turn (and any turn started early from it)."""
+        self._cancel_provisional()
+        self._speculation = None
+        self._utterance_id = None
+        self._detector.reset()
+        self._framer = PcmFramer(self.input_rate, self.settings.vad.frame_ms)
+
+    async def truncate(self, turn_id: str, audio_end_s: float) -> str:
+        """The listener heard only the first ``audio_end_s`` seconds of this reply: stop it if it is still
+        running, and store the words heard as the assistant turn (interrupted). Returns that text."""
+        if self._active is not None and self._active[1].turn_id == turn_id:
+            await self.interrupt()  # returns once the turn has ended and stored what was sent
+        heard = self._ledger.heard_text(turn_id, audio_end_s, self.output_sample_rate)
+        state = self._ledger.state(turn_id)
+        if state is not None and state.stored_reply_id is not None:
+            await self.store.update_turn(state.stored_reply_id, text=heard, interrupted=True)
+        return heard

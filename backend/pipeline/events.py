@@ -36,6 +36,7 @@ class SpeechStopped:
     turn_id: str
     duration_s: float
     discarded: bool = False  # too short to be speech (a click, a cough): no turn follows
+    committed: bool = False  # ended by the client's commit, not by silence
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,13 @@ class TurnDetector:
             return self._idle_frame(index, voiced)
         return self._speech_frame(index, voiced)
 
+    def buffer_frame(self, frame: bytes) -> None:
+        """Keep a frame for ``commit()`` without judging it (turn detection off: the client ends turns)."""
+        if len(frame) != self.frame_bytes:
+            raise ValueError(f"frame must be {self.frame_bytes} bytes, got {len(frame)}")
+        self._history.append(frame)
+        self._clock += 1
+
     def commit(self) -> list[TurnEvent]:
         """Push-to-talk end of turn: SpeechStopped(reason="commit") with all audio kept since the last turn
         ended (at most ``max_turn_s``), whether or not the VAD fired; nothing when no audio came."""

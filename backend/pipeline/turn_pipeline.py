@@ -215,4 +215,7 @@ class TurnPipeline:
         await user_stored
         # Interrupted voice turns keep what the client was sent as audio; text turns keep what was streamed.
         text = state.spoken_text() if (interrupted and turn.speak) else clean_for_speech(state.reply_text)
-        await self.store.add_turn(turn.session_id, "assistant", text, timings=dict(timings), interrupted=interrupted)
+        record = await self.store.add_turn(
+            turn.session_id, "assistant", text, timings=dict(timings), interrupted=interrupted
+        )
+        state.stored_reply_id = record.id

@@ -42,6 +42,7 @@ class TurnState:
     sent_chunks: set[int] = field(default_factory=set)
     reply_text: str = ""
     responding: bool = False  # the LLM has started: speech from now on is a barge-in
+    stored_reply_id: int | None = None  # the store's id of the assistant turn, once stored
 
     def spoken_text(self) -> str:
         return " ".join(self.chunks[i] for i in sorted(self.sent_chunks) if i < len(self.chunks))

@@ -39,6 +39,10 @@ class AsyncSessionStore:
     async def add_turn(self, session_id: str, role: Role, text: str, **fields: Any) -> TurnRecord:
         return await run_blocking(self._pool, lambda: self.sync.add_turn(session_id, role, text, **fields))
 
+    async def update_turn(self, turn_id: int, **fields: Any) -> TurnRecord:
+        """Correct a stored turn (see SessionStore.update_turn)."""
+        return await run_blocking(self._pool, lambda: self.sync.update_turn(turn_id, **fields))
+
     async def history(self, session_id: str, owner: str | None = None, limit: int | None = None) -> list[TurnRecord]:
         return await run_blocking(self._pool, self.sync.history, session_id, owner, limit)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.config import get_settings, resolve_path
+from backend.engines.llm.ctranslate2 import converted_dir, ensure_ct2
 from backend.engines.llm.model_files import EMBEDDED_PREFIX, ensure_converted, is_converted, transformers_options
 
 
@@ -26,16 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     if not llm.model.startswith(EMBEDDED_PREFIX):
         print(f"llm: {llm.model} is not embedded; nothing to convert")
         return 0
-    cache = resolve_path(transformers_options(llm).cache_dir)
-    if is_converted(cache):
+    if llm.backend == "transformers":
+        cache, done = resolve_path(transformers_options(llm).cache_dir), is_converted
+    elif llm.backend == "ctranslate2":
+        cache, done = converted_dir(llm), lambda path: (path / "model.bin").is_file()
+    else:
+        print(f"llm: backend {llm.backend!r} has nothing to convert")
+        return 0
+    if done(cache):
         print(f"llm: {llm.model} already converted in {cache}")
         return 0
     if args.check:
         print(f"llm: {llm.model} NOT converted yet (run without --check)")
         return 1
-    print(f"llm: converting {llm.model} into {cache} (one time, about 30 s) ...", flush=True)
+    print(f"llm: converting {llm.model} for {llm.backend} into {cache} (one time, 30-60 s) ...", flush=True)
     started = time.perf_counter()
-    path = ensure_converted(llm)
+    path = ensure_converted(llm) if llm.backend == "transformers" else ensure_ct2(llm)
     print(f"llm: converted into {path} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -32,7 +32,7 @@ async def iterate_in_thread(
     executor: Executor | None,
     make_iter: Callable[[], Iterator[T]],
     stop: threading.Event,
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Iterate a blocking iterator inside a worker thread, yielding its items on the event loop.
 
     ``stop`` is set when the consumer stops early (break, cancellation) so the producer can end; the worker
@@ -48,8 +48,9 @@ async def iterate_in_thread(
             stop.set()
 
     def work() -> None:
-        iterator = make_iter()
+        iterator: Iterator[T] | None = None
         try:
+            iterator = make_iter()
             for value in iterator:
                 if stop.is_set():
                     break
@@ -58,7 +59,7 @@ async def iterate_in_thread(
         except BaseException as exc:  # surfaced to the consumer
             put(_Done(exc))
         finally:
-            close = getattr(iterator, "close", None)
+            close = getattr(iterator, "close", None) if iterator is not None else None
             if close is not None:
                 close()
 

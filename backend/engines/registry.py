@@ -84,7 +84,13 @@ def engine_options(kind: str, backend: str, section: BaseModel, options: type[Op
 STT: EngineKind[SpeechToText] = EngineKind("stt", {"whisper": "backend.engines.stt.whisper:load"})
 VAD: EngineKind[VoiceActivityEngine] = EngineKind("vad", {"webrtc": "backend.engines.vad.webrtc:load"})
 EMOTION: EngineKind[EmotionDetector] = EngineKind("emotion", {"fused": "backend.engines.emotion.fused:load"})
-LLM: EngineKind[ChatModel] = EngineKind("llm", {"transformers": "backend.engines.llm.transformers:load"})
+LLM: EngineKind[ChatModel] = EngineKind(
+    "llm",
+    {
+        "transformers": "backend.engines.llm.transformers:load",
+        "ctranslate2": "backend.engines.llm.ctranslate2:load",
+    },
+)
 TTS: EngineKind[SpeechSynthesizer] = EngineKind(
     "tts", {"espeak": "backend.engines.tts.espeak:load", "piper": "backend.engines.tts.piper:load"}
 )

@@ -125,11 +125,6 @@ class RecordingPool(ThreadPoolExecutor):
         return future
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="async_bridge.iterate_in_thread calls make_iter() outside its try block: an exception there ends "
-    "the worker without putting _Done on the queue, so the consumer waits forever",
-)
 def test_iterate_in_thread_propagates_an_exception_from_make_iter() -> None:
     """If make_iter itself raises (a stream() that validates before returning a generator), the consumer gets it."""
     stop = threading.Event()

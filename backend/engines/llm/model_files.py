@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,43 +87,49 @@ def transformers_options(settings: LLMSettings) -> TransformersOptions:
 def ensure_converted(settings: LLMSettings) -> Path:
     """Folder (or hub name) to load the base model from; converts the embedded GGUF once into the cache.
 
-    Safe when several processes race: a file lock serialises them and the result is renamed into place.
-    Blocking.
+    Safe when several processes race (see ``convert_once``). Blocking.
     """
     if not settings.model.startswith(EMBEDDED_PREFIX):
         local = resolve_path(settings.model)
         return local if local.exists() else Path(settings.model)
     name = settings.model[len(EMBEDDED_PREFIX) :]
-    cache_dir = resolve_path(transformers_options(settings).cache_dir)
-    if is_converted(cache_dir):
-        return cache_dir
     gguf = embedded_gguf(name)
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = cache_dir.parent / f".{cache_dir.name}.lock"
+    target = resolve_path(transformers_options(settings).cache_dir)
+    return convert_once(target, lambda tmp: _convert(gguf, tmp), name, done=is_converted)
+
+
+def convert_once(target: Path, build: Callable[[Path], None], what: str, *, done: Callable[[Path], bool]) -> Path:
+    """``target``, built once by ``build(tmp_dir)`` and renamed into place. Blocking.
+
+    Safe when several processes race: a file lock serialises them, and a half-built folder is never seen.
+    """
+    if done(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{target.name}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if is_converted(cache_dir):  # another process finished while we waited
-                return cache_dir
-            logger.info("converting embedded language model (one time)", extra={"model": name})
+            if done(target):  # another process finished while we waited
+                return target
+            logger.info("converting a model (one time)", extra={"model": what, "target": str(target)})
             started = time.perf_counter()
-            tmp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.tmp-", dir=cache_dir.parent))
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
             try:
-                _convert(gguf, tmp)
+                build(tmp)
                 tmp.chmod(0o755)  # mkdtemp makes it private
-                if cache_dir.exists():  # a half-written leftover from an older, non-atomic run
-                    shutil.rmtree(cache_dir)
-                os.replace(tmp, cache_dir)
+                if target.exists():  # a half-written leftover from an older, non-atomic run
+                    shutil.rmtree(target)
+                os.replace(tmp, target)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
             logger.info(
-                "converted embedded language model",
-                extra={"model": name, "seconds": round(time.perf_counter() - started, 2)},
+                "converted a model", extra={"model": what, "seconds": round(time.perf_counter() - started, 2)}
             )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    return cache_dir
+    return target
 
 
 def resolve_llm_device(setting: str) -> str:
@@ -159,3 +166,27 @@ def load_base(settings: LLMSettings) -> tuple[Any, Any]:
     model.to(device)  # type: ignore[arg-type]
     model.eval()
     return model, tokenizer
+
+
+def adapter_dir(settings: LLMSettings) -> Path | None:
+    """The LoRA adapter folder when ``llm.adapter_path`` holds one, else None."""
+    if settings.adapter_path is None:
+        return None
+    path = resolve_path(settings.adapter_path)
+    return path if (path / "adapter_config.json").is_file() else None
+
+
+def load_merged(settings: LLMSettings) -> tuple[Any, Any, Path | None]:
+    """(model, tokenizer, adapter folder or None): the base LLM with the LoRA adapter merged in. Blocking."""
+    model, tokenizer = load_base(settings)
+    adapter = adapter_dir(settings)
+    if adapter is None:
+        logger.info("language model runs without a LoRA adapter")
+        return model, tokenizer, None
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(adapter))
+    model = model.merge_and_unload()  # plain weights again: no LoRA overhead per token
+    model.eval()
+    logger.info("language model LoRA adapter loaded and merged", extra={"adapter": str(adapter)})
+    return model, tokenizer, adapter

@@ -11,12 +11,17 @@ import queue
 import threading
 import time
 from collections.abc import Generator, Sequence
-from pathlib import Path
 from typing import Any
 
-from backend.config import LLMSettings, resolve_path
+from backend.config import LLMSettings
 from backend.core.exceptions import ModelError, ModelLoadError
-from backend.engines.llm.model_files import TransformersOptions, ensure_converted, load_base, transformers_options
+from backend.engines.llm.model_files import (
+    TransformersOptions,
+    ensure_converted,
+    load_base,
+    load_merged,
+    transformers_options,
+)
 from backend.engines.llm.prefix_cache import PrefixCache
 from backend.engines.protocols import ChatMessage
 
@@ -208,28 +213,11 @@ class TransformersChatModel:
             streamer.end()
 
 
-def _adapter_dir(settings: LLMSettings) -> Path | None:
-    if settings.adapter_path is None:
-        return None
-    path = resolve_path(settings.adapter_path)
-    return path if (path / "adapter_config.json").is_file() else None
-
-
 def load(settings: LLMSettings) -> TransformersChatModel:
     """Load the base model (converting the embedded one once) plus the LoRA adapter when present. Blocking."""
     try:
         started = time.perf_counter()
-        model, tokenizer = load_base(settings)
-        adapter = _adapter_dir(settings)
-        if adapter is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter))
-            model = model.merge_and_unload()  # plain weights again: no LoRA overhead per token
-            model.eval()
-            logger.info("language model LoRA adapter loaded and merged", extra={"adapter": str(adapter)})
-        else:
-            logger.info("language model runs without a LoRA adapter")
+        model, tokenizer, adapter = load_merged(settings)
         device = str(model.device.type)
         chat = TransformersChatModel(model, tokenizer, settings, device=device, adapter_loaded=adapter is not None)
         logger.info(

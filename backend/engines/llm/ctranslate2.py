@@ -1,0 +1,231 @@
+"""The chat LLM on CTranslate2 (``llm.backend: ctranslate2``): about twice transformers' speed per token on a CPU.
+
+The base model with the LoRA adapter merged is converted once into the cache (``llm.ct2_dir``, named by a hash
+of the adapter and the compute type, so a retrained adapter converts again). The system prompt is CTranslate2's
+``static_prompt``: its model state is computed once (at warmup) and reused by every turn, so a fresh session
+prefills only its history, guidance and message. CTranslate2 keeps every static prompt it has seen for the life
+of the generator, so only the system prompt (one per persona) is cached, never a conversation's history.
+
+Replies are close to but not the same as transformers' (0 of 10 identical at the shipped repetition penalty):
+CTranslate2's penalty counts only generated tokens, transformers' also the prompt's (/work/shared/LLM_RUNTIMES.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.config import LLMSettings, resolve_path
+from backend.core.exceptions import ModelError, ModelLoadError
+from backend.engines.llm.model_files import (
+    adapter_dir,
+    convert_once,
+    ensure_converted,
+    load_merged,
+    resolve_llm_device,
+)
+from backend.engines.protocols import ChatMessage
+from backend.engines.registry import engine_options
+
+logger = logging.getLogger(__name__)
+
+_MODEL_FILE = "model.bin"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+class Options(BaseModel):
+    """CTranslate2's own settings: the ``llm.*`` keys besides those every LLM engine has."""
+
+    model_config = ConfigDict(extra="forbid")
+    ct2_dir: Path = Path("models/cache/smollm2-135m-ct2")  # converted models live in sub-folders here
+    compute_type: str = "float32"  # int8 is slower than float32 on AVX2-only CPUs (LLM_RUNTIMES.md)
+    threads: int = Field(2, ge=1)  # threads per generation
+    replicas: int = Field(1, ge=1)  # generations running at once (each with ``threads`` threads)
+    # transformers' folder of the base model (the GGUF conversion), used only while converting:
+    cache_dir: Path = Path("models/cache/smollm2-135m-instruct")
+
+
+def ct2_options(settings: LLMSettings) -> Options:
+    return engine_options("llm", "ctranslate2", settings, Options)
+
+
+def converted_dir(settings: LLMSettings) -> Path:
+    """Where the converted model of these settings lives: a hash of the base, the adapter and the compute type."""
+    options = ct2_options(settings)
+    digest = hashlib.sha256(f"{settings.model}|{options.compute_type}".encode())
+    adapter = adapter_dir(settings)
+    for path in sorted(adapter.glob("adapter_*")) if adapter is not None else []:
+        digest.update(path.name.encode() + path.read_bytes())
+    return resolve_path(options.ct2_dir) / f"{digest.hexdigest()[:12]}-{options.compute_type}"
+
+
+def ensure_ct2(settings: LLMSettings) -> Path:
+    """Merge the adapter into the base model and convert it to CTranslate2 once. Blocking (~40 s on 2 cores)."""
+    options = ct2_options(settings)
+    common = settings.model_dump(exclude=set(settings.model_extra or {}))
+    base_settings = LLMSettings.model_validate(
+        {**common, "backend": "transformers", "cache_dir": options.cache_dir, "threads": options.threads}
+    )
+
+    def build(target: Path) -> None:
+        from ctranslate2.converters import TransformersConverter
+
+        source = ensure_converted(base_settings)
+        model, tokenizer, _ = load_merged(base_settings)
+        merged = target / "merged"
+        model.save_pretrained(str(merged))
+        tokenizer.save_pretrained(str(merged))
+        TransformersConverter(str(merged)).convert(str(target / "ct2"), quantization=options.compute_type)
+        for name in _TOKENIZER_FILES:
+            for folder in (merged, Path(source)):
+                if (folder / name).is_file():
+                    (target / "ct2" / name).write_bytes((folder / name).read_bytes())
+                    break
+        for path in (target / "ct2").iterdir():
+            path.rename(target / path.name)
+        for folder in (merged, target / "ct2"):
+            for path in folder.iterdir():
+                path.unlink()
+            folder.rmdir()
+
+    return convert_once(
+        converted_dir(settings), build, settings.model, done=lambda path: (path / _MODEL_FILE).is_file()
+    )
+
+
+class CTranslate2ChatModel:
+    """ChatModel over a CTranslate2 generator and the model's tokenizer (with its chat template)."""
+
+    def __init__(self, generator: Any, tokenizer: Any, settings: LLMSettings, *, name: str = "") -> None:
+        self.generator = generator
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.name = name or settings.model
+        self._end_tokens = [t for t in (tokenizer.eos_token, "<|im_end|>") if t]
+        self._static: set[tuple[str, ...]] = set()  # static prompts CTranslate2 has cached
+        self._lock = threading.Lock()
+        self.last_reused_tokens = 0
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _tokens(self, messages: Sequence[ChatMessage], *, generation_prompt: bool) -> list[str]:
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt)
+        ids = self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
+        return list(self.tokenizer.convert_ids_to_tokens(ids))
+
+    def _split(self, messages: Sequence[ChatMessage]) -> tuple[list[str], list[str]]:
+        """(static prompt, rest): the leading system message is the static prompt when it is a token prefix."""
+        tokens = self._tokens(messages, generation_prompt=True)
+        if len(messages) < 2 or messages[0].role != "system":
+            return [], tokens
+        static = self._tokens(messages[:1], generation_prompt=False)
+        if tokens[: len(static)] != static or len(tokens) == len(static):
+            return [], tokens
+        return static, tokens[len(static) :]
+
+    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
+        """Yield text pieces of the reply. Blocking; stops soon after ``stop`` is set or the iterator closes."""
+        try:
+            static, prompt = self._split(messages)
+        except Exception as exc:
+            raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
+        with self._lock:
+            self.last_reused_tokens = len(static) if tuple(static) in self._static else 0
+            self._static.add(tuple(static))
+        s = self.settings
+        sampling: dict[str, Any] = {"sampling_topk": 1}
+        if s.temperature > 0:
+            sampling = {"sampling_topk": 0, "sampling_topp": s.top_p, "sampling_temperature": s.temperature}
+        steps = self.generator.generate_tokens(
+            prompt,
+            max_length=s.max_new_tokens,
+            repetition_penalty=s.repetition_penalty,
+            end_token=self._end_tokens,
+            static_prompt=static or None,
+            **sampling,
+        )
+        ids: list[int] = []
+        sent = ""
+        try:
+            for step in steps:
+                if stop.is_set():
+                    break
+                if step.token in self._end_tokens:
+                    break
+                ids.append(step.token_id)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                    continue
+                if len(text) > len(sent):
+                    piece, sent = text[len(sent) :], text
+                    yield piece
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"language model '{self.name}' failed while generating") from exc
+        finally:
+            steps.close()  # stops the decoding thread of CTranslate2
+
+    def warm_prefix(self, messages: Sequence[ChatMessage]) -> int:
+        """Compute the state of the leading system message once (CTranslate2's static prompt cache).
+
+        History is not cached (CTranslate2 never evicts a static prompt); returns the tokens computed now."""
+        if not messages or messages[0].role != "system":
+            return 0
+        static = self._tokens(messages[:1], generation_prompt=False)
+        with self._lock:
+            if tuple(static) in self._static:
+                return 0
+            self._static.add(tuple(static))
+        start = self._tokens([ChatMessage("user", "Hi")], generation_prompt=True)
+        for _ in self.generator.generate_tokens(start, max_length=1, static_prompt=static):
+            pass
+        return len(static)
+
+    def generate(self, messages: Sequence[ChatMessage]) -> str:
+        return "".join(self.stream(messages, threading.Event()))
+
+    def warmup(self) -> None:
+        """One short generation, so the first real turn pays no first-call cost. Blocking."""
+        stop = threading.Event()
+        for n, _ in enumerate(self.stream([ChatMessage("user", "Hello.")], stop)):
+            if n >= 3:
+                break
+
+
+def load(settings: LLMSettings) -> CTranslate2ChatModel:
+    """Convert once if needed, then load the generator and tokenizer. Blocking."""
+    try:
+        import ctranslate2
+        from transformers import AutoTokenizer
+
+        options = ct2_options(settings)
+        started = time.perf_counter()
+        folder = ensure_ct2(settings)
+        device = resolve_llm_device(settings.device)
+        generator = ctranslate2.Generator(
+            str(folder),
+            device=device,
+            compute_type=options.compute_type if device == "cpu" else "default",
+            inter_threads=options.replicas,
+            intra_threads=options.threads,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"language model '{settings.model}' (ctranslate2) failed to load: {exc}") from exc
+    logger.info(
+        "language model loaded",
+        extra={"model": settings.model, "runtime": "ctranslate2", "seconds": round(time.perf_counter() - started, 2)},
+    )
+    return CTranslate2ChatModel(generator, tokenizer, settings)

@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if not llm.model.startswith(EMBEDDED_PREFIX):
         print(f"llm: {llm.model} is not embedded; nothing to convert")
         return 0
+    done: Callable[[Path], bool]
     if llm.backend == "transformers":
         cache, done = resolve_path(transformers_options(llm).cache_dir), is_converted
     elif llm.backend == "ctranslate2":

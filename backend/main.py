@@ -70,6 +70,8 @@ def create_app(
             await asyncio.to_thread(model_service.load_all)
         metrics = Metrics()
         pipeline = TurnPipeline(model_service, session_store, current, metrics)
+        if model_service.loaded:
+            pipeline.warm_next_turn(None)  # the system prompt, before the first session's first turn
         app.state.services = AppServices(current, model_service, session_store, pipeline, metrics)
         metrics.sessions.set_function(session_store.sync.count)
         logger.info("server ready", extra={"device": model_service.device, "mode": current.pipeline.mode})

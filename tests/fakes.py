@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,6 +91,7 @@ class FakeLLM(Warms):
     error: Exception | None = None
     warmed: list[list[ChatMessage]] = field(default_factory=list)  # warm_prefix calls, oldest first
     warmed_event: threading.Event = field(default_factory=threading.Event)
+    _warm_changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
         self.prompts.append(list(messages))
@@ -110,9 +111,16 @@ class FakeLLM(Warms):
         return len(text.split())
 
     def warm_prefix(self, messages: Sequence[ChatMessage]) -> int:
-        self.warmed.append(list(messages))
-        self.warmed_event.set()
+        with self._warm_changed:
+            self.warmed.append(list(messages))
+            self.warmed_event.set()
+            self._warm_changed.notify_all()
         return sum(len(m.content.split()) for m in messages)
+
+    def wait_warmed(self, predicate: Callable[[list[list[ChatMessage]]], bool], timeout: float = 10.0) -> bool:
+        """Wait until the warm_prefix calls so far satisfy ``predicate`` (False after ``timeout``)."""
+        with self._warm_changed:
+            return self._warm_changed.wait_for(lambda: predicate(self.warmed), timeout)
 
 
 @dataclass

@@ -55,8 +55,11 @@ class TurnPipeline:
             task.cancel()
         self.executors.shutdown()
 
-    def warm_next_turn(self, session_id: str) -> asyncio.Future[None] | None:
-        """Prefill the start of the session's next prompt in the background (llm.warm_between_turns)."""
+    def warm_next_turn(self, session_id: str | None) -> asyncio.Future[None] | None:
+        """Prefill the start of the session's next prompt in the background (llm.warm_between_turns).
+
+        ``None`` warms what every new session starts with (the system prompt), so the first turn of a fresh
+        session is as fast as a later one; the lifespan calls it once the models are loaded."""
         if not self.settings.llm.warm_between_turns:
             return None
         task = asyncio.ensure_future(self._warm_next_turn(session_id))
@@ -64,7 +67,7 @@ class TurnPipeline:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def _warm_next_turn(self, session_id: str) -> None:
+    async def _warm_next_turn(self, session_id: str | None) -> None:
         llm, settings = self.models.llm, self.settings
 
         def warm(history: list[HistoryTurn]) -> int:
@@ -77,7 +80,11 @@ class TurnPipeline:
             return llm.warm_prefix(prefix)
 
         try:
-            history = await self.store.recent_history(session_id, settings.mentor.max_history_turns)
+            history = (
+                await self.store.recent_history(session_id, settings.mentor.max_history_turns)
+                if session_id is not None
+                else []
+            )
             async with self._llm_slots:
                 start = time.perf_counter()
                 tokens = await run_blocking(self.executors.llm, warm, history)

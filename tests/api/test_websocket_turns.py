@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from backend.engines.protocols import ChatMessage
 from backend.main import create_app
 from tests.api.wsutil import Received, receive_until
 from tests.conftest import make_settings
@@ -247,25 +248,33 @@ def test_two_connections_share_the_models(client: TestClient, fakes: FakeModels)
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_the_next_prompt_start_is_warmed_between_turns(tmp_path: Path, enabled: bool) -> None:
-    """After a turn, the LLM is asked to prefill the next prompt's start (system prompt and history), which is
-    exactly what the next turn's prompt begins with; llm.warm_between_turns=false turns it off."""
+    """At startup the system prompt is prefilled (what every fresh session starts with); after a turn, the next
+    prompt's start (system prompt and history), which is exactly what the next turn's prompt begins with;
+    llm.warm_between_turns=false turns both off."""
     settings = make_settings(tmp_path)
     settings.llm.warm_between_turns = enabled
     fakes = FakeModels()
+
+    def after_first_turn(warmed: list[list[ChatMessage]]) -> bool:
+        return any(len(w) > 1 and w[1].content == "My dog is called Biscuit" for w in warmed)
+
     with TestClient(create_app(settings, models=fakes.service(settings))) as client:
         with client.websocket_connect("/ws/voice") as ws:
             ws.receive_json()
             ws.send_json({"type": "text", "text": "My dog is called Biscuit"})
             receive_until(ws, "metrics")
             if enabled:
-                assert fakes.llm.warmed_event.wait(10)
+                assert fakes.llm.wait_warmed(after_first_turn)
             ws.send_json({"type": "text", "text": "What is my dog called?"})
             receive_until(ws, "metrics")
     if not enabled:
         assert fakes.llm.warmed == []
         return
-    first_warm, next_prompt = fakes.llm.warmed[0], fakes.llm.prompts[1]
+    startup = fakes.llm.warmed[0]
+    assert [m.role for m in startup] == ["system"]
+    assert fakes.llm.prompts[0][0] == startup[0]
+    first_warm = next(w for w in fakes.llm.warmed if after_first_turn([w]))
+    next_prompt = fakes.llm.prompts[1]
     assert [m.role for m in first_warm] == ["system", "user", "assistant"]
-    assert first_warm[1].content == "My dog is called Biscuit"
     assert next_prompt[: len(first_warm)] == first_warm
     assert next_prompt[-1].content == "What is my dog called?"

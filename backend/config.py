@@ -125,6 +125,7 @@ class LimitsSettings(BaseModel):
     max_bytes_per_s: int = 96000  # 3x real time at 16 kHz PCM16, averaged over rate_window_s
     rate_window_s: float = 5.0
     max_text_chars: int = 2000
+    max_append_s: float = 1.0  # /v1/realtime: audio in one input_audio_buffer.append (more: error audio_too_large)
     turn_wait_s: float = 10.0  # a turn waits this long for a free slot, then gets error server_busy
 
 

@@ -123,10 +123,12 @@ class ByteRateLimiter:
 class InputGuard:
     """Receives client messages under the idle timeout and the byte-rate limit of one connection."""
 
-    def __init__(self, limits: LimitsSettings, busy: Callable[[], bool]) -> None:
+    def __init__(self, limits: LimitsSettings, busy: Callable[[], bool], *, rate_scale: float = 1.0) -> None:
+        """``rate_scale`` multiplies ``max_bytes_per_s`` for a wire whose audio takes more bytes per second
+        (base64 PCM at 24 kHz: 2x), so the limit stays the same multiple of real time."""
         self._idle_s = limits.idle_timeout_s
         self._busy = busy
-        self._rate = ByteRateLimiter(limits.max_bytes_per_s, limits.rate_window_s)
+        self._rate = ByteRateLimiter(int(limits.max_bytes_per_s * rate_scale), limits.rate_window_s)
 
     async def receive(self, ws: WebSocket) -> Message:
         """The next message. Raises IdleTimeoutError after ``idle_timeout_s`` without a message while no turn

@@ -125,9 +125,7 @@ class TurnPipeline:
         def mark(name: str) -> None:
             marks[name] = round(time.perf_counter() - turn.t0, 4)
 
-        history_task = asyncio.ensure_future(
-            self.store.recent_history(turn.session_id, self.settings.mentor.max_history_turns)
-        )
+        history_task = asyncio.ensure_future(self._history(turn))
         await out.emit(StageStarted(turn.turn_id, "processing"))
         audio: FloatAudio | None = None
         if turn.audio is not None:
@@ -183,7 +181,8 @@ class TurnPipeline:
             await asyncio.shield(self._store_reply(turn, state, user_stored, interrupted=True, timings=marks))
             raise
         await self._store_reply(turn, state, user_stored, interrupted=False, timings=marks)
-        self.warm_next_turn(turn.session_id)
+        if turn.history is None:
+            self.warm_next_turn(turn.session_id)
         stages["turn_total"] = time.perf_counter() - turn.t0
         timings = {**marks, **{f"{k}_s": round(v, 4) for k, v in stages.items()}}
         self.metrics.observe_timings(stages)
@@ -204,8 +203,16 @@ class TurnPipeline:
         )
         return TurnResult(transcript=text, reply=reply, emotion=emotion, timings=timings)
 
+    async def _history(self, turn: TurnInput) -> list[HistoryTurn]:
+        limit = self.settings.mentor.max_history_turns
+        if turn.history is not None:  # a stateless turn (the caller holds the conversation)
+            return turn.history[-limit:] if limit > 0 else []
+        return await self.store.recent_history(turn.session_id, limit)
+
     async def _store_user(self, turn: TurnInput, text: str, emotion: EmotionResult) -> None:
         """Store the user's turn as soon as it is certain (at once, or when an early start is confirmed)."""
+        if turn.history is not None:
+            return
         if turn.confirmed is not None:
             await turn.confirmed.wait()
         await self.store.add_turn(turn.session_id, "user", text, emotion=emotion.to_dict(), duration_s=turn.duration_s)
@@ -220,6 +227,8 @@ class TurnPipeline:
         timings: dict[str, float],
     ) -> None:
         await user_stored
+        if turn.history is not None:
+            return
         # Interrupted voice turns keep what the client was sent as audio; text turns keep what was streamed.
         text = state.spoken_text() if (interrupted and turn.speak) else clean_for_speech(state.reply_text)
         record = await self.store.add_turn(

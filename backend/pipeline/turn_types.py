@@ -11,6 +11,7 @@ from backend.config import Settings
 from backend.core.exceptions import ClarityError
 from backend.engines.protocols import EmotionResult, Transcription
 from backend.pipeline.events import PipelineEvent
+from backend.store.records import HistoryTurn
 
 
 class NoSpeechError(ClarityError):
@@ -31,6 +32,8 @@ class TurnInput:
     duration_s: float | None = None
     speak: bool = True
     marks: dict[str, float] = field(default_factory=dict)
+    # Given by a stateless caller (OpenAI chat completions): the prompt's history, nothing read or stored.
+    history: list[HistoryTurn] | None = None
 
 
 @dataclass

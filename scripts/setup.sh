@@ -12,6 +12,9 @@ command -v espeak-ng >/dev/null 2>&1 || apt_pkgs+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || apt_pkgs+=(sox)
 if [ "$DEV" = 1 ]; then
   [ -x /usr/lib/chromium/chromium ] || [ -x /usr/bin/chromium ] || apt_pkgs+=(chromium)
+  # the store tests start a PostgreSQL server; the replica tests put HAProxy in front of the server processes
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_pkgs+=(postgresql)
+  command -v haproxy >/dev/null 2>&1 || apt_pkgs+=(haproxy)
 fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${apt_pkgs[*]} with apt-get"
@@ -33,3 +36,15 @@ if [ ! -f "$stamp" ] || ! $PY -c "import fastapi, faster_whisper, transformers, 
 fi
 
 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $PY scripts/prepare_models.py
+
+# llama.cpp's OpenAI-compatible server (the remote LLM engine's tests run it with the embedded SmolLM2 GGUF).
+# PyPI has only its source for this platform: it compiles once (about 20 min on 2 cores); the source archive is
+# kept in models/cache/wheels/ because scripts/export_lora_gguf.py takes llama.cpp's LoRA converter from it.
+LLAMA_CPP=llama_cpp_python-0.3.36.tar.gz
+if [ "$DEV" = 1 ] && ! $PY -c "import llama_cpp.server" 2>/dev/null; then
+  mkdir -p models/cache/wheels
+  [ -f "models/cache/wheels/$LLAMA_CPP" ] || \
+    $PY -m pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d models/cache/wheels
+  echo "setup: building llama-cpp-python[server] (once; about 20 min on 2 cores)"
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) $PY -m pip install -q "models/cache/wheels/$LLAMA_CPP[server]"
+fi

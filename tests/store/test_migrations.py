@@ -1,4 +1,5 @@
-"""Alembic migrations behind init_db: fresh databases, first-release databases, reruns, concurrent starts."""
+"""Alembic migrations behind init_db: fresh databases, first-release databases, reruns, concurrent starts; on a
+SQLite file and on a real PostgreSQL server (its advisory lock serialises replicas starting at once)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,24 @@ print("done", flush=True)
 
 def _engine(path: Path) -> Engine:
     return make_engine(f"sqlite:///{path}")
+
+
+def _ddl(engine: Engine) -> list[str]:
+    """The schema as the database itself describes it (SQLite: its CREATE statements; PostgreSQL: columns and
+    index definitions from the catalogue)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return list(conn.execute(text("SELECT sql FROM sqlite_master ORDER BY rowid")).scalars())
+        columns = conn.execute(
+            text(
+                "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable"
+                " FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
+            )
+        ).scalars()
+        indexes = conn.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname")
+        ).scalars()
+        return [*columns, *indexes]
 
 
 def _version_rows(engine: Engine) -> list[str]:
@@ -84,10 +103,10 @@ def _round1_database(path: Path) -> None:
     db.close()
 
 
-def test_fresh_database_reaches_head_and_matches_models(tmp_path: Path) -> None:
-    """A new SQLite file is migrated to head, and alembic's compare_metadata finds no difference between the
+def test_fresh_database_reaches_head_and_matches_models(db_url: str) -> None:
+    """A new database is migrated to head, and alembic's compare_metadata finds no difference between the
     migrated schema and Base.metadata, so the migrations and the models cannot drift apart."""
-    engine = _engine(tmp_path / "fresh.db")
+    engine = make_engine(db_url)
     assert migrate.current_revision(engine) is None
     init_db(engine)
     try:
@@ -148,14 +167,50 @@ def test_round1_database_upgrades_in_place(tmp_path: Path) -> None:
         store.close()
 
 
-def test_unversioned_tables_that_differ_are_refused(tmp_path: Path) -> None:
+def test_first_release_postgresql_database_upgrades_in_place(pg_url: str) -> None:
+    """A PostgreSQL database as the first release left it (its create_all tables = revision 0001, with no
+    alembic_version) is checked, stamped and upgraded with its rows kept; the store reads them and adds more."""
+    engine = make_engine(pg_url)
+    with engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(conn), migrate.BASELINE_REVISION)
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(
+            text(
+                "INSERT INTO sessions (id, owner, title, created_at, updated_at)"
+                " VALUES ('old-session', 'alice', 'Career', '2026-01-02 10:00:00+00', '2026-01-02 10:01:00+00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO turns (session_id, role, text, emotion, duration_s, interrupted, created_at) VALUES"
+                " ('old-session', 'user', 'Should I switch jobs?', '{\"label\": \"anxious\"}', 2.5, false,"
+                " '2026-01-02 10:00:30+00')"
+            )
+        )
+    init_db(engine)
+    assert _version_rows(engine) == [migrate.head_revision()]
+    store = SessionStore(engine)
+    try:
+        assert store.get_session("old-session", owner="alice").turn_count == 1
+        store.add_turn("old-session", "assistant", "What pulls you away?")
+        history = store.history("old-session")
+        assert [(t.role, t.text) for t in history] == [
+            ("user", "Should I switch jobs?"),
+            ("assistant", "What pulls you away?"),
+        ]
+        assert history[0].emotion == {"label": "anxious"} and history[0].created_at.isoformat() == (
+            "2026-01-02T10:00:30+00:00"
+        )
+    finally:
+        store.close()
+
+
+def test_unversioned_tables_that_differ_are_refused(db_url: str) -> None:
     """Unversioned tables that do not match revision 0001 raise SchemaMismatchError and are left as they
     were: no alembic_version table, nothing stamped or created."""
-    path = tmp_path / "foreign.db"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE sessions (id TEXT PRIMARY KEY, name TEXT)")
-    db.close()
-    engine = _engine(path)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE sessions (id TEXT PRIMARY KEY, name TEXT)"))
     try:
         with pytest.raises(migrate.SchemaMismatchError):
             init_db(engine)
@@ -164,19 +219,17 @@ def test_unversioned_tables_that_differ_are_refused(tmp_path: Path) -> None:
         engine.dispose()
 
 
-def test_init_db_twice_is_a_noop(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_init_db_twice_is_a_noop(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A second init_db on a database at head changes nothing: same revision (one row), same DDL, same rows,
     and it logs "database schema up to date" instead of "database migrated"."""
-    engine = _engine(tmp_path / "twice.db")
+    engine = make_engine(db_url)
     try:
         init_db(engine)
         store = SessionStore(engine)
         sid = store.create_session(title="kept").id
 
         def snapshot() -> tuple[list[str], list[str], int]:
-            with engine.connect() as conn:
-                ddl = list(conn.execute(text("SELECT sql FROM sqlite_master ORDER BY rowid")).scalars())
-            return ddl, _version_rows(engine), store.count()
+            return _ddl(engine), _version_rows(engine), store.count()
 
         before = snapshot()
         caplog.set_level("INFO", logger="backend.store.migrate")
@@ -191,10 +244,11 @@ def test_init_db_twice_is_a_noop(tmp_path: Path, caplog: pytest.LogCaptureFixtur
         engine.dispose()
 
 
-def test_two_processes_initialize_one_new_file_at_once(tmp_path: Path) -> None:
-    """Two fresh interpreters released together run init_db on the same new SQLite file: both succeed, exactly
-    one migrates (creates the schema) and the other finds it at head, thanks to SQLite's write lock."""
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+def test_two_processes_initialize_one_new_database_at_once(db_url: str) -> None:
+    """Two fresh interpreters (two replicas starting together) released at once run init_db on the same new
+    database: both succeed, exactly one migrates (creates the schema) and the other finds it at head, thanks to
+    SQLite's write lock or PostgreSQL's advisory lock."""
+    url = db_url
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     children = [
         subprocess.Popen(
@@ -236,15 +290,14 @@ def test_two_processes_initialize_one_new_file_at_once(tmp_path: Path) -> None:
         engine.dispose()
 
 
-def test_two_threads_initialize_one_new_file_at_once(tmp_path: Path) -> None:
-    """Two threads with their own engines run init_db on the same new file at once: both succeed (alembic's
-    process-wide context is used by one at a time) and the schema is at head with one version row."""
-    path = tmp_path / "threads.db"
+def test_two_threads_initialize_one_new_database_at_once(db_url: str) -> None:
+    """Two threads with their own engines run init_db on the same new database at once: both succeed
+    (alembic's process-wide context is used by one at a time) and the schema is at head with one version row."""
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
     def start() -> None:
-        engine = _engine(path)
+        engine = make_engine(db_url)
         try:
             barrier.wait()
             init_db(engine)
@@ -259,7 +312,7 @@ def test_two_threads_initialize_one_new_file_at_once(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    engine = _engine(path)
+    engine = make_engine(db_url)
     try:
         assert _version_rows(engine) == [migrate.head_revision()]
     finally:

@@ -1,7 +1,11 @@
-"""SessionStore on real SQLite files: CRUD, ownership, history, restart, WAL, concurrency, JSON, updates."""
+"""SessionStore on a real SQLite file and a real PostgreSQL server: CRUD, ownership, history, restart,
+concurrency (threads and processes), JSON, updates; WAL and paths on SQLite."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC
@@ -10,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from backend.config import REPO_ROOT
 from backend.core.exceptions import InvalidInputError, SessionNotFoundError
 from backend.store.records import HistoryTurn
 from backend.store.schema import init_db, make_engine
@@ -18,27 +23,21 @@ from backend.store.sessions import SessionStore
 pytestmark = pytest.mark.fast
 
 
-def _open(path: Path) -> SessionStore:
-    engine = make_engine(f"sqlite:///{path}")
+def _open(url: str) -> SessionStore:
+    engine = make_engine(url)
     init_db(engine)
     return SessionStore(engine)
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "nested" / "store.db"
-
-
-@pytest.fixture
-def store(db_path: Path) -> Iterator[SessionStore]:
-    s = _open(db_path)
+def store(db_url: str) -> Iterator[SessionStore]:
+    s = _open(db_url)
     yield s
     s.close()
 
 
-def test_create_get_list_delete(store: SessionStore, db_path: Path) -> None:
-    """A created session can be read back, listed newest first, counted and deleted; the folder is made."""
-    assert db_path.parent.is_dir()
+def test_create_get_list_delete(store: SessionStore) -> None:
+    """A created session can be read back, listed newest first, counted and deleted."""
     first = store.create_session(title="  Career  ")
     second = store.create_session()
     assert first.title == "Career" and second.title is None
@@ -129,28 +128,28 @@ def test_recent_history_for_prompt(store: SessionStore) -> None:
     assert store.recent_history("unknown", 5) == []
 
 
-def test_turns_cascade_on_delete(store: SessionStore, db_path: Path) -> None:
-    """Deleting a session removes its turns in the database (ON DELETE CASCADE with foreign keys on)."""
+def test_turns_cascade_on_delete(store: SessionStore, db_url: str) -> None:
+    """Deleting a session removes its turns in the database (ON DELETE CASCADE; SQLite: foreign keys on)."""
     keep = store.create_session()
     gone = store.create_session()
     for s in (keep, gone):
         store.add_turn(s.id, "user", "a")
         store.add_turn(s.id, "assistant", "b")
     store.delete_session(gone.id)
-    engine = make_engine(f"sqlite:///{db_path}")
+    engine = make_engine(db_url)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT session_id, COUNT(*) FROM turns GROUP BY session_id")).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [(keep.id, 2)]
 
 
-def test_restart_sees_everything(db_path: Path) -> None:
-    """A new engine on the same file (a server restart) sees sessions, turns, emotions and timings."""
-    first = _open(db_path)
+def test_restart_sees_everything(db_url: str) -> None:
+    """A new engine on the same database (a server restart) sees sessions, turns, emotions and timings."""
+    first = _open(db_url)
     session = first.create_session(owner="k", title="t")
     turn = first.add_turn(session.id, "user", "hello", emotion={"label": "calm"}, duration_s=1.5)
     first.close()
-    second = _open(db_path)
+    second = _open(db_url)
     try:
         assert second.get_session(session.id, owner="k").turn_count == 1
         assert second.history(session.id) == [turn]
@@ -158,9 +157,11 @@ def test_restart_sees_everything(db_path: Path) -> None:
         second.close()
 
 
-def test_wal_mode_and_pragmas(store: SessionStore, db_path: Path) -> None:
-    """Every connection runs in WAL mode with foreign keys on and synchronous=NORMAL."""
-    engine = make_engine(f"sqlite:///{db_path}")
+def test_sqlite_wal_mode_and_pragmas(sqlite_path: Path) -> None:
+    """Every SQLite connection runs in WAL mode with foreign keys on and synchronous=NORMAL; the folder is made."""
+    _open(f"sqlite:///{sqlite_path}").close()
+    assert sqlite_path.parent.is_dir()
+    engine = make_engine(f"sqlite:///{sqlite_path}")
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -179,7 +180,7 @@ def test_relative_sqlite_path_is_under_repo_root() -> None:
 
 
 def test_concurrent_add_turn_loses_nothing(store: SessionStore) -> None:
-    """8 threads adding turns at once (one SQLite file) all succeed and every turn is stored once."""
+    """8 threads adding turns at once to one session all succeed and every turn is stored once."""
     session = store.create_session()
     per_thread = 25
     start = threading.Barrier(8)
@@ -236,3 +237,64 @@ def test_update_turn(store: SessionStore) -> None:
     store.delete_session(session.id)
     with pytest.raises(SessionNotFoundError):
         store.update_turn(turn.id, text="late")
+
+
+WRITER = """
+import sys
+from backend.store.schema import make_engine
+from backend.store.sessions import SessionStore
+
+store = SessionStore(make_engine(sys.argv[1]))
+name, count = sys.argv[3], int(sys.argv[4])
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(count):
+    print(store.add_turn(sys.argv[2], "user", f"{name}-{i}").id, flush=True)
+store.close()
+"""
+
+
+def test_two_writer_processes_on_one_session_lose_nothing_and_keep_order(db_url: str) -> None:
+    """Two processes (their own engines and connections, as two replicas) released together add 60 turns each
+    to one session: every acknowledged turn is stored once, each writer's turns are in the order it wrote them,
+    and history order (by id) is the order the turns were committed in: each writer saw its ids increase."""
+    setup = _open(db_url)
+    session_id = setup.create_session().id
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    count = 60
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, db_url, session_id, name, str(count)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=REPO_ROOT,
+            env=env,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    acked: dict[str, list[int]] = {}
+    try:
+        for writer in writers:
+            assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+        for writer in writers:
+            assert writer.stdin is not None
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+        for name, writer in zip(("a", "b"), writers, strict=True):
+            out, _ = writer.communicate(timeout=60)
+            assert writer.returncode == 0
+            acked[name] = [int(line) for line in out.split()]
+    finally:
+        for writer in writers:
+            if writer.poll() is None:
+                writer.kill()
+                writer.wait()
+    try:
+        history = setup.history(session_id)
+    finally:
+        setup.close()
+    assert sorted(acked["a"] + acked["b"]) == [t.id for t in history]
+    for name in ("a", "b"):
+        assert acked[name] == sorted(acked[name])
+        assert [t.text for t in history if t.text.startswith(f"{name}-")] == [f"{name}-{i}" for i in range(count)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -136,6 +136,24 @@ Role = Literal["system", "user", "assistant"]
 class ChatMessage:
     role: Role
     content: str
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    """What a remote engine's ``probe()`` found: whether its server answers, and if not, why."""
+
+    reachable: bool
+    detail: str | None = None
+
+
+@runtime_checkable
+class RemoteEngine(Protocol):
+    """An engine served by another process (e.g. an LLM over HTTP): readiness asks it whether that server
+    answers. In-process engines do not implement it."""
+
+    def probe(self) -> EngineHealth:
+        """Ask the server, with a short timeout. Blocking."""
+        ...
 
 
 class ChatModel(Protocol):

@@ -89,6 +89,7 @@ LLM: EngineKind[ChatModel] = EngineKind(
     {
         "transformers": "backend.engines.llm.transformers:load",
         "ctranslate2": "backend.engines.llm.ctranslate2:load",
+        "openai": "backend.engines.llm.openai:load",  # a remote server speaking OpenAI Chat Completions
     },
 )
 TTS: EngineKind[SpeechSynthesizer] = EngineKind(

@@ -113,6 +113,9 @@ class PipelineSettings(BaseModel):
     early_start: bool = True  # run the whole turn from a pause, held back until the end of speech is confirmed
     output_queue_max: int = 512  # messages waiting for the sender of one connection
     audio_chunk_ms: int = 200  # reply audio is sent in chunks of this length
+    # While the person speaks, what was heard so far is transcribed every this much speech and sent
+    # (transcript.delta on /ws/voice); 0 = off. Costs one short transcription per interval per speaker.
+    partial_transcript_ms: int = Field(700, ge=0)
 
 
 class LimitsSettings(BaseModel):

@@ -18,10 +18,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    """Settings from the repo's YAML with a private database and no model loading."""
+    """Settings from the repo's YAML with a private database and no model loading. Partial transcripts are off
+    (tests that count transcriptions or events turn them on with ``pipeline__partial_transcript_ms``)."""
     settings = Settings()
     settings.database.url = f"sqlite:///{tmp_path / 'test.db'}"
     settings.server.load_models = False
+    settings.pipeline.partial_transcript_ms = 0
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         setattr(getattr(settings, section), key, value)

@@ -22,6 +22,7 @@ from backend.protocol.v1 import (
     SpeechStartedEvent,
     SpeechStoppedEvent,
     StatusEvent,
+    TranscriptDeltaEvent,
     TranscriptEvent,
 )
 
@@ -81,7 +82,7 @@ def to_v1(event: ev.PipelineEvent) -> BaseModel | bytes | None:
         case ev.ErrorOccurred():
             return ErrorEvent(code=event.code, message=event.message, retryable=event.retryable)
         case ev.TranscriptPartial():
-            return None
+            return TranscriptDeltaEvent(turn_id=event.turn_id, text=event.text)
     return None
 
 

@@ -20,6 +20,7 @@ from backend.engines.protocols import Transcription
 from backend.pipeline import events
 from backend.pipeline.gated_output import GatedOutput
 from backend.pipeline.output_queue import OutputQueue
+from backend.pipeline.partial_transcripts import PartialTranscripts
 from backend.pipeline.turn_detector import (
     SpeechDiscarded,
     SpeechPaused,
@@ -100,6 +101,9 @@ class Conversation:
         self.turn_taking = TurnTaking()  # /ws/voice: the defaults; see "client-driven turns" below
         self._held: list[TurnInput] = []  # input waiting for respond() (turn_taking.respond off, or hold=True)
         self._ledger = PlaybackLedger()
+        self._partials = PartialTranscripts(
+            self.pipeline.transcribe_soon, self.emit, settings.pipeline.partial_transcript_ms / 1000
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -112,6 +116,7 @@ class Conversation:
         its reply began (its transcript may not be stored yet), and speech in progress (transcribed now)."""
         active, current = self._active, self._active_input
         self._cancel_provisional()  # its speech is still in the detector and is stored below
+        self._partials.reset()
         if self._worker is not None:  # first, so it cannot start the next queued turn
             self._worker.cancel()
             await asyncio.wait([self._worker])
@@ -208,6 +213,9 @@ class Conversation:
                 continue
             for event in self._detector.push_frame(frame):
                 await self._on_turn_event(event)
+        seconds = self._detector.utterance_seconds
+        if self._partials.due(self._utterance_id, seconds) and self._utterance_id is not None:
+            self._partials.start(self._utterance_id, self._detector.current_audio(), seconds)
 
     async def commit(self) -> None:
         """End of utterance now (push-to-talk): the audio since the last turn becomes a turn."""
@@ -265,10 +273,12 @@ class Conversation:
         elif isinstance(event, SpeechResumed):
             self._cancel_provisional()
         elif isinstance(event, SpeechDiscarded):
+            self._partials.reset()
             if self._utterance_id is not None:
                 await self.emit(events.SpeechStopped(self._utterance_id, duration_s=0.0, discarded=True))
             self._utterance_id = None
         elif isinstance(event, SpeechStopped):
+            self._partials.reset()
             turn_id = self._utterance_id or new_id()
             self._utterance_id = None
             provisional, self._provisional = self._provisional, None

@@ -129,6 +129,11 @@ class TurnDetector:
     def in_speech(self) -> bool:
         return self._utt_start is not None
 
+    @property
+    def utterance_seconds(self) -> float:
+        """Length of the utterance so far (pre-roll included); 0 when not in speech."""
+        return 0.0 if self._utt_start is None else (self._clock - self._utt_start) * self._frame_s
+
     def push_frame(self, frame: bytes) -> list[TurnEvent]:
         """Judge one frame and advance the state machine. Raises ValueError on a wrong-sized frame."""
         if len(frame) != self.frame_bytes:

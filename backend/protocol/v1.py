@@ -71,6 +71,15 @@ class SpeechStoppedEvent(BaseModel):
     discarded: bool = False  # too short to be speech (a click, a cough): no turn follows
 
 
+class TranscriptDeltaEvent(BaseModel):
+    """What has been heard so far of speech still in progress; ``text`` is all of it (it may revise earlier
+    words), and the turn's ``transcript`` event replaces it."""
+
+    type: Literal["transcript.delta"] = "transcript.delta"
+    turn_id: str
+    text: str
+
+
 class TranscriptEvent(BaseModel):
     type: Literal["transcript"] = "transcript"
     turn_id: str
@@ -135,6 +144,7 @@ ServerEvent = (
     | StatusEvent
     | SpeechStartedEvent
     | SpeechStoppedEvent
+    | TranscriptDeltaEvent
     | TranscriptEvent
     | EmotionEvent
     | ResponseDeltaEvent

@@ -16,6 +16,7 @@ const cm = {
   playbackStarted: 0,
   playbackEnded: 0,
   playbackStopped: 0,
+  partialsShown: [], // transcript.delta texts shown while the person was still talking
   interrupted: 0,
   state: "idle",
   connection: "connecting",
@@ -181,7 +182,14 @@ function handleEvent(e) {
     case "status":
       ui.status.textContent = e.message;
       break;
+    case "transcript.delta":
+      // What has been heard so far, while the person is still talking; the `transcript` event replaces it.
+      setText(ui.transcript, e.text);
+      ui.transcript.classList.add("partial");
+      cm.partialsShown.push(ui.transcript.textContent);
+      break;
     case "transcript":
+      ui.transcript.classList.remove("partial");
       persisted = true;
       setText(ui.transcript, e.text);
       setText(ui.emotion, "—");

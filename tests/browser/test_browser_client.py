@@ -105,6 +105,17 @@ def hands_free_turn(live_server: LiveServer, speech_dir: Path, artifacts_dir: Pa
         return HandsFreeTurn(cm, texts, server_bytes, server_rms, history, marked.count() == 1, list(errors))
 
 
+def test_the_page_shows_what_was_heard_while_the_person_speaks(hands_free_turn: HandsFreeTurn) -> None:
+    """Partial transcripts (transcript.delta) reached the page before the final transcript and were shown in the
+    transcript line; the last one already holds words of the sentence."""
+    cm = hands_free_turn.cm
+    events: list[str] = cm["events"]
+    assert "transcript.delta" in events, events
+    assert events.index("transcript.delta") < events.index("transcript")
+    shown: list[str] = cm["partialsShown"]
+    assert shown and set(shown[-1].lower().split()) & set(SENTENCE.lower().split()), shown
+
+
 def test_the_microphone_streams_real_time_speech_to_the_server(hands_free_turn: HandsFreeTurn) -> None:
     """The page captured the fake mic through its worklet and streamed 20 ms PCM16 frames at 32 kB/s (wall time),
     and the server received them, with speech energy in them."""

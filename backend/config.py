@@ -150,6 +150,9 @@ class ServerSettings(BaseModel):
     log_level: str = "INFO"
     load_models: bool = True
     drain_timeout_s: float = 10.0  # on SIGTERM, running turns get this long to finish before connections close
+    # On SIGTERM /readyz turns 503 at once; the listener stays open this long first, for orchestrators that
+    # only poll readiness (Kubernetes endpoints). 0: close it at once (HAProxy and nginx retry elsewhere).
+    readiness_grace_s: float = 0.0
 
 
 class Settings(BaseSettings):

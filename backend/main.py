@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.api import chat_completions, pages, realtime_ws, rest, voice_ws
+from backend.api import chat_completions, pages, probes, realtime_ws, rest, voice_ws
 from backend.api.auth import log_auth_mode
 from backend.api.deps import AppServices
 from backend.config import Settings, get_settings
@@ -114,6 +114,7 @@ def create_app(
         return Response(status_code=204)
 
     app.include_router(rest.router)
+    app.include_router(probes.router)
     app.include_router(pages.router)
     app.include_router(voice_ws.router)
     app.include_router(realtime_ws.router)

@@ -80,18 +80,28 @@ def uvicorn_config(settings: Settings, app: FastAPI, **overrides: Any) -> uvicor
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT: stop accepting, let running turns finish (at most ``drain_timeout_s``), then let
-    uvicorn close the remaining connections (1012) and run the lifespan shutdown.
+    """On SIGTERM/SIGINT: turn /readyz false (and wait ``readiness_grace_s``), stop accepting, let running turns
+    finish (at most ``drain_timeout_s``), then let uvicorn close the remaining connections (1012) and run the
+    lifespan shutdown.
 
     uvicorn alone would close every WebSocket with 1012 at once, cancelling turns in mid-answer.
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float, readiness_grace_s: float = 0.0
+    ) -> None:
         super().__init__(config)
         self.app = app
         self.drain_timeout_s = drain_timeout_s
+        self.readiness_grace_s = readiness_grace_s
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Readiness first: /readyz answers 503 from now on, so balancers and orchestrators stop sending new
+        # connections; during readiness_grace_s (for those that only poll /readyz) everything still works.
+        self.app.state.shutting_down = True
+        if self.readiness_grace_s > 0:
+            logger.info("not ready: waiting before closing the listener", extra={"seconds": self.readiness_grace_s})
+            await asyncio.sleep(self.readiness_grace_s)
         for server in self.servers:
             server.close()  # stop accepting: new connections are refused from now on
         self.app.state.draining = True
@@ -115,7 +125,12 @@ class DrainingServer(uvicorn.Server):
 
 def build_server(settings: Settings, app: FastAPI, **overrides: Any) -> DrainingServer:
     """The server ``python -m backend.main`` runs; tests use it with a pre-bound socket."""
-    return DrainingServer(uvicorn_config(settings, app, **overrides), app, settings.server.drain_timeout_s)
+    return DrainingServer(
+        uvicorn_config(settings, app, **overrides),
+        app,
+        settings.server.drain_timeout_s,
+        settings.server.readiness_grace_s,
+    )
 
 
 def run_server(server: DrainingServer, sockets: list[socket.socket] | None = None) -> None:

@@ -116,12 +116,12 @@ class Running:
 
 
 @contextmanager
-def serve_fake_openai(fake: FakeOpenAI | None = None) -> Iterator[Running]:
-    """Serve ``fake`` on a pre-bound ephemeral port in a thread until the block ends."""
+def serve_fake_openai(fake: FakeOpenAI | None = None, port: int = 0) -> Iterator[Running]:
+    """Serve ``fake`` on ``port`` (0: an ephemeral one, pre-bound) in a thread until the block ends."""
     fake = fake or FakeOpenAI()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(128)
     server = uvicorn.Server(uvicorn.Config(fake.app(), log_level="warning", timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

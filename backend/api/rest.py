@@ -107,15 +107,25 @@ KeyOwnerDep = Annotated[str | None, Depends(get_key_owner)]
 
 @router.get("/health")
 async def health(services: ServicesDep) -> HealthPublic:
-    """Liveness and model state; open without a key so load balancers and the page can probe it."""
+    """Liveness and model state; open without a key so load balancers and the page can probe it. An engine
+    served by another process also reports whether its server answers (``reachable``); one that does not
+    makes the status ``degraded``. (Orchestrators: /livez and /readyz.)"""
     models = services.models
+    remote = await asyncio.to_thread(models.remote_health)
     states = {s.state for s in models.status.values()}
     status = "ok" if states == {"loaded"} else ("degraded" if "failed" in states else "starting")
+    if status == "ok" and not all(h.reachable for h in remote.values()):
+        status = "degraded"
     return HealthPublic(
         status=status,
         models_loaded=models.loaded,
         models={
-            name: ModelStatusPublic(state=s.state, load_seconds=s.load_seconds, detail=s.detail)
+            name: ModelStatusPublic(
+                state=s.state,
+                load_seconds=s.load_seconds,
+                detail=remote[name].detail if name in remote and not remote[name].reachable else s.detail,
+                reachable=remote[name].reachable if name in remote else None,
+            )
             for name, s in models.status.items()
         },
         timestamp=datetime.now(UTC),

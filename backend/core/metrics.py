@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Literal
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGES = ("stt", "emotion", "llm_first_token", "llm_total", "tts_first_chunk", "tts_total", "turn_total")
 
 
@@ -33,6 +38,23 @@ class Metrics:
         self.connections = Gauge("claritymentor_ws_connections", "Open /ws/voice connections", registry=self.registry)
         self.active_turns = Gauge("claritymentor_active_turns", "Turns being processed now", registry=self.registry)
         self.sessions = Gauge("claritymentor_sessions", "Sessions in the store", registry=self.registry)
+        # Load, for autoscaling: turns waiting for a slot now, and how long they waited (turn slots:
+        # limits.max_active_turns; llm slots: llm.max_concurrent). Sustained waits mean: add replicas.
+        self.waiting_turns = Gauge(
+            "claritymentor_waiting_turns", "Turns waiting for a slot now", ["queue"], registry=self.registry
+        )
+        self.queue_wait_seconds = Histogram(
+            "claritymentor_queue_wait_seconds",
+            "Seconds a turn waited for a free slot before running",
+            ["queue"],
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+
+    def slots(self, queue: str, value: int) -> MeteredSemaphore:
+        """A semaphore of ``value`` slots whose waiters are counted and timed as ``queue``."""
+        waiting, waited = self.waiting_turns.labels(queue=queue), self.queue_wait_seconds.labels(queue=queue)
+        return MeteredSemaphore(value, waiting, waited)
 
     def observe_timings(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():
@@ -41,3 +63,21 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class MeteredSemaphore(asyncio.Semaphore):
+    """An asyncio.Semaphore that counts its waiters (a gauge) and times each wait (a histogram)."""
+
+    def __init__(self, value: int, waiting: Gauge, waited: Histogram) -> None:
+        super().__init__(value)
+        self._waiting = waiting
+        self._waited = waited
+
+    async def acquire(self) -> Literal[True]:
+        started = time.perf_counter()
+        self._waiting.inc()
+        try:
+            return await super().acquire()
+        finally:
+            self._waiting.dec()
+            self._waited.observe(time.perf_counter() - started)

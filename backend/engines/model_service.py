@@ -20,6 +20,8 @@ from backend.engines import registry
 from backend.engines.protocols import (
     ChatModel,
     EmotionDetector,
+    EngineHealth,
+    RemoteEngine,
     SpeechSynthesizer,
     SpeechToText,
     VoiceActivityDetector,
@@ -97,6 +99,18 @@ class ModelService:
 
     def new_vad(self) -> VoiceActivityDetector:
         return self._require(self._vad, "vad").new_detector()
+
+    def remote_health(self) -> dict[str, EngineHealth]:
+        """Probe every loaded engine that is served by another process (``RemoteEngine``), by kind. Blocking:
+        each probe is one short request to its server."""
+        engines: dict[str, object] = {
+            "stt": self._stt,
+            "vad": self._vad,
+            "emotion": self._emotion,
+            "llm": self._llm,
+            "tts": self._tts,
+        }
+        return {name: engine.probe() for name, engine in engines.items() if isinstance(engine, RemoteEngine)}
 
     @staticmethod
     def _require(component: T | None, name: str) -> T:

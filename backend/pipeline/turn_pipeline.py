@@ -46,8 +46,8 @@ class TurnPipeline:
         self.settings = settings
         self.metrics = metrics
         self.executors = Executors(settings)
-        self._llm_slots = asyncio.Semaphore(max(1, settings.llm.max_concurrent))
-        self._turn_slots = asyncio.Semaphore(max(1, settings.limits.max_active_turns))
+        self._llm_slots = metrics.slots("llm", max(1, settings.llm.max_concurrent))
+        self._turn_slots = metrics.slots("turn", max(1, settings.limits.max_active_turns))
         self._background: set[asyncio.Future[None]] = set()
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ class ModelStatusPublic(BaseModel):
     state: Literal["pending", "loading", "loaded", "failed"]
     load_seconds: float | None = None
     detail: str | None = None
+    reachable: bool | None = None  # engines on another server (llm.backend: openai): does it answer; else None
 
 
 class HealthPublic(BaseModel):

@@ -49,6 +49,10 @@ class AsyncSessionStore:
     async def recent_history(self, session_id: str, max_turns: int) -> list[HistoryTurn]:
         return await run_blocking(self._pool, self.sync.recent_history, session_id, max_turns)
 
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached (readiness)."""
+        await run_blocking(self._pool, self.sync.ping)
+
     def close(self) -> None:
         """Let running calls finish, then release the pool and the engine's connections."""
         self._pool.shutdown(wait=True)

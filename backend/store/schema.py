@@ -46,6 +46,7 @@ _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=5000",
 )
 _PRAGMA_RETRY_S = 5.0
+_CONNECT_TIMEOUT_S = 5  # PostgreSQL (psycopg): seconds to establish a connection
 
 
 def utcnow() -> datetime:
@@ -133,6 +134,9 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``. SQLite: the parent folder is created, relative paths are resolved against the
     repository root, and every connection gets WAL, synchronous=NORMAL, foreign keys and a busy timeout."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+        # A database that cannot be reached fails a call (and readiness) within seconds instead of hanging it.
+        return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": _CONNECT_TIMEOUT_S})
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True)
 

@@ -253,6 +253,11 @@ class SessionStore:
             rows = self._turns(db, session_id, max_turns)
             return [HistoryTurn(role=cast(Role, r.role), text=r.text, emotion=_emotion_label(r.emotion)) for r in rows]
 
+    def ping(self) -> None:
+        """One round trip to the database (``SELECT 1``); raises if it cannot be reached. For readiness."""
+        with self._engine.connect() as connection:
+            connection.execute(select(1))
+
     def close(self) -> None:
         self._engine.dispose()
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,30 @@ pytest_plugins = ("tests.postgres",)  # the `postgres` and `pg_url` fixtures: a 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TIER_MARKERS = ("fast", "real", "browser", "slow")
+
+
+def tierless_modules(items: Sequence[pytest.Item]) -> list[str]:
+    """Paths (as in node ids) of the modules holding an item with none of the TIER_MARKERS."""
+    return sorted(
+        {
+            item.nodeid.split("::", 1)[0]
+            for item in items
+            if not any(item.get_closest_marker(name) is not None for name in TIER_MARKERS)
+        }
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m``/``-k`` deselect anything: an unmarked test must not just vanish
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test carries a tier marker (``pytestmark = pytest.mark.fast`` or real, browser, slow)."""
+    missing = tierless_modules(items)
+    if missing:
+        raise pytest.UsageError(
+            f"tests without a tier marker ({', '.join(TIER_MARKERS)}); add e.g. `pytestmark = pytest.mark.fast` "
+            "to: " + ", ".join(missing)
+        )
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:

@@ -3,17 +3,21 @@
 Oracle: the server's own parser (``parse_client_event``) says which error code a control frame must get; every
 malformed frame gets exactly that ``error`` event, frames over the size limit get close 1009, invalid UTF-8 gets
 close 1007, and nothing gets 1011 (server error) or a dropped connection. Afterwards the server still answers
-/api/health and a normal text turn on a fresh connection."""
+/api/health and a normal text turn on a fresh connection.
+
+Each fuzz test counts what it actually sent and had answered as expected, and asserts the count and the spread
+(every error code, every event type, every kind of fatal frame), so a run that tries little or nothing fails."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
@@ -28,7 +32,6 @@ from tests.hardening.live import Live, live_server, recv_event, text_turn, ws_co
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(120)]
 
 LIMIT = 65536  # limits.ws_max_message_bytes (the default)
-TRIED: dict[str, int] = {}
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
 )
@@ -68,10 +71,6 @@ def peer(live: Live) -> Iterator[Peer]:
     p = Peer(live)
     yield p
     p.drop()
-
-
-def _count(kind: str) -> None:
-    TRIED[kind] = TRIED.get(kind, 0) + 1
 
 
 def _expected_code(text: str) -> str | None:
@@ -119,34 +118,63 @@ control_frames = st.one_of(
 )
 
 
-@FUZZ
-@given(frame=control_frames)
-def test_malformed_control_frames_get_the_parsers_error(peer: Peer, frame: str) -> None:
+def test_malformed_control_frames_get_the_parsers_error(peer: Peer) -> None:
     """Each malformed text frame is answered by an ``error`` event with the code the parser gives it (too-long
-    text: ``text_too_long``), on a connection that stays open."""
-    code = _expected_code(frame)
-    if code is None:
-        event = parse_client_event(frame)
-        text = getattr(event, "text", None)
-        if not (isinstance(text, str) and len(text) > 2000):
-            return  # a valid event (it would start a turn or switch sessions): not this test's business
-        code = "text_too_long"
-    _count("control")
-    ws = peer.get()
-    ws.send(frame)
-    _await_error(ws, code)
+    text: ``text_too_long``), on a connection that stays open. At least 100 frames are answered, with every
+    error code, a malformed form of every client event type, and frames of over half the size limit among them."""
+    answered: Counter[str] = Counter()  # error code -> frames answered with it
+    malformed_types: set[str] = set()  # client event types whose malformed form got invalid_input
+    big = 0  # frames over LIMIT // 2 bytes (still under the limit: an error event, not a close)
+
+    @FUZZ
+    @given(frame=control_frames)
+    def fuzz(frame: str) -> None:
+        nonlocal big
+        code = _expected_code(frame)
+        if code is None:
+            event = parse_client_event(frame)
+            text = getattr(event, "text", None)
+            if not (isinstance(text, str) and len(text) > 2000):
+                return  # a valid event (it would start a turn or switch sessions): not this test's business
+            code = "text_too_long"
+        ws = peer.get()
+        ws.send(frame)
+        _await_error(ws, code)
+        answered[code] += 1
+        if code == "invalid_input":
+            malformed_types.add(json.loads(frame)["type"])
+        big += len(frame.encode()) > LIMIT // 2
+
+    for event_type in CLIENT_EVENT_TYPES:  # explicit cases: each type at least once with a field it forbids
+        fuzz = example(frame=json.dumps({"type": event_type, "no_such_field": 1}))(fuzz)
+    fuzz()
+    print(f"\nWS control frames answered: {dict(answered)} types={sorted(malformed_types)} big={big}")
+    assert answered.total() >= 100, answered
+    assert set(answered) == {"invalid_json", "unknown_event", "invalid_input", "text_too_long"}, answered
+    assert malformed_types == set(CLIENT_EVENT_TYPES)
+    assert big >= 3
 
 
-@FUZZ
-@given(frame=st.binary(max_size=4000) | st.integers(0, LIMIT).map(lambda n: bytes(n)))
-def test_binary_frames_never_break_the_connection(peer: Peer, frame: bytes) -> None:
+def test_binary_frames_never_break_the_connection(peer: Peer) -> None:
     """Random PCM bytes of any length up to the limit (odd lengths included) are taken as audio; the
-    connection stays usable (a malformed control frame right after still gets its error)."""
-    _count("binary")
-    ws = peer.get()
-    ws.send(frame)
-    ws.send(json.dumps({"type": "no-such-event"}))
-    _await_error(ws, "unknown_event")
+    connection stays usable (a malformed control frame right after still gets its error). At least 100 frames
+    are sent and followed by that error, odd lengths and frames of over half the limit among them."""
+    lengths: list[int] = []
+
+    @FUZZ
+    @given(frame=st.binary(max_size=4000) | st.integers(0, LIMIT).map(lambda n: bytes(n)))
+    def fuzz(frame: bytes) -> None:
+        ws = peer.get()
+        ws.send(frame)
+        ws.send(json.dumps({"type": "no-such-event"}))
+        _await_error(ws, "unknown_event")
+        lengths.append(len(frame))
+
+    fuzz()
+    print(f"\nWS binary frames: {len(lengths)}, odd {sum(n % 2 for n in lengths)}, max {max(lengths, default=0)}")
+    assert len(lengths) >= 100
+    assert any(n % 2 for n in lengths) and any(n % 2 == 0 for n in lengths)
+    assert any(n > LIMIT // 2 for n in lengths)
 
 
 fatal_frames = st.one_of(
@@ -164,21 +192,30 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
-@given(case=fatal_frames)
-def test_invalid_utf8_and_oversized_frames_get_a_documented_close(live: Live, case: tuple[str, Any]) -> None:
-    """A text frame with invalid UTF-8 is closed with 1007; any frame over ws_max_message_bytes with 1009."""
-    kind, payload = case
-    _count("fatal")
-    with ws_connect(live.ws_url()) as ws:
-        recv_event(ws)
-        ws.send(payload, text=True) if kind == "text-bytes" else ws.send(payload)
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                ws.recv(timeout=10)
-    expected = 1007 if kind == "text-bytes" else 1009
-    received = closed.value.rcvd
-    assert received is not None and received.code == expected, (kind, closed.value)
+def test_invalid_utf8_and_oversized_frames_get_a_documented_close(live: Live) -> None:
+    """A text frame with invalid UTF-8 is closed with 1007; any frame over ws_max_message_bytes with 1009.
+    At least 20 connections get their close, each of the three kinds of frame at least 3 times."""
+    closes: Counter[str] = Counter()  # kind of frame -> connections closed with the documented code
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+    @given(case=fatal_frames)
+    def fuzz(case: tuple[str, Any]) -> None:
+        kind, payload = case
+        with ws_connect(live.ws_url()) as ws:
+            recv_event(ws)
+            ws.send(payload, text=True) if kind == "text-bytes" else ws.send(payload)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=10)
+        expected = 1007 if kind == "text-bytes" else 1009
+        received = closed.value.rcvd
+        assert received is not None and received.code == expected, (kind, closed.value)
+        closes[kind] += 1
+
+    fuzz()
+    print(f"\nWS fatal frames closed: {dict(closes)}")
+    assert closes.total() >= 20, closes
+    assert set(closes) == {"text-bytes", "binary", "text"} and min(closes.values()) >= 3, closes
 
 
 def test_server_survives_the_fuzzing(live: Live, peer: Peer) -> None:
@@ -191,9 +228,6 @@ def test_server_survives_the_fuzzing(live: Live, peer: Peer) -> None:
     assert [e for e in events if e["type"] == "error"] == []
     assert any(e["type"] == "response" for e in events)
     assert live.server.started and not live.server.should_exit
-    print(f"\nWS fuzz cases tried: {TRIED} total={sum(TRIED.values())}")
-    if TRIED:
-        assert sum(TRIED.values()) >= 100
 
 
 def test_lone_surrogates_in_text_are_rejected(peer: Peer) -> None:

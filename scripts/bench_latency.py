@@ -36,7 +36,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 import bench_report
 import psutil
 from bench_server import REPO_ROOT, Server, attach, start_server, stop_server, wait_ready
-from bench_speech import SENTENCES, Utterance, make_utterances
+from bench_speech import SENTENCES, Utterance, make_paused_utterances, make_utterances
 from bench_ws import ORDERED, Talker
 
 MB = 1024 * 1024
@@ -49,6 +49,10 @@ def log(message: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--turns", type=int, default=None, help="utterances per mode (default 12; 3 with --quick)")
+    p.add_argument("--fresh", type=int, default=None, help="turns each in a fresh session (default 12; 3 quick)")
+    p.add_argument(
+        "--paused", type=int, default=None, help="utterances with a 350-450 ms pause inside (default 12; 3 quick)"
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--compare", action="store_true", help="also run a sequential server; report the TTFA ratio")
     p.add_argument("--concurrency", default="1,2,4,8", help="simultaneous talkers per level; '' = none")
@@ -74,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.concurrency, args.soak_turns = "", 0
         args.idle_connections = min(args.idle_connections, 10)
     args.turns = args.turns if args.turns is not None else (3 if args.quick else 12)
+    args.fresh = args.fresh if args.fresh is not None else (3 if args.quick else 12)
+    args.paused = args.paused if args.paused is not None else (3 if args.quick else 12)
     args.levels = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
     args.plot = args.plot or args.out.with_suffix(".png")
     if args.compare and args.url and not args.seq_url:
@@ -139,6 +145,24 @@ async def run_latency(
     finally:
         for talker in talkers.values():
             await talker.close()
+
+
+async def run_fresh(
+    server: Server, utts: list[Utterance], timeout: float, mode: str, runs: dict[str, list[Any]]
+) -> None:
+    """Each utterance as the first turn of a new connection and session (what a new user meets)."""
+    records = runs.setdefault(mode, [])
+    for i, utt in enumerate(utts):
+        talker = await Talker.open(server.ws_url)
+        try:
+            record = await talker.voice_turn(utt, timeout)
+        finally:
+            await talker.close()
+        record.update(mode=mode, index=i, talker=0)
+        records.append(record)
+        extra = f" split={record['split']} early_reply={record['early_reply']}" if utt.pause_ms else ""
+        log(f"  {mode:<10} turn {i + 1}/{len(utts)} {record['outcome']:<8} TTFA={record['client'].get('first_audio')}"
+            + extra)
 
 
 async def _talk(server: Server, utts: list[Utterance], delay: float, timeout: float, level: int, k: int) -> list:
@@ -291,9 +315,18 @@ async def run_all(args: argparse.Namespace, servers: dict[str, Server], report: 
     report["utterances"] = [u.describe() for u in utts]
     log(f"latency: {len(utts)} turns on {', '.join(servers)}")
     sampler = RssSampler(stream)
+    runs = report.setdefault("runs", {})
     try:
         with sampler:
-            await run_latency(servers, utts, args.turn_timeout, report.setdefault("runs", {}))
+            if args.fresh:
+                fresh = await asyncio.to_thread(make_utterances, args.fresh, args.seed + 1)
+                log(f"fresh sessions: {len(fresh)} first turns")
+                await run_fresh(stream, fresh, args.turn_timeout, "fresh", runs)
+            if args.paused:
+                paused = await asyncio.to_thread(make_paused_utterances, args.paused, args.seed)
+                log(f"paused utterances: {len(paused)} with a 350-450 ms pause inside")
+                await run_fresh(stream, paused, args.turn_timeout, "paused", runs)
+            await run_latency(servers, utts, args.turn_timeout, runs)
             if args.levels:
                 log(f"concurrency: {args.levels}")
                 await run_concurrency(stream, args, report.setdefault("concurrency_records", {}))
@@ -313,6 +346,12 @@ def print_results(report: dict[str, Any]) -> None:
         print(
             f"TTFA streaming/sequential: p50 ratio {c['ttfa_p50_ratio']}, median per-turn ratio "
             f"{c['ttfa_ratio_median']}; per turn {c['ttfa_ratio_per_turn']}"
+        )
+    if "paused" in report:
+        ps = report["paused"]
+        print(
+            f"paused utterances (350-450 ms pause inside): {ps['split']}/{ps['turns']} split into two turns, "
+            f"{ps['early_reply']}/{ps['turns']} with a reply before the person finished"
         )
     if "concurrency" in report:
         print(bench_report.concurrency_table(report["concurrency"]))
@@ -378,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         report["concurrency"] = bench_report.concurrency_summary(report["concurrency_records"])
         report["concurrency_records"] = {str(k): v for k, v in report["concurrency_records"].items()}
     report["summaries"] = {mode: bench_report.summarize(recs) for mode, recs in runs.items()}
+    if runs.get("paused"):
+        report["paused"] = bench_report.pause_summary(runs["paused"])
     if args.compare and "sequential" in runs:
         report["compare"] = bench_report.compare(runs["streaming"], runs["sequential"])
     report["problems"] = consistency(runs)

@@ -83,6 +83,19 @@ def compare(streaming: list[dict[str, Any]], sequential: list[dict[str, Any]]) -
     }
 
 
+def pause_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """False endpoints on utterances with a pause inside: split into two turns, or answered before the end."""
+    return {
+        "turns": len(records),
+        "split": sum(bool(r.get("split")) for r in records),
+        "early_reply": sum(bool(r.get("early_reply")) for r in records),
+        "by_pause_ms": {
+            str(ms): sum(bool(r.get("split")) for r in records if r["utterance"].get("pause_ms") == ms)
+            for ms in sorted({r["utterance"].get("pause_ms") for r in records})
+        },
+    }
+
+
 def concurrency_summary(levels: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
     """TTFA p50/p95 per number of talkers; the most talkers whose p95 < 2x the single-talker p95."""
     rows: list[dict[str, Any]] = []

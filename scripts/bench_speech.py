@@ -49,6 +49,7 @@ class Utterance:
     rate: int
     pitch: int
     pcm: bytes
+    pause_ms: int = 0  # a thinking pause inside the utterance (0: none)
 
     @property
     def seconds(self) -> float:
@@ -60,6 +61,7 @@ class Utterance:
             "voice": self.voice,
             "rate": self.rate,
             "pitch": self.pitch,
+            "pause_ms": self.pause_ms,
             "speech_s": round(self.seconds, 3),
         }
 
@@ -91,6 +93,37 @@ def make_utterances(count: int, seed: int, stream: int = 0) -> list[Utterance]:
         if not pcm:
             raise RuntimeError("espeak-ng produced no voiced audio")
         out.append(Utterance(text, voice, rate, pitch, pcm))
+    return out
+
+
+# Two clauses with a thinking pause between them: the person has not finished at the pause.
+PAUSED: tuple[tuple[str, str], ...] = (
+    ("When I get home from work", "I just feel too tired to do anything"),
+    ("I wanted to call my sister", "but I was afraid she would be upset"),
+    ("The thing is", "I never really liked this job"),
+    ("Every time I try to study", "my mind starts to wander"),
+    ("I told my manager", "that I need more time for the report"),
+    ("Sometimes at night", "I cannot stop thinking about it"),
+)
+PAUSES_MS: tuple[int, ...] = (350, 400, 450)
+
+
+def make_paused_utterances(count: int, seed: int) -> list[Utterance]:
+    """``count`` two-clause utterances with a 350-450 ms pause inside (several voices, rates and pauses)."""
+    rng = random.Random(seed * 7919)
+    out: list[Utterance] = []
+    for i in range(count):
+        first, second = PAUSED[i % len(PAUSED)]
+        pause_ms = PAUSES_MS[i % len(PAUSES_MS)]
+        voice, rate, pitch = VOICES[i % len(VOICES)], rng.choice(RATES), rng.choice(PITCHES)
+        parts = [
+            trim_to_voiced(speak_pcm(text, voice=voice, rate=rate, pitch=pitch, sample_rate=SAMPLE_RATE))
+            for text in (first, second)
+        ]
+        if not all(parts):
+            raise RuntimeError("espeak-ng produced no voiced audio")
+        gap = silence_chunk() * (pause_ms // CHUNK_MS)
+        out.append(Utterance(f"{first} ... {second}", voice, rate, pitch, parts[0] + gap + parts[1], pause_ms))
     return out
 
 

@@ -180,6 +180,11 @@ def build_record(log: list[Arrival], t_end: float) -> dict[str, Any]:
         and not a.event.get("discarded")
         for a in log
     )
+    # A reply that began before the person finished: any of its text or audio arrived before the end of speech.
+    record["early_reply"] = any(
+        a.t < t_end and (a.event is None or a.event["type"] in ("response.delta", "response", "audio.start"))
+        for a in log
+    )
     if turn_id is None:
         return record
     record["turn_id"] = turn_id

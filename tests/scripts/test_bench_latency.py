@@ -26,12 +26,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "bench_latency.py"
 ORDERED = ("speech_stopped", "transcript", "emotion", "first_text", "first_audio", "last_audio")
 TURNS = 2
+FRESH = 1  # first turns of fresh sessions
+PAUSED = 1  # utterances with a thinking pause inside
+COUNTS = {"streaming": TURNS, "sequential": TURNS, "fresh": FRESH, "paused": PAUSED}
 
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, str]:
     out = tmp_path_factory.mktemp("bench") / "report.json"
     cmd = [sys.executable, str(SCRIPT), "--quick", "--compare", "--turns", str(TURNS), "--out", str(out)]
+    cmd += ["--fresh", str(FRESH), "--paused", str(PAUSED)]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=560, check=False)
     assert proc.returncode == 0, (
         f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
@@ -40,11 +44,12 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
 
 
 def test_every_turn_has_every_milestone_in_order(bench_run: tuple[dict[str, Any], Path, str]) -> None:
-    """Both modes played every utterance; each turn has all client milestones in order and server timings."""
+    """Every run (both modes, fresh sessions, paused utterances) played every utterance; each turn has all client
+    milestones in order and server timings."""
     report, _, _ = bench_run
-    assert set(report["runs"]) == {"streaming", "sequential"}
+    assert set(report["runs"]) == set(COUNTS)
     for mode, records in report["runs"].items():
-        assert len(records) == TURNS, mode
+        assert len(records) == COUNTS[mode], mode
         for record in records:
             assert record["outcome"] == "ok", record
             values = [record["client"][m] for m in ORDERED]
@@ -55,8 +60,10 @@ def test_every_turn_has_every_milestone_in_order(bench_run: tuple[dict[str, Any]
             assert record["transcript"] and record["response"] and record["audio_s"] > 0
             assert record["stt_rtf"] > 0 and record["tts_rtf"] > 0 and record["llm_words_per_s"] > 0
     # The same utterances were played to both servers.
-    texts = [[r["utterance"]["text"] for r in recs] for recs in report["runs"].values()]
+    texts = [[r["utterance"]["text"] for r in report["runs"][mode]] for mode in ("streaming", "sequential")]
     assert texts[0] == texts[1]
+    assert report["runs"]["paused"][0]["utterance"]["pause_ms"] in (350, 400, 450)
+    assert report["paused"]["turns"] == PAUSED and 0 <= report["paused"]["split"] <= PAUSED
     assert report["problems"] == []
 
 
@@ -64,10 +71,10 @@ def test_summaries_are_self_consistent(bench_run: tuple[dict[str, Any], Path, st
     """Each milestone summary counts every turn and has p50 <= p95 <= max; the table reaches stdout."""
     report, _, stdout = bench_run
     for mode, summary in report["summaries"].items():
-        assert summary["turns"] == summary["ok"] == TURNS, mode
+        assert summary["turns"] == summary["ok"] == COUNTS[mode], mode
         for milestone in ORDERED:
             s = summary["client"][milestone]
-            assert s["n"] == TURNS
+            assert s["n"] == COUNTS[mode]
             assert s["p50"] <= s["p95"] <= s["max"], (mode, milestone, s)
         for s in (*summary["server"].values(), *summary["rates"].values()):
             assert s["p50"] <= s["p95"] <= s["max"]

@@ -47,7 +47,8 @@ def render_error(exc: ClarityError, client_event_id: str | None = None) -> str:
     return rt.Error(event_id=event_id(), error=detail).model_dump_json()
 
 
-def parse_client_event(text: str) -> rt.ClientEvent:
+def load_event(text: str) -> dict[str, object]:
+    """A client text frame as a JSON object, or InvalidJSONError."""
     if json_depth_exceeded(text):
         raise InvalidJSONError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
@@ -56,6 +57,11 @@ def parse_client_event(text: str) -> rt.ClientEvent:
         raise InvalidJSONError("client events are JSON objects") from None
     if not isinstance(raw, dict):
         raise InvalidJSONError("a client event must be a JSON object with a 'type'")
+    return raw
+
+
+def validate_event(raw: dict[str, object]) -> rt.ClientEvent:
+    """A JSON object as a typed client event, or a ClarityError with a stable code."""
     kind = raw.get("type")
     shown = kind[:60] if isinstance(kind, str) else type(kind).__name__
     if kind in rt.UNSUPPORTED_EVENT_TYPES:
@@ -68,11 +74,6 @@ def parse_client_event(text: str) -> rt.ClientEvent:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"][1:]) or "event"
         raise InvalidInputError(f"invalid '{kind}' event: {where}: {first['msg']}", code="invalid_value") from None
-
-
-def _client_event_id(text: str) -> str | None:
-    found = re.search(r'"event_id"\s*:\s*"([^"\\]{1,64})"', text[:4096])
-    return found.group(1) if found else None
 
 
 class RealtimeConnection:
@@ -136,11 +137,14 @@ class RealtimeConnection:
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            client_event_id = _client_event_id(text) if text else None
+            client_event_id: str | None = None
             try:
                 if text is None:
                     raise InvalidInputError("send JSON text events; audio goes in input_audio_buffer.append")
-                await self.dispatch(parse_client_event(text))
+                raw = load_event(text)
+                if isinstance(raw.get("event_id"), str):
+                    client_event_id = str(raw["event_id"])[:64]
+                await self.dispatch(validate_event(raw))
             except SlowClientError:
                 raise
             except ClarityError as exc:

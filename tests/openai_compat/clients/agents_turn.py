@@ -65,7 +65,11 @@ async def main() -> None:
                 break
         stop.set()
         await mic
-    print(json.dumps({"events": kinds, "errors": errors, "raw": raw_types, "audio_bytes": audio_bytes, "history": history}))
+    print(
+        json.dumps(
+            {"events": kinds, "errors": errors, "raw": raw_types, "audio_bytes": audio_bytes, "history": history}
+        )
+    )
 
 
 if __name__ == "__main__":

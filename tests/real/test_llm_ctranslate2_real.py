@@ -14,6 +14,7 @@ from backend.engines.llm.transformers import load as load_transformers
 from backend.engines.protocols import ChatMessage
 from backend.mentor.prompt_builder import build_messages, load_mentor_prompt
 from backend.mentor.speakable import clean_for_speech
+from backend.store.records import HistoryTurn
 
 pytestmark = pytest.mark.real
 
@@ -63,6 +64,22 @@ def test_stop_event_ends_the_stream(chat: CTranslate2ChatModel) -> None:
         pieces.append(piece)
         stop.set()
     assert 1 <= len(pieces) <= 2
+
+
+def test_history_start_is_reused_and_the_cache_stays_bounded(chat: CTranslate2ChatModel) -> None:
+    """A warmed system prompt + history is reused by the next prompt; past static_prompt_entries the engine moves
+    to a fresh generator (its cache starts empty) and still answers the same."""
+    prompt = load_mentor_prompt(MentorSettings())
+    history = [HistoryTurn("user", "I have an exam on Friday", "anxious"), HistoryTurn("assistant", "How do you feel?")]
+    messages = build_messages(prompt, history, "Not ready at all", "anxious", count_tokens=chat.count_tokens)
+    before = chat.generate(messages)
+    chat.max_static, made = 2, chat.generators_made
+    for k in range(3):
+        chat.warm_prefix(messages[: len(history) + 1] if k == 2 else [ChatMessage("system", f"Prompt {k}")])
+    assert chat.generators_made == made + 1
+    after = "".join(chat.stream(messages, threading.Event()))
+    assert chat.last_reused_tokens > 60  # system prompt + both history turns
+    assert after == before
 
 
 def test_converted_folder_follows_the_adapter(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """The chat LLM on CTranslate2 (``llm.backend: ctranslate2``): about twice transformers' speed per token on a CPU.
 
 The base model with the LoRA adapter merged is converted once into the cache (``llm.ct2_dir``, named by a hash
-of the adapter and the compute type, so a retrained adapter converts again). The system prompt is CTranslate2's
-``static_prompt``: its model state is computed once (at warmup) and reused by every turn, so a fresh session
-prefills only its history, guidance and message. CTranslate2 keeps every static prompt it has seen for the life
-of the generator, so only the system prompt (one per persona) is cached, never a conversation's history.
+of the adapter and the compute type, so a retrained adapter converts again). A prompt's start (the system prompt,
+and between turns the system prompt plus the history) is CTranslate2's ``static_prompt``: ``warm_prefix`` computes
+its model state once and every later prompt that starts with it reuses it, so a turn prefills only its guidance
+and message. CTranslate2 keeps every static prompt it has cached for the life of the generator, so the engine
+counts them and, past ``llm.static_prompt_entries``, warms into a fresh generator (loaded while the user talks)
+and lets the old one go with its cache: memory stays bounded.
 
 Replies are close to but not the same as transformers' (0 of 10 identical at the shipped repetition penalty):
 CTranslate2's penalty counts only generated tokens, transformers' also the prompt's (/work/shared/LLM_RUNTIMES.md).
@@ -16,7 +18,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ class Options(BaseModel):
     compute_type: str = "float32"  # int8 is slower than float32 on AVX2-only CPUs (LLM_RUNTIMES.md)
     threads: int = Field(2, ge=1)  # threads per generation
     replicas: int = Field(1, ge=1)  # generations running at once (each with ``threads`` threads)
+    static_prompt_entries: int = Field(8, ge=1)  # prompt starts kept (about 46 KB a token each)
     # transformers' folder of the base model (the GGUF conversion), used only while converting:
     cache_dir: Path = Path("models/cache/smollm2-135m-instruct")
 
@@ -101,16 +104,30 @@ def ensure_ct2(settings: LLMSettings) -> Path:
 
 
 class CTranslate2ChatModel:
-    """ChatModel over a CTranslate2 generator and the model's tokenizer (with its chat template)."""
+    """ChatModel over a CTranslate2 generator and the model's tokenizer (with its chat template).
 
-    def __init__(self, generator: Any, tokenizer: Any, settings: LLMSettings, *, name: str = "") -> None:
-        self.generator = generator
+    ``make_generator`` builds a generator (with an empty static-prompt cache); it is called once at load and again
+    whenever the cache is full."""
+
+    def __init__(
+        self,
+        make_generator: Callable[[], Any],
+        tokenizer: Any,
+        settings: LLMSettings,
+        *,
+        max_static: int = 8,
+        name: str = "",
+    ) -> None:
+        self._make_generator = make_generator
+        self.generator = make_generator()
         self.tokenizer = tokenizer
         self.settings = settings
         self.name = name or settings.model
+        self.max_static = max_static
         self._end_tokens = [t for t in (tokenizer.eos_token, "<|im_end|>") if t]
-        self._static: set[tuple[str, ...]] = set()  # static prompts CTranslate2 has cached
+        self._static: list[tuple[str, ...]] = []  # prompt starts the current generator has cached
         self._lock = threading.Lock()
+        self.generators_made = 1
         self.last_reused_tokens = 0
 
     def count_tokens(self, text: str) -> int:
@@ -122,44 +139,40 @@ class CTranslate2ChatModel:
         ids = self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
         return list(self.tokenizer.convert_ids_to_tokens(ids))
 
-    def _split(self, messages: Sequence[ChatMessage]) -> tuple[list[str], list[str]]:
-        """(static prompt, rest): the leading system message is the static prompt when it is a token prefix."""
-        tokens = self._tokens(messages, generation_prompt=True)
-        if len(messages) < 2 or messages[0].role != "system":
-            return [], tokens
-        static = self._tokens(messages[:1], generation_prompt=False)
-        if tokens[: len(static)] != static or len(tokens) == len(static):
-            return [], tokens
-        return static, tokens[len(static) :]
+    def _cached_start(self, tokens: list[str]) -> tuple[Any, tuple[str, ...]]:
+        """(generator, the longest cached prompt start that ``tokens`` begins with, or ())."""
+        with self._lock:
+            best: tuple[str, ...] = ()
+            for start in self._static:
+                if len(best) < len(start) < len(tokens) and tuple(tokens[: len(start)]) == start:
+                    best = start
+            return self.generator, best
 
     def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
         """Yield text pieces of the reply. Blocking; stops soon after ``stop`` is set or the iterator closes."""
         try:
-            static, prompt = self._split(messages)
+            tokens = self._tokens(messages, generation_prompt=True)
         except Exception as exc:
             raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
-        with self._lock:
-            self.last_reused_tokens = len(static) if tuple(static) in self._static else 0
-            self._static.add(tuple(static))
+        generator, static = self._cached_start(tokens)
+        self.last_reused_tokens = len(static)
         s = self.settings
         sampling: dict[str, Any] = {"sampling_topk": 1}
         if s.temperature > 0:
             sampling = {"sampling_topk": 0, "sampling_topp": s.top_p, "sampling_temperature": s.temperature}
-        steps = self.generator.generate_tokens(
-            prompt,
+        steps = generator.generate_tokens(
+            tokens[len(static) :],
             max_length=s.max_new_tokens,
             repetition_penalty=s.repetition_penalty,
             end_token=self._end_tokens,
-            static_prompt=static or None,
+            static_prompt=list(static) or None,
             **sampling,
         )
         ids: list[int] = []
         sent = ""
         try:
             for step in steps:
-                if stop.is_set():
-                    break
-                if step.token in self._end_tokens:
+                if stop.is_set() or step.token in self._end_tokens:
                     break
                 ids.append(step.token_id)
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -168,28 +181,37 @@ class CTranslate2ChatModel:
                 if len(text) > len(sent):
                     piece, sent = text[len(sent) :], text
                     yield piece
-        except ModelError:
-            raise
         except Exception as exc:
             raise ModelError(f"language model '{self.name}' failed while generating") from exc
         finally:
             steps.close()  # stops the decoding thread of CTranslate2
 
     def warm_prefix(self, messages: Sequence[ChatMessage]) -> int:
-        """Compute the state of the leading system message once (CTranslate2's static prompt cache).
-
-        History is not cached (CTranslate2 never evicts a static prompt); returns the tokens computed now."""
-        if not messages or messages[0].role != "system":
+        """Cache the state of ``messages`` as a prompt start (system prompt, or system prompt + history) so the
+        next prompt beginning with them prefills only the rest. Returns the tokens computed. Blocking."""
+        if not messages:
             return 0
-        static = self._tokens(messages[:1], generation_prompt=False)
+        try:
+            start = tuple(self._tokens(messages, generation_prompt=False))
+        except Exception as exc:
+            raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
         with self._lock:
-            if tuple(static) in self._static:
+            if start in self._static:
                 return 0
-            self._static.add(tuple(static))
-        start = self._tokens([ChatMessage("user", "Hi")], generation_prompt=True)
-        for _ in self.generator.generate_tokens(start, max_length=1, static_prompt=static):
+            if len(self._static) >= self.max_static:
+                # CTranslate2 never evicts a static prompt: start a fresh generator; the old one (and its cache)
+                # is freed when the generations still using it end.
+                self.generator = self._make_generator()
+                self.generators_made += 1
+                self._static = []
+            generator = self.generator
+        probe = self._tokens([ChatMessage("user", "Hi")], generation_prompt=True)
+        for _ in generator.generate_tokens(probe, max_length=1, static_prompt=list(start)):
             pass
-        return len(static)
+        with self._lock:
+            if generator is self.generator and start not in self._static:
+                self._static.append(start)
+        return len(start)
 
     def generate(self, messages: Sequence[ChatMessage]) -> str:
         return "".join(self.stream(messages, threading.Event()))
@@ -212,14 +234,18 @@ def load(settings: LLMSettings) -> CTranslate2ChatModel:
         started = time.perf_counter()
         folder = ensure_ct2(settings)
         device = resolve_llm_device(settings.device)
-        generator = ctranslate2.Generator(
-            str(folder),
-            device=device,
-            compute_type=options.compute_type if device == "cpu" else "default",
-            inter_threads=options.replicas,
-            intra_threads=options.threads,
-        )
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
+
+        def make_generator() -> Any:
+            return ctranslate2.Generator(
+                str(folder),
+                device=device,
+                compute_type=options.compute_type if device == "cpu" else "default",
+                inter_threads=options.replicas,
+                intra_threads=options.threads,
+            )
+
+        chat = CTranslate2ChatModel(make_generator, tokenizer, settings, max_static=options.static_prompt_entries)
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -228,4 +254,4 @@ def load(settings: LLMSettings) -> CTranslate2ChatModel:
         "language model loaded",
         extra={"model": settings.model, "runtime": "ctranslate2", "seconds": round(time.perf_counter() - started, 2)},
     )
-    return CTranslate2ChatModel(generator, tokenizer, settings)
+    return chat

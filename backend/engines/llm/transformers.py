@@ -154,14 +154,12 @@ class TransformersChatModel:
         """The whole reply at once. Blocking."""
         return "".join(self.stream(messages, threading.Event()))
 
-    def warmup(self) -> float:
-        """One short generation so the first real turn is not slow; returns its seconds. Blocking."""
-        started = time.perf_counter()
+    def warmup(self) -> None:
+        """One short generation so the first real turn is not slow. Blocking."""
         stop = threading.Event()
         for n, _ in enumerate(self.stream([ChatMessage("user", "Hello.")], stop)):
             if n >= 3:
                 break
-        return time.perf_counter() - started
 
     # --- internals ----------------------------------------------------------------------------------
 

@@ -230,3 +230,27 @@ def test_session_resumes_by_query_parameter(client: TestClient) -> None:
         error = ws.receive_json()
         assert error["type"] == "error" and error["error"]["code"] == "session_not_found"
         assert ws.receive()["type"] == "websocket.close"
+
+
+def test_text_only_output_synthesizes_nothing(client: TestClient, fakes: FakeModels) -> None:
+    """output_modalities ["text"]: the reply streams as output_text deltas, no audio events, no synthesis."""
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
+        until(ws, "session.updated")
+        ws.send_json(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi."}]},
+            }
+        )
+        ws.send_json({"type": "response.create"})
+        got = until(ws, "response.done")
+    assert "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta") == fakes.llm.reply
+    assert first(got, "response.output_text.done")["text"] == fakes.llm.reply
+    assert not [e for e in got if "audio" in e["type"]] and not fakes.tts.texts
+    assert got[-1]["response"]["output"][0]["content"][0] == {
+        "type": "output_text",
+        "text": fakes.llm.reply,
+        "transcript": None,
+    }

@@ -419,6 +419,7 @@ class Conversation:
     def clear_input(self) -> None:
         """Forget the audio not yet part of a turn (and any turn started early from it)."""
         self._cancel_provisional()
+        self._partials.reset()
         self._speculation = None
         self._utterance_id = None
         self._detector.reset()

@@ -46,5 +46,9 @@ if [ "$DEV" = 1 ] && ! $PY -c "import llama_cpp.server" 2>/dev/null; then
   [ -f "models/cache/wheels/$LLAMA_CPP" ] || \
     $PY -m pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d models/cache/wheels
   echo "setup: building llama-cpp-python[server] (once; about 20 min on 2 cores)"
-  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) $PY -m pip install -q "models/cache/wheels/$LLAMA_CPP[server]"
+  # Not -march=native: these VMs advertise AMX but a tile load raises SIGILL (seen here in tinygemm_kernel_amx
+  # on the first generation), so build for AVX2, which every x86-64 CI machine has. No multimodal library.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+    $PY -m pip install -q "models/cache/wheels/$LLAMA_CPP[server]"
 fi

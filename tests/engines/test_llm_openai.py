@@ -40,9 +40,7 @@ def server() -> Iterator[Running]:
 def test_streams_the_reply_and_sends_the_prompt_as_built(server: Running) -> None:
     """The pieces arrive in order and join to the reply; the request carries the served model name, the
     messages unchanged, stream, max_tokens, temperature, seed, the extra body fields and the bearer key."""
-    engine = _engine(
-        server.base_url, api_key="sk-test", max_new_tokens=40, extra_body={"repetition_penalty": 1.15}
-    )
+    engine = _engine(server.base_url, api_key="sk-test", max_new_tokens=40, extra_body={"repetition_penalty": 1.15})
     pieces = list(engine.stream(MESSAGES, threading.Event()))
     assert len(pieces) == len(REPLY.split(" ")) and "".join(pieces) == REPLY
     body = server.fake.requests[-1]

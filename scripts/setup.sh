@@ -38,17 +38,22 @@ fi
 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $PY scripts/prepare_models.py
 
 # llama.cpp's OpenAI-compatible server (the remote LLM engine's tests run it with the embedded SmolLM2 GGUF).
-# PyPI has only its source for this platform: it compiles once (about 20 min on 2 cores); the source archive is
-# kept in models/cache/wheels/ because scripts/export_lora_gguf.py takes llama.cpp's LoRA converter from it.
-LLAMA_CPP=llama_cpp_python-0.3.36.tar.gz
+# PyPI has only its source for this platform: it is compiled once into a wheel kept in models/cache/wheels/
+# (about 20 min on 2 cores), next to the source archive scripts/export_lora_gguf.py takes llama.cpp's LoRA
+# converter from; later setups install that wheel.
+LLAMA_CPP=llama-cpp-python==0.3.36
+WHEELS=models/cache/wheels
 if [ "$DEV" = 1 ] && ! $PY -c "import llama_cpp.server" 2>/dev/null; then
-  mkdir -p models/cache/wheels
-  [ -f "models/cache/wheels/$LLAMA_CPP" ] || \
-    $PY -m pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d models/cache/wheels
-  echo "setup: building llama-cpp-python[server] (once; about 20 min on 2 cores)"
-  # Not -march=native: these VMs advertise AMX but a tile load raises SIGILL (seen here in tinygemm_kernel_amx
-  # on the first generation), so build for AVX2, which every x86-64 CI machine has. No multimodal library.
-  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+  mkdir -p "$WHEELS"
+  sdist="$WHEELS/llama_cpp_python-0.3.36.tar.gz"
+  [ -f "$sdist" ] || $PY -m pip download -q --no-deps --no-binary :all: "$LLAMA_CPP" -d "$WHEELS"
+  if ! ls "$WHEELS"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+    echo "setup: compiling llama-cpp-python (once; about 20 min on 2 cores)"
+    # Not -march=native: these VMs advertise AMX but a tile load raises SIGILL (seen here in tinygemm_kernel_amx
+    # on the first generation), so build for AVX2, which every x86-64 CI machine has. No multimodal library.
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
 -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-    $PY -m pip install -q "models/cache/wheels/$LLAMA_CPP[server]"
+      $PY -m pip wheel -q --no-deps "$sdist" -w "$WHEELS"
+  fi
+  $PY -m pip install -q --find-links "$WHEELS" --only-binary llama-cpp-python "$LLAMA_CPP[server]"
 fi

@@ -1,6 +1,7 @@
-"""/ws/voice turns whose LLM is the remote engine (llm.backend: openai) on a scripted OpenAI-compatible server,
-with fakes for the other models: a spoken turn completes with the same prompt the in-process engine gets, an
-interrupt closes the remote stream, and a dead engine gives a retryable error event instead of a hung turn."""
+"""/ws/voice turns whose LLM is the remote engine (llm.backend: openai) on a scripted OpenAI-compatible server
+and on our own /v1/chat/completions, with fakes for the other models: a spoken turn completes with the same
+prompt the in-process engine gets, an interrupt closes the remote stream (the server stops generating), and a
+dead engine gives a retryable error event instead of a hung turn."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from backend.main import create_app
 from tests.api.wsutil import receive_until
 from tests.conftest import make_settings
 from tests.fake_openai import REPLY, FakeOpenAI, dead_port, serve_fake_openai
-from tests.fakes import FakeEmotion, FakeLLM, FakeSTT, FakeTTS, FakeVADEngine, silence_pcm, tone_pcm
+from tests.fakes import FakeEmotion, FakeLLM, FakeModels, FakeSTT, FakeTTS, FakeVADEngine, silence_pcm, tone_pcm
+from tests.live_server import LiveServer
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
 
@@ -111,3 +113,27 @@ def test_dead_engine_gives_a_retryable_error_event_not_a_hang(settings: Settings
         with serve_fake_openai(port=port):
             ws.send_json({"type": "text", "text": "Are you there now?"})
             assert receive_until(ws, "metrics").first("response")["text"] == REPLY
+
+
+def test_our_own_chat_completions_endpoint_as_the_remote_engine(settings: Settings, tmp_path: Path) -> None:
+    """The remote engine pointed at another ClarityMentor's /v1/chat/completions (model "claritymentor",
+    fake models there): a spoken turn completes with that server's streamed reply, and response.cancel
+    closes the stream, which cancels the turn on that server (its LLM sees the stop)."""
+    upstream = FakeModels(llm=FakeLLM(hold_after=None))
+    upstream_settings = make_settings(tmp_path / "upstream")
+    app = create_app(upstream_settings, models=upstream.service(upstream_settings))
+    with LiveServer(app) as live:
+        llm = _remote(f"{live.http_url}/v1", model="claritymentor")
+        with _app(settings, llm) as client, client.websocket_connect("/ws/voice") as ws:
+            ws.receive_json()
+            _speak(ws)
+            got = receive_until(ws, "metrics")
+            assert got.first("response")["text"] == upstream.llm.reply and len(got.audio) > 0
+            assert upstream.llm.prompts[-1][-1].content == "I feel a bit lost at work lately"
+
+            upstream.llm.hold_after = 4
+            ws.send_json({"type": "text", "text": "And then?"})
+            receive_until(ws, "response.delta")
+            ws.send_json({"type": "response.cancel"})
+            receive_until(ws, "interrupted")
+            assert upstream.llm.stopped.wait(5), "the upstream turn was not cancelled"

@@ -1,7 +1,9 @@
-"""Settings: one class, read from config/voice_config.yaml, overridden by CM_* environment variables.
+"""Settings: one class, read from config/voice_config.yaml, overridden by a ``.env`` file, overridden by CM_*
+environment variables.
 
 Nested values use a double underscore: ``CM_LLM__MAX_NEW_TOKENS=60``. Another YAML file can be chosen with
-``CM_CONFIG_FILE``. Relative paths are resolved against the repository root.
+``CM_CONFIG_FILE``, another dotenv file with ``CM_ENV_FILE`` (default: ``.env`` in the repository root; a
+missing file is skipped). Relative paths are resolved against the repository root.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -20,6 +23,7 @@ from pydantic_settings import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "config" / "voice_config.yaml"
+DEFAULT_ENV_FILE = REPO_ROOT / ".env"
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -100,6 +104,18 @@ class MentorSettings(BaseModel):
     system_prompt_path: Path = Path("config/mentor_prompt.txt")
     emotion_guidance_path: Path = Path("config/emotion_guidance.yaml")
     max_history_turns: int = 12  # turns read from the store before the token budget trims further
+    personas_dir: Path = Path("config/personas")  # one YAML file per persona (backend/mentor/personas.py)
+    default_persona: str = "wellbeing"
+
+
+class MemorySettings(BaseModel):
+    """What the mentor remembers of a user across sessions (backend/mentor/memory.py)."""
+
+    enabled: bool = True
+    top_k: int = Field(3, ge=0)  # memories put into a turn's prompt, at most
+    min_similarity: float = Field(0.45, ge=-1.0, le=1.0)  # cosine of the user's message and a memory
+    duplicate_similarity: float = Field(0.9, ge=-1.0, le=1.0)  # a new fact this close to a kept one refreshes it
+    max_per_user: int = Field(10000, ge=1)  # the oldest are dropped past this
 
 
 class PipelineSettings(BaseModel):
@@ -169,6 +185,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tts: TTSSettings = Field(default_factory=TTSSettings)
     mentor: MentorSettings = Field(default_factory=MentorSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -185,7 +202,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         config_file = Path(os.environ.get("CM_CONFIG_FILE", str(DEFAULT_CONFIG_FILE)))
         yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file)
-        return (init_settings, env_settings, yaml_source)
+        env_file = resolve_path(os.environ.get("CM_ENV_FILE", str(DEFAULT_ENV_FILE)))
+        dotenv = DotEnvSettingsSource(settings_cls, env_file=env_file, env_file_encoding="utf-8")
+        return (init_settings, env_settings, dotenv, yaml_source)
 
 
 def get_settings() -> Settings:

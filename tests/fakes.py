@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import NDArray
 
 from backend.config import Settings
 from backend.engines.model_service import ModelService
@@ -138,13 +141,38 @@ class FakeTTS(Warms):
 
 
 @dataclass
+class FakeEmbedder:
+    """Bag-of-words sentence embeddings: each word (lowercased, without a plural s) hashed into ``dim``
+    buckets, rows L2-normalised. Texts sharing words are similar; with none in common, near 0."""
+
+    dim: int = 256
+    calls: list[list[str]] = field(default_factory=list)
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        self.calls.append(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"[a-z']+", text.lower()):
+                out[row, zlib.crc32(word.removesuffix("s").encode()) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-9)
+
+
+@dataclass
 class FakeModels:
     stt: FakeSTT = field(default_factory=FakeSTT)
     emotion: FakeEmotion = field(default_factory=FakeEmotion)
     llm: FakeLLM = field(default_factory=FakeLLM)
     tts: FakeTTS = field(default_factory=FakeTTS)
+    embedder: FakeEmbedder | None = None  # memory is off without one (as with an emotion engine without embeddings)
 
     def service(self, settings: Settings) -> ModelService:
         return ModelService.from_components(
-            settings, stt=self.stt, vad=FakeVADEngine(), emotion=self.emotion, llm=self.llm, tts=self.tts
+            settings,
+            stt=self.stt,
+            vad=FakeVADEngine(),
+            emotion=self.emotion,
+            llm=self.llm,
+            tts=self.tts,
+            embedder=self.embedder,
         )

@@ -51,6 +51,7 @@ def to_v1(event: ev.PipelineEvent) -> BaseModel | bytes | None:
                 output_sample_rate=event.output_sample_rate,
                 resumed=event.resumed,
                 mode=event.mode,
+                persona=event.persona,
             )
         case ev.SpeechStarted():
             return SpeechStartedEvent(turn_id=event.turn_id)

@@ -95,7 +95,9 @@ async def dispatch(conversation: Conversation, event: ClientEvent) -> None:
     """A v1 client event -> the conversation's call."""
     match event:
         case SessionStart():
-            await conversation.start_session(event.session_id, event.sample_rate)
+            await conversation.start_session(
+                event.session_id, event.sample_rate, persona=event.mentor, user_id=event.user_id
+            )
         case InputCommit():
             await conversation.commit()
         case ResponseCancel():

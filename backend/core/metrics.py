@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-STAGES = ("stt", "emotion", "llm_first_token", "llm_total", "tts_first_chunk", "tts_total", "turn_total")
+STAGES = ("stt", "emotion", "memory", "llm_first_token", "llm_total", "tts_first_chunk", "tts_total", "turn_total")
 
 
 class Metrics:

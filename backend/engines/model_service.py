@@ -24,6 +24,7 @@ from backend.engines.protocols import (
     RemoteEngine,
     SpeechSynthesizer,
     SpeechToText,
+    TextEmbedder,
     VoiceActivityDetector,
     VoiceActivityEngine,
     Warmable,
@@ -55,6 +56,7 @@ class ModelService:
         self._emotion: EmotionDetector | None = None
         self._llm: ChatModel | None = None
         self._tts: SpeechSynthesizer | None = None
+        self._embedder: TextEmbedder | None = None
 
     @classmethod
     def from_components(
@@ -66,11 +68,14 @@ class ModelService:
         emotion: EmotionDetector,
         llm: ChatModel,
         tts: SpeechSynthesizer,
+        embedder: TextEmbedder | None = None,
     ) -> ModelService:
-        """A service over already-built components (fakes in tests, or models loaded elsewhere)."""
+        """A service over already-built components (fakes in tests, or models loaded elsewhere). Without
+        ``embedder`` the emotion engine's embeddings are used if it has them."""
         service = cls(settings)
         service._stt, service._vad, service._emotion = stt, vad, emotion
         service._llm, service._tts = llm, tts
+        service._embedder = embedder if embedder is not None else _embedder_of(emotion)
         for status in service.status.values():
             status.state, status.load_seconds = "loaded", 0.0
         return service
@@ -96,6 +101,12 @@ class ModelService:
     @property
     def tts(self) -> SpeechSynthesizer:
         return self._require(self._tts, "tts")
+
+    @property
+    def embedder(self) -> TextEmbedder | None:
+        """Sentence embeddings for memory and insights: the emotion engine's model (loaded once), or None when
+        the emotion engine has none (memory is then off)."""
+        return self._embedder
 
     def new_vad(self) -> VoiceActivityDetector:
         return self._require(self._vad, "vad").new_detector()
@@ -129,6 +140,7 @@ class ModelService:
         self._stt = self._load("stt", registry.STT.loader(s.stt))
         self._vad = self._load("vad", registry.VAD.loader(s.vad))
         self._emotion = self._load("emotion", registry.EMOTION.loader(s.emotion))
+        self._embedder = _embedder_of(self._emotion)
         self._llm = self._load("llm", registry.LLM.loader(s.llm))
         self._tts = self._load("tts", registry.TTS.loader(s.tts))
 
@@ -150,3 +162,7 @@ class ModelService:
         status.state, status.load_seconds = "loaded", round(time.perf_counter() - start, 3)
         logger.info("model loaded", extra={"model": name, "load_seconds": status.load_seconds})
         return component
+
+
+def _embedder_of(engine: object) -> TextEmbedder | None:
+    return engine if isinstance(engine, TextEmbedder) else None

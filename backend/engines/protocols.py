@@ -174,6 +174,19 @@ class ChatModel(Protocol):
     def warmup(self) -> None: ...
 
 
+# --- sentence embeddings ---------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TextEmbedder(Protocol):
+    """Sentence embeddings (memory retrieval, insights). The emotion engine's MiniLM provides it, so the model
+    is loaded once; an emotion engine without embeddings simply turns memory off."""
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """One L2-normalised row per text, shape (len(texts), dim). Blocking."""
+        ...
+
+
 # --- text to speech -------------------------------------------------------------------------------------
 
 
@@ -182,6 +195,7 @@ class VoiceStyle:
     rate: int = 170  # words per minute
     pitch: int = 50  # 0..99
     volume: float = 1.0
+    voice: str | None = None  # the engine's voice name (espeak-ng: e.g. "en-gb-x-rp", "en-us+f3"); None: its own
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from backend.engines.protocols import EMOTIONS, ChatMessage
 from backend.store.records import HistoryTurn
 
 NEUTRAL = "neutral"
+# How remembered facts from earlier sessions are introduced in the guidance message (backend/mentor/memory.py).
+MEMORY_INTRO = "From earlier conversations you remember that the user said:"
 # Tokens the chat template adds around each message (<|im_start|>role\n ... <|im_end|>\n).
 MESSAGE_OVERHEAD_TOKENS = 5
 
@@ -45,6 +47,16 @@ def guidance_for(prompt: MentorPrompt, emotion: str | None) -> str:
     return prompt.emotion_guidance.get(key) or prompt.emotion_guidance.get(NEUTRAL, "")
 
 
+def guidance_text(prompt: MentorPrompt, emotion: str | None, memories: Sequence[str] = ()) -> str:
+    """The system message before the user's turn: the emotion guidance, then what is remembered (if any)."""
+    guidance = guidance_for(prompt, emotion)
+    facts = [" ".join(m.split()) for m in memories if m.strip()]
+    if not facts:
+        return guidance
+    quoted = " ".join(f'"{f}"' for f in facts)
+    return f"{guidance} {MEMORY_INTRO} {quoted} Use it if it fits."
+
+
 def _approx_tokens(text: str) -> int:
     """Rough token count when no tokenizer is given: about four characters per token."""
     return len(text) // 4 + 1
@@ -71,8 +83,10 @@ def build_messages(
     *,
     count_tokens: Callable[[str], int] | None = None,
     max_prompt_tokens: int = 1024,
+    memories: Sequence[str] = (),
 ) -> list[ChatMessage]:
-    """The system prompt, the newest history that fits the budget, the emotion guidance, then the user message.
+    """The system prompt, the newest history that fits the budget, the emotion guidance (with ``memories``,
+    facts remembered from earlier sessions), then the user message.
 
     The guidance is a system message just before the new user turn, so everything before it (system prompt and
     history) is the same prefix from turn to turn and its KV cache is reused (llm prefix cache). Older exchanges
@@ -85,7 +99,7 @@ def build_messages(
         return count(text) + MESSAGE_OVERHEAD_TOKENS
 
     system = ChatMessage("system", prompt.system_prompt)
-    guidance = ChatMessage("system", guidance_for(prompt, emotion))
+    guidance = ChatMessage("system", guidance_text(prompt, emotion, memories))
     user = ChatMessage("user", user_text.strip())
     budget = max_prompt_tokens - cost(system.content) - cost(guidance.content) - cost(user.content)
     kept: list[list[HistoryTurn]] = []

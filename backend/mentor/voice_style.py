@@ -1,4 +1,5 @@
-"""The mentor's voice follows the person's emotion: a speaking rate, pitch and volume per detected emotion."""
+"""The mentor's voice follows the person's emotion: a speaking rate, pitch and volume per detected emotion, around
+the persona's own voice (engine voice, rate and pitch; ``tts.*`` where the persona sets none)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 
 from backend.config import TTSSettings
 from backend.engines.protocols import VoiceStyle
+from backend.mentor.personas import PersonaVoice
 
 MIN_RATE, MAX_RATE = 80, 450  # words per minute espeak-ng accepts
 
@@ -20,11 +22,15 @@ _EMOTION_STYLE: dict[str, tuple[float, int, float]] = {
 }
 
 
-def voice_style_for(emotion: str, settings: TTSSettings) -> VoiceStyle:
+def voice_style_for(emotion: str, settings: TTSSettings, persona: PersonaVoice | None = None) -> VoiceStyle:
     """The mentor's voice for a person feeling ``emotion``; unknown labels get the neutral voice."""
     rate_factor, pitch_offset, volume_factor = _EMOTION_STYLE.get(emotion, _EMOTION_STYLE["neutral"])
+    own = persona or PersonaVoice()
+    rate = own.rate if own.rate is not None else settings.rate
+    pitch = own.pitch if own.pitch is not None else settings.pitch
     return VoiceStyle(
-        rate=int(np.clip(round(settings.rate * rate_factor), MIN_RATE, MAX_RATE)),
-        pitch=int(np.clip(settings.pitch + pitch_offset, 0, 99)),
+        rate=int(np.clip(round(rate * rate_factor), MIN_RATE, MAX_RATE)),
+        pitch=int(np.clip(pitch + pitch_offset, 0, 99)),
         volume=float(np.clip(settings.volume * volume_factor, 0.0, 2.0)),
+        voice=own.voice,
     )

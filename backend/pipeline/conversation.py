@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from backend.config import Settings
 from backend.core.audio_utils import PcmFramer, validate_sample_rate
-from backend.core.exceptions import ClarityError, InvalidInputError
+from backend.core.exceptions import ClarityError, InvalidInputError, SessionNotFoundError
 from backend.engines.protocols import Transcription
 from backend.pipeline import events
 from backend.pipeline.gated_output import GatedOutput
@@ -34,11 +34,41 @@ from backend.pipeline.turn_pipeline import TurnPipeline
 from backend.pipeline.turn_taking import PlaybackLedger, TurnTaking, merge_held
 from backend.pipeline.turn_types import TurnInput, TurnState
 from backend.store.async_store import AsyncSessionStore
+from backend.store.memories import memory_scope
+from backend.store.sessions import SessionExistsError, SessionRecord
 
 logger = logging.getLogger(__name__)
 
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+async def open_session(
+    store: AsyncSessionStore,
+    session_id: str,
+    owner: str | None,
+    *,
+    persona: str | None = None,
+    user_id: str | None = None,
+) -> tuple[SessionRecord, bool]:
+    """The caller's session ``session_id`` and whether it was created now: an unknown id creates that session
+    (custom ids: any wire may name a new session). Another owner's id answers SessionNotFoundError, exactly as
+    an unknown id did before custom ids (its existence stays private)."""
+    try:
+        return await store.get_session(session_id, owner), False
+    except SessionNotFoundError:
+        pass
+    try:
+        record = await store.create_session(
+            owner=owner, session_id=session_id, persona=persona, user_id=user_id, exist_ok=False
+        )
+        return record, True
+    except SessionExistsError:  # created by a racing call of the same owner a moment ago
+        return await store.get_session(session_id, owner), False
+    except InvalidInputError as exc:
+        if exc.code == "session_id_unavailable":
+            raise SessionNotFoundError("session not found") from None
+        raise
 
 
 @dataclass
@@ -67,6 +97,12 @@ class SessionContext:
     owner: str | None = None
     persisted: bool = False
     resumed: bool = False
+    persona: str | None = None  # None: the default persona
+    user_id: str | None = None  # the app's own user (memory across sessions)
+
+    @property
+    def memory_scope(self) -> str:
+        return memory_scope(self.owner, self.user_id)
 
 
 class Conversation:
@@ -109,12 +145,14 @@ class Conversation:
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="turn-worker")
+        self.pipeline.running.add(self.session.session_id, self, self.interrupt)
 
     async def close(self) -> None:
         """Disconnect: stop the worker, cancel the running turn (its partial reply is stored), then store what
         the user said that no turn answered, as interrupted user turns: queued turns, a turn cancelled before
         its reply began (its transcript may not be stored yet), and speech in progress (transcribed now)."""
         active, current = self._active, self._active_input
+        self.pipeline.running.remove(self.session.session_id, self)
         self._cancel_provisional()  # its speech is still in the detector and is stored below
         self._partials.reset()
         if self._worker is not None:  # first, so it cannot start the next queued turn
@@ -155,8 +193,16 @@ class Conversation:
 
     async def _ensure_persisted(self) -> None:
         if not self.session.persisted:
-            await self.store.create_session(owner=self.session.owner, session_id=self.session.session_id)
+            session = self.session
+            await self.store.create_session(
+                owner=session.owner, session_id=session.session_id, persona=session.persona, user_id=session.user_id
+            )
             self.session.persisted = True
+
+    def _stamp(self, turn: TurnInput) -> TurnInput:
+        """The session's persona and memory scope on a turn about to run."""
+        turn.persona, turn.memory_scope = self.session.persona, self.session.memory_scope
+        return turn
 
     @property
     def busy(self) -> bool:
@@ -169,6 +215,7 @@ class Conversation:
             input_sample_rate=self.input_rate,
             output_sample_rate=self.output_sample_rate,
             mode=self.settings.pipeline.mode,
+            persona=self.pipeline.personas.get(self.session.persona).id,
         )
 
     # --- TurnOutput --------------------------------------------------------------------------------------
@@ -242,16 +289,43 @@ class Conversation:
         await self._queue_turn(turn, hold=hold)
         return turn.turn_id
 
-    async def start_session(self, session_id: str | None, sample_rate: int | None) -> None:
-        """Resume ``session_id`` (when given) and/or declare the input sample rate; answers SessionReady."""
+    async def start_session(
+        self,
+        session_id: str | None,
+        sample_rate: int | None,
+        *,
+        persona: str | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        """Resume ``session_id`` (when given; an unknown id creates that session) and/or declare the input sample
+        rate; ``persona`` switches the session's persona (stored with it), ``user_id`` names the app's user of a
+        new session (memory across sessions). Answers SessionReady."""
+        self.pipeline.personas.check(persona)  # UnknownPersonaError before anything changes
         if sample_rate is not None and sample_rate != self.input_rate:
             self.input_rate = validate_sample_rate(sample_rate)
             self._framer = PcmFramer(self.input_rate, self.settings.vad.frame_ms)
         if session_id is not None and session_id != self.session.session_id:
             if self.busy:
                 raise InvalidInputError("cannot switch sessions during a turn", code="session_busy")
-            await self.store.get_session(session_id, self.session.owner)
-            self.session = SessionContext(session_id, self.session.owner, persisted=True, resumed=True)
+            record, created = await open_session(
+                self.store, session_id, self.session.owner, persona=persona, user_id=user_id
+            )
+            self.pipeline.running.remove(self.session.session_id, self)
+            self.session = SessionContext(
+                session_id,
+                self.session.owner,
+                persisted=True,
+                resumed=not created,
+                persona=record.persona,
+                user_id=record.user_id,
+            )
+            self.pipeline.running.add(session_id, self, self.interrupt)
+        elif user_id is not None and not self.session.persisted:
+            self.session.user_id = user_id
+        if persona is not None and persona != self.session.persona:
+            self.session.persona = persona
+            if self.session.persisted:
+                await self.store.set_persona(self.session.session_id, persona)
         await self.emit(self.session_ready())
 
     async def _on_turn_event(self, event: object) -> None:
@@ -327,6 +401,7 @@ class Conversation:
             confirmed=gate.opened,
             speak=self.turn_taking.speak,
         )
+        self._stamp(turn)
         state = TurnState(turn.turn_id)
         task = asyncio.create_task(self._run_gated(turn, state, gate), name=f"early-{turn.turn_id}")
         self._provisional = _Provisional(event.voiced_frames, turn, state, gate, task)
@@ -392,7 +467,7 @@ class Conversation:
         try:
             await self._ensure_persisted()
             turn.session_id = self.session.session_id
-            await self.pipeline.run(turn, self, state)
+            await self.pipeline.run(self._stamp(turn), self, state)
         except ClarityError as exc:
             self.report_error(exc)
         except Exception:

@@ -24,6 +24,7 @@ class SessionReady:
     input_sample_rate: int
     output_sample_rate: int
     mode: Literal["streaming", "sequential"]
+    persona: str | None = None  # the session's persona id
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,15 @@ from backend.core.exceptions import BusyError
 from backend.core.metrics import Metrics
 from backend.engines.model_service import ModelService
 from backend.engines.protocols import EmotionResult, FloatAudio, Transcription
+from backend.mentor.memory import Recalled, recall
+from backend.mentor.personas import Persona, PersonaCatalog, load_personas
 from backend.mentor.prompt_builder import MentorPrompt, build_messages, load_mentor_prompt, next_prompt_prefix
 from backend.mentor.speakable import clean_for_speech
 from backend.mentor.voice_style import voice_style_for
 from backend.pipeline.events import EmotionDetected, StageStarted, TranscriptFinal, TurnDone
+from backend.pipeline.follow_up import FollowUps
 from backend.pipeline.reply_speaker import ReplySpeaker
+from backend.pipeline.running_turns import RunningTurns
 from backend.pipeline.turn_types import Executors, NoSpeechError, TurnInput, TurnOutput, TurnResult, TurnState
 from backend.store.async_store import AsyncSessionStore
 from backend.store.records import HistoryTurn
@@ -39,9 +43,11 @@ class TurnPipeline:
         settings: Settings,
         metrics: Metrics,
         mentor_prompt: MentorPrompt | None = None,
+        personas: PersonaCatalog | None = None,
     ) -> None:
         self.models = models
-        self.mentor_prompt = mentor_prompt or load_mentor_prompt(settings.mentor)
+        self.mentor_prompt = mentor_prompt or load_mentor_prompt(settings.mentor)  # the base persona's prompt
+        self.personas = personas or load_personas(settings.mentor)
         self.store = store
         self.settings = settings
         self.metrics = metrics
@@ -49,30 +55,39 @@ class TurnPipeline:
         self._llm_slots = metrics.slots("llm", max(1, settings.llm.max_concurrent))
         self._turn_slots = metrics.slots("turn", max(1, settings.limits.max_active_turns))
         self._background: set[asyncio.Future[None]] = set()
+        self.running = RunningTurns()  # generations by session, for POST /api/sessions/{id}/cancel
+        self.follow_ups = FollowUps(models, store, settings, self.executors)  # memory + insights after a turn
 
     def close(self) -> None:
         for task in self._background:
             task.cancel()
+        self.follow_ups.close()
         self.executors.shutdown()
 
-    def warm_next_turn(self, session_id: str | None) -> asyncio.Future[None] | None:
+    def prompt_for(self, persona: Persona) -> MentorPrompt:
+        """The prompt of ``persona`` (its system prompt and guidance over the base ones)."""
+        return persona.prompt(self.mentor_prompt)
+
+    def warm_next_turn(self, session_id: str | None, persona: str | None = None) -> asyncio.Future[None] | None:
         """Prefill the start of the session's next prompt in the background (llm.warm_between_turns).
 
         ``None`` warms what every new session starts with (the system prompt), so the first turn of a fresh
-        session is as fast as a later one; the lifespan calls it once the models are loaded."""
+        session is as fast as a later one; the lifespan calls it once the models are loaded. ``persona`` is the
+        session's persona id (None: the default)."""
         if not self.settings.llm.warm_between_turns:
             return None
-        task = asyncio.ensure_future(self._warm_next_turn(session_id))
+        task = asyncio.ensure_future(self._warm_next_turn(session_id, persona))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
 
-    async def _warm_next_turn(self, session_id: str | None) -> None:
+    async def _warm_next_turn(self, session_id: str | None, persona: str | None) -> None:
         llm, settings = self.models.llm, self.settings
+        prompt = self.prompt_for(self.personas.get(persona))
 
         def warm(history: list[HistoryTurn]) -> int:
             prefix = next_prompt_prefix(
-                self.mentor_prompt,
+                prompt,
                 history,
                 count_tokens=llm.count_tokens,
                 max_prompt_tokens=settings.llm.max_prompt_tokens,
@@ -121,6 +136,7 @@ class TurnPipeline:
     async def _run(self, turn: TurnInput, out: TurnOutput, state: TurnState) -> TurnResult:
         marks = turn.marks
         stages: dict[str, float] = {}
+        persona = self.personas.get(turn.persona)
 
         def mark(name: str) -> None:
             marks[name] = round(time.perf_counter() - turn.t0, 4)
@@ -155,16 +171,21 @@ class TurnPipeline:
 
         history = await history_task
         user_stored = asyncio.ensure_future(self._store_user(turn, text, emotion))
+        start = time.perf_counter()
+        memories = await self._recall(turn, text, history)
+        if turn.memory_scope is not None and self.follow_ups.memory_on:
+            stages["memory"] = time.perf_counter() - start
         guidance = emotion.label if emotion.confidence >= self.settings.emotion.min_confidence else "neutral"
         messages = build_messages(
-            self.mentor_prompt,
+            self.prompt_for(persona),
             history,
             text,
             guidance,
             count_tokens=self.models.llm.count_tokens,
             max_prompt_tokens=self.settings.llm.max_prompt_tokens,
+            memories=[m.text for m in memories],
         )
-        style = voice_style_for(guidance, self.settings.tts)
+        style = voice_style_for(guidance, self.settings.tts, persona.voice)
 
         await out.emit(StageStarted(turn.turn_id, "generating"))
         state.responding = True
@@ -179,10 +200,12 @@ class TurnPipeline:
                 user_stored.cancel()  # an early start the user talked over: nothing was sent or stored
                 raise
             await asyncio.shield(self._store_reply(turn, state, user_stored, interrupted=True, timings=marks))
+            self._follow_up(turn, text, user_stored)
             raise
         await self._store_reply(turn, state, user_stored, interrupted=False, timings=marks)
+        self._follow_up(turn, text, user_stored)
         if turn.history is None:
-            self.warm_next_turn(turn.session_id)
+            self.warm_next_turn(turn.session_id, turn.persona)
         stages["turn_total"] = time.perf_counter() - turn.t0
         timings = {**marks, **{f"{k}_s": round(v, 4) for k, v in stages.items()}}
         self.metrics.observe_timings(stages)
@@ -209,19 +232,45 @@ class TurnPipeline:
             return turn.history[-limit:] if limit > 0 else []
         return await self.store.recent_history(turn.session_id, limit)
 
-    async def _store_user(self, turn: TurnInput, text: str, emotion: EmotionResult) -> None:
-        """Store the user's turn as soon as it is certain (at once, or when an early start is confirmed)."""
+    async def _recall(self, turn: TurnInput, text: str, history: list[HistoryTurn]) -> list[Recalled]:
+        """What the user said in earlier sessions that fits this message (memory.top_k above min_similarity).
+        The message's embedding is the one the emotion stage just made (cached), so this costs one indexed
+        query and one matrix product."""
+        embedder, memory = self.models.embedder, self.settings.memory
+        if turn.memory_scope is None or turn.history is not None or embedder is None or not memory.enabled:
+            return []
+        query = await run_blocking(self.executors.emotion, embedder.embed, [text])
+        vectors = await self.store.memory_vectors(turn.memory_scope)
+        return recall(
+            query[0],
+            vectors,
+            top_k=memory.top_k,
+            min_similarity=memory.min_similarity,
+            already_said=[t.text for t in history],
+        )
+
+    def _follow_up(self, turn: TurnInput, text: str, user_stored: asyncio.Future[int | None]) -> None:
+        """Memory and insights for this turn, in the background (pipeline/follow_up.py)."""
+        if turn.history is None:
+            self.follow_ups.schedule(turn.session_id, turn.memory_scope, user_stored, text)
+
+    async def _store_user(self, turn: TurnInput, text: str, emotion: EmotionResult) -> int | None:
+        """Store the user's turn as soon as it is certain (at once, or when an early start is confirmed);
+        returns its id (None for a stateless turn)."""
         if turn.history is not None:
-            return
+            return None
         if turn.confirmed is not None:
             await turn.confirmed.wait()
-        await self.store.add_turn(turn.session_id, "user", text, emotion=emotion.to_dict(), duration_s=turn.duration_s)
+        record = await self.store.add_turn(
+            turn.session_id, "user", text, emotion=emotion.to_dict(), duration_s=turn.duration_s
+        )
+        return record.id
 
     async def _store_reply(
         self,
         turn: TurnInput,
         state: TurnState,
-        user_stored: asyncio.Future[None],
+        user_stored: asyncio.Future[int | None],
         *,
         interrupted: bool,
         timings: dict[str, float],

@@ -34,6 +34,8 @@ class TurnInput:
     marks: dict[str, float] = field(default_factory=dict)
     # Given by a stateless caller (OpenAI chat completions): the prompt's history, nothing read or stored.
     history: list[HistoryTurn] | None = None
+    persona: str | None = None  # the session's persona id (None: the default; backend/mentor/personas.py)
+    memory_scope: str | None = None  # whose memories to use and grow (store/memories.py); None: no memory
 
 
 @dataclass

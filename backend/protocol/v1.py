@@ -17,7 +17,8 @@ class SessionStart(_Event):
     type: Literal["session.start"]
     session_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = None
     sample_rate: int | None = None
-    mentor: str | None = None
+    mentor: str | None = None  # a persona id (GET /api/personas); switches this session's persona
+    user_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = None  # the app's user: memory across sessions
 
 
 class InputCommit(_Event):
@@ -52,6 +53,7 @@ class SessionEvent(BaseModel):
     output_format: Literal["pcm_s16le"] = "pcm_s16le"
     resumed: bool = False
     mode: Literal["streaming", "sequential"] = "streaming"
+    persona: str | None = None  # the session's persona id
 
 
 class StatusEvent(BaseModel):

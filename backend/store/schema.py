@@ -1,4 +1,5 @@
-"""Database schema and engine: sessions and their turns, through SQLAlchemy 2.0.
+"""Database schema and engine: sessions, their turns, what the mentor remembers and session insights, through
+SQLAlchemy 2.0.
 
 SQLite (WAL mode) by default; a PostgreSQL URL works unchanged, since nothing outside ``make_engine`` uses
 SQLite-only SQL. Timestamps are stored as UTC and always read back timezone-aware.
@@ -22,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -85,6 +87,8 @@ class SessionRow(Base):
     title: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    persona: Mapped[str | None] = mapped_column(String(40))  # None: the default persona
+    user_id: Mapped[str | None] = mapped_column(String(64))  # the app's own user, for memory across sessions
 
 
 class TurnRow(Base):
@@ -103,6 +107,44 @@ class TurnRow(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MemoryRow(Base):
+    """A salient fact a user said (an event, a person, a worry, a goal), kept for later sessions of that user.
+
+    ``scope`` is the user (API key fingerprint and/or the app's user id, see store/memories.py); ``embedding``
+    is the sentence embedding as little-endian float32 bytes (the same on SQLite and PostgreSQL). Deleting the
+    session it was learned in deletes it (ON DELETE CASCADE)."""
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        Index("ix_memories_scope_id", "scope", "id"),
+        Index("ix_memories_session_id", "session_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(200))
+    session_id: Mapped[str] = mapped_column(String(64), ForeignKey("sessions.id", ondelete="CASCADE"))
+    turn_id: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InsightRow(Base):
+    """A session's running analysis: the summary and its points, the topics, and the last turn folded in."""
+
+    __tablename__ = "session_insights"
+
+    session_id: Mapped[str] = mapped_column(String(64), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+    summary: Mapped[str] = mapped_column(Text)
+    points: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    topics: Mapped[dict[str, int]] = mapped_column(JSON)
+    through_turn_id: Mapped[int] = mapped_column(Integer)
+    updates: Mapped[int] = mapped_column(Integer)  # how many incremental updates made this summary
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 def _execute_pragma(cursor: Any, pragma: str) -> None:

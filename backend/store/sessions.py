@@ -22,7 +22,9 @@ from sqlalchemy import Engine, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.core.exceptions import InvalidInputError, SessionNotFoundError
+from backend.core.exceptions import ClarityError, InvalidInputError, SessionNotFoundError
+from backend.store.insights import InsightStore
+from backend.store.memories import MemoryStore
 from backend.store.records import HistoryTurn
 from backend.store.schema import SESSION_ID_PATTERN, SessionRow, TurnRow, utcnow
 
@@ -43,6 +45,8 @@ class SessionRecord:
     created_at: datetime
     updated_at: datetime
     turn_count: int
+    persona: str | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,13 @@ class TurnRecord:
     duration_s: float | None
     interrupted: bool
     created_at: datetime
+
+
+class SessionExistsError(ClarityError):
+    """A custom session id that is already taken (POST /api/sessions with an id in use)."""
+
+    code = "session_exists"
+    http_status = 409
 
 
 def new_session_id() -> str:
@@ -97,6 +108,8 @@ def _session_record(row: SessionRow, turn_count: int) -> SessionRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         turn_count=turn_count,
+        persona=row.persona,
+        user_id=row.user_id,
     )
 
 
@@ -119,21 +132,36 @@ class SessionStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.memories = MemoryStore(engine)  # what the mentor remembers of each user
+        self.insights = InsightStore(engine)  # each session's running analysis
 
     # --- sessions -----------------------------------------------------------------------------------
 
     def create_session(
-        self, owner: str | None = None, title: str | None = None, session_id: str | None = None
+        self,
+        owner: str | None = None,
+        title: str | None = None,
+        session_id: str | None = None,
+        *,
+        persona: str | None = None,
+        user_id: str | None = None,
+        exist_ok: bool = True,
     ) -> SessionRecord:
         """A new session. A given ``session_id`` must match ``^[A-Za-z0-9_-]{1,64}$``; if it already exists
-        for the same owner that session is returned (so a racing resume is harmless), otherwise the id is
-        refused with ``session_id_unavailable``."""
+        for the same owner that session is returned (so a racing resume is harmless) unless ``exist_ok`` is
+        False (SessionExistsError); another owner's id is refused with ``session_id_unavailable``."""
         sid = new_session_id() if session_id is None else session_id
         if not is_valid_session_id(sid):
-            raise InvalidInputError("session id must match [A-Za-z0-9_-]{1,64}", code="invalid_session_id")
+            raise InvalidInputError(
+                "session id must be 1-64 letters, digits, '-' or '_'", code="invalid_session_id"
+            )
+        if user_id is not None and not is_valid_session_id(user_id):
+            raise InvalidInputError("user id must be 1-64 letters, digits, '-' or '_'", code="invalid_user_id")
         clean_title = title.strip()[:TITLE_MAX_CHARS] if title and title.strip() else None
         now = utcnow()
-        row = SessionRow(id=sid, owner=owner, title=clean_title, created_at=now, updated_at=now)
+        row = SessionRow(
+            id=sid, owner=owner, title=clean_title, created_at=now, updated_at=now, persona=persona, user_id=user_id
+        )
         try:
             with self._sessions.begin() as db:
                 db.add(row)
@@ -141,9 +169,14 @@ class SessionStore:
             if session_id is None:
                 raise
             try:
-                return self.get_session(sid, owner)
+                existing = self.get_session(sid, owner)
             except SessionNotFoundError:
+                if not exist_ok:
+                    raise SessionExistsError("a session with this id already exists") from None
                 raise InvalidInputError("session id is not available", code="session_id_unavailable") from None
+            if not exist_ok:
+                raise SessionExistsError("a session with this id already exists") from None
+            return existing
         logger.info("session created", extra={"session_id": sid})
         return _session_record(row, 0)
 
@@ -158,8 +191,16 @@ class SessionStore:
         with self._sessions() as db:
             return [_session_record(row, count) for row, count in db.execute(stmt).all()]
 
+    def set_persona(self, session_id: str, persona: str | None) -> None:
+        """Store the persona chosen for a session (None: the default). SessionNotFoundError if it is gone."""
+        with self._sessions.begin() as db:
+            changed = db.execute(update(SessionRow).where(SessionRow.id == session_id).values(persona=persona))
+            if changed.rowcount == 0:  # type: ignore[attr-defined]
+                raise SessionNotFoundError("session not found")
+
     def delete_session(self, session_id: str, owner: str | None = None) -> None:
-        """Delete a session; its turns go with it (ON DELETE CASCADE)."""
+        """Delete a session; its turns, the memories learned in it and its insights go with it (ON DELETE
+        CASCADE)."""
         stmt = delete(SessionRow).where(SessionRow.id == session_id)
         if owner is not None:
             stmt = stmt.where(SessionRow.owner == owner)

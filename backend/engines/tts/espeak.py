@@ -49,6 +49,10 @@ def trim_silence(pcm: bytes, sample_rate: int, keep_s: float = KEEP_SILENCE_S) -
     return x[start:end].tobytes()
 
 
+# The voice the process's one pyttsx3 engine is set to (every synthesizer shares that engine).
+_current_voice: dict[str, str] = {}
+
+
 # --- pyttsx3 + espeak-ng --------------------------------------------------------------------------------
 
 
@@ -95,6 +99,7 @@ class EspeakSynthesizer:
         if self._voice:
             engine.setProperty("voice", self._voice)
             self._raise_engine_error()
+            _current_voice["name"] = self._voice
 
     def _on_error(self, name: str | None = None, exception: BaseException | None = None) -> None:
         # pyttsx3 swallows exceptions of queued commands and reports them here
@@ -114,8 +119,22 @@ class EspeakSynthesizer:
         # called on espeak's thread once the WAV is written (or the utterance was cancelled)
         self._finished.set()
 
+    def _set_voice(self, voice: str | None) -> None:
+        """Switch the shared engine to ``voice`` (None: this synthesizer's own) when another one is set."""
+        wanted = voice or self._voice
+        if wanted is None or _current_voice.get("name") == wanted:
+            return
+        self._engine.setProperty("voice", wanted)
+        self._raise_engine_error()
+        _current_voice["name"] = wanted
+
     def _synthesize_on_engine_thread(self, text: str, style: VoiceStyle) -> tuple[bytes, int]:
         engine = self._engine
+        try:
+            self._set_voice(style.voice)
+        except ModelError:
+            _current_voice.pop("name", None)
+            raise ModelError(f"text-to-speech voice '{style.voice}' is not available") from None
         engine.setProperty("rate", int(np.clip(style.rate, MIN_RATE, MAX_RATE)))
         engine.setProperty("pitch", int(np.clip(style.pitch, 0, 99)))
         engine.setProperty("volume", float(np.clip(style.volume, 0.0, 2.0)))

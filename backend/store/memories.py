@@ -1,0 +1,184 @@
+"""What the mentor remembers of each user: salient facts with their sentence embeddings. All methods block.
+
+A user is a ``scope`` (``memory_scope``): the API key's fingerprint and the app's own user id, either of which
+may be absent. Embeddings are stored in the database as float32 bytes; ``vectors`` keeps each recently used
+scope's matrix in memory and checks it with one indexed query per call (count and newest id), loading only
+rows added since, so retrieval at 10,000 memories costs one small query and one matrix product, on SQLite and
+PostgreSQL alike, and stays correct when another replica adds or deletes memories.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.orm import sessionmaker
+
+from backend.core.exceptions import ClarityError, SessionNotFoundError
+from backend.store.schema import MemoryRow, SessionRow, utcnow
+
+CACHED_SCOPES = 64  # users whose matrices stay in memory (least recently used dropped first)
+
+
+class MemoryNotFoundError(ClarityError):
+    code = "memory_not_found"
+    http_status = 404
+
+
+def memory_scope(owner: str | None, user_id: str | None) -> str:
+    """The user a memory belongs to: the API key (auth off: ``-``) and the app's user id (none: ``-``)."""
+    return f"{owner or '-'}/{user_id or '-'}"
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    id: int
+    session_id: str
+    turn_id: int | None
+    kind: str
+    text: str
+    created_at: datetime
+    last_seen_at: datetime
+
+
+@dataclass(frozen=True)
+class MemoryVectors:
+    """A scope's memories as arrays, oldest first: ``matrix`` rows are L2-normalised embeddings."""
+
+    ids: NDArray[np.int64]
+    matrix: NDArray[np.float32]
+    texts: tuple[str, ...]
+    session_ids: tuple[str, ...]
+    max_id: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+EMPTY = MemoryVectors(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), (), (), 0)
+
+
+def _record(row: MemoryRow) -> MemoryRecord:
+    return MemoryRecord(row.id, row.session_id, row.turn_id, row.kind, row.text, row.created_at, row.last_seen_at)
+
+
+def _vectors(rows: list[Any], before: MemoryVectors = EMPTY) -> MemoryVectors:
+    """``before`` extended with ``rows`` of (id, embedding, text, session_id); rows of another dimension than the
+    first are skipped (a changed embedding model)."""
+    if not rows:
+        return before
+    dim = before.matrix.shape[1] if len(before) else len(rows[0][1]) // 4
+    kept = [r for r in rows if len(r[1]) == dim * 4]
+    if not kept:
+        return MemoryVectors(before.ids, before.matrix, before.texts, before.session_ids, int(rows[-1][0]))
+    new = np.frombuffer(b"".join(r[1] for r in kept), dtype="<f4").reshape(len(kept), dim)
+    matrix = np.concatenate([before.matrix, new]) if len(before) else new.copy()
+    return MemoryVectors(
+        ids=np.concatenate([before.ids, np.array([r[0] for r in kept], dtype=np.int64)]),
+        matrix=matrix,
+        texts=before.texts + tuple(r[2] for r in kept),
+        session_ids=before.session_ids + tuple(r[3] for r in kept),
+        max_id=int(rows[-1][0]),
+    )
+
+
+class MemoryStore:
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._cache: OrderedDict[str, tuple[int, MemoryVectors]] = OrderedDict()  # scope -> (row count, vectors)
+        self._lock = threading.Lock()
+
+    def add(
+        self, scope: str, session_id: str, turn_id: int | None, kind: str, text: str, embedding: NDArray[np.float32]
+    ) -> MemoryRecord:
+        """Keep one fact. SessionNotFoundError if its session is gone (deleted meanwhile)."""
+        now = utcnow()
+        row = MemoryRow(
+            scope=scope,
+            session_id=session_id,
+            turn_id=turn_id,
+            kind=kind,
+            text=text,
+            embedding=np.asarray(embedding, dtype="<f4").tobytes(),
+            created_at=now,
+            last_seen_at=now,
+        )
+        with self._sessions.begin() as db:
+            if db.get(SessionRow, session_id) is None:
+                raise SessionNotFoundError("session not found")
+            db.add(row)
+            db.flush()
+            return _record(row)
+
+    def touch(self, memory_id: int) -> None:
+        """The user said it again: refresh when it was last heard."""
+        with self._sessions.begin() as db:
+            db.execute(update(MemoryRow).where(MemoryRow.id == memory_id).values(last_seen_at=utcnow()))
+
+    def list(self, scope: str, limit: int = 100, offset: int = 0) -> tuple[list[MemoryRecord], int]:
+        """The scope's memories, newest first, and how many it has in all."""
+        stmt = select(MemoryRow).where(MemoryRow.scope == scope).order_by(MemoryRow.id.desc())
+        with self._sessions() as db:
+            rows = db.scalars(stmt.limit(max(limit, 0)).offset(max(offset, 0))).all()
+            total = db.scalar(select(func.count(MemoryRow.id)).where(MemoryRow.scope == scope)) or 0
+            return [_record(r) for r in rows], int(total)
+
+    def delete(self, scope: str, memory_id: int) -> None:
+        """Forget one memory; MemoryNotFoundError if the scope has no such memory (another user's included)."""
+        stmt = delete(MemoryRow).where(MemoryRow.id == memory_id, MemoryRow.scope == scope)
+        with self._sessions.begin() as db:
+            if db.execute(stmt).rowcount == 0:  # type: ignore[attr-defined]
+                raise MemoryNotFoundError("memory not found")
+
+    def delete_all(self, scope: str) -> int:
+        """Forget everything of the scope; returns how many memories went."""
+        with self._sessions.begin() as db:
+            return int(db.execute(delete(MemoryRow).where(MemoryRow.scope == scope)).rowcount)  # type: ignore[attr-defined]
+
+    def trim(self, scope: str, keep: int) -> int:
+        """Drop the scope's oldest memories beyond ``keep``; returns how many went."""
+        with self._sessions.begin() as db:
+            cutoff = db.scalar(
+                select(MemoryRow.id).where(MemoryRow.scope == scope).order_by(MemoryRow.id.desc()).offset(keep)
+            )
+            if cutoff is None:
+                return 0
+            stmt = delete(MemoryRow).where(MemoryRow.scope == scope, MemoryRow.id <= cutoff)
+            return int(db.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+    def vectors(self, scope: str) -> MemoryVectors:
+        """The scope's memories as a matrix (cached; checked against the database on every call)."""
+        fields = (MemoryRow.id, MemoryRow.embedding, MemoryRow.text, MemoryRow.session_id)
+        with self._sessions() as db:
+            count, max_id = db.execute(
+                select(func.count(MemoryRow.id), func.max(MemoryRow.id)).where(MemoryRow.scope == scope)
+            ).one()
+            count, max_id = int(count), int(max_id or 0)
+            with self._lock:
+                cached = self._cache.get(scope)
+                if cached is not None:
+                    self._cache.move_to_end(scope)
+            if cached is not None and (cached[0], cached[1].max_id) == (count, max_id):
+                return cached[1]
+            vectors: MemoryVectors | None = None
+            if cached is not None and max_id > cached[1].max_id:
+                newer = (MemoryRow.scope == scope, MemoryRow.id > cached[1].max_id)
+                rows = db.execute(select(*fields).where(*newer).order_by(MemoryRow.id)).all()
+                if cached[0] + len(rows) == count:  # only additions since: extend the cached matrix
+                    vectors = _vectors(list(rows), cached[1])
+            if vectors is None:
+                rows = db.execute(select(*fields).where(MemoryRow.scope == scope).order_by(MemoryRow.id)).all()
+                count = len(rows)
+                vectors = _vectors(list(rows))
+        with self._lock:
+            self._cache[scope] = (count, vectors)
+            self._cache.move_to_end(scope)
+            while len(self._cache) > CACHED_SCOPES:
+                self._cache.popitem(last=False)
+        return vectors

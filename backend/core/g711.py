@@ -55,16 +55,32 @@ def _alaw_decode_byte(byte: int) -> int:
     return magnitude if byte & 0x80 else -magnitude
 
 
+def _ulaw_encode_all(samples: NDArray[np.int32]) -> NDArray[np.uint8]:
+    """``_ulaw_encode_sample`` over an array (vectorized: builds the 64 K table in milliseconds)."""
+    value = samples >> 2
+    mask = np.where(value < 0, 0x7F, 0xFF)
+    value = np.minimum(np.abs(value), 8159) + (_ULAW_BIAS >> 2)
+    segment = np.searchsorted(np.array(_ULAW_SEGMENT_ENDS), value, side="left")
+    code = (np.minimum(segment, 7) << 4) | ((value >> (np.minimum(segment, 7) + 1)) & 0x0F)
+    return (np.where(segment >= 8, 0x7F, code) ^ mask).astype(np.uint8)
+
+
+def _alaw_encode_all(samples: NDArray[np.int32]) -> NDArray[np.uint8]:
+    """``_alaw_encode_sample`` over an array."""
+    sign = np.where(samples >= 0, 0x80, 0)
+    magnitude = np.minimum(np.where(samples < 0, -samples - 1, samples), 32767) >> 3
+    exponent = np.maximum(np.floor(np.log2(np.maximum(magnitude, 1))).astype(np.int32) - 4, 0)
+    code = np.where(magnitude < 32, magnitude >> 1, (exponent << 4) | ((magnitude >> exponent) & 0x0F))
+    return ((sign | code) ^ 0x55).astype(np.uint8)
+
+
 @cache
 def _tables(law: Law) -> tuple[NDArray[np.int16], NDArray[np.uint8]]:
-    """(decode table by byte, encode table by sample + 32768), built on first use (about 0.1 s)."""
-    decode_byte, encode_sample = (
-        (_ulaw_decode_byte, _ulaw_encode_sample) if law == "ulaw" else (_alaw_decode_byte, _alaw_encode_sample)
-    )
-    return (
-        np.array([decode_byte(b) for b in range(256)], dtype="<i2"),
-        np.array([encode_sample(s) for s in range(-32768, 32768)], dtype=np.uint8),
-    )
+    """(decode table by byte, encode table by sample + 32768), built on first use (a few milliseconds)."""
+    samples = np.arange(-32768, 32768, dtype=np.int32)
+    if law == "ulaw":
+        return np.array([_ulaw_decode_byte(b) for b in range(256)], dtype="<i2"), _ulaw_encode_all(samples)
+    return np.array([_alaw_decode_byte(b) for b in range(256)], dtype="<i2"), _alaw_encode_all(samples)
 
 
 def decode(data: bytes, law: Law) -> bytes:

@@ -17,7 +17,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.api import chat_completions, pages, probes, realtime_ws, rest, voice_ws
+from backend.api import (
+    cancel,
+    chat_completions,
+    index,
+    insights,
+    memories,
+    pages,
+    personas,
+    probes,
+    realtime_ws,
+    rest,
+    text_chat,
+    voice_ws,
+)
 from backend.api.auth import log_auth_mode
 from backend.api.deps import AppServices
 from backend.config import Settings, get_settings
@@ -113,7 +126,13 @@ def create_app(
     async def favicon() -> Response:
         return Response(status_code=204)
 
+    app.include_router(index.router)
     app.include_router(rest.router)
+    app.include_router(text_chat.router)
+    app.include_router(personas.router)
+    app.include_router(memories.router)
+    app.include_router(insights.router)
+    app.include_router(cancel.router)
     app.include_router(probes.router)
     app.include_router(pages.router)
     app.include_router(voice_ws.router)

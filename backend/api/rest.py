@@ -1,18 +1,15 @@
-"""/api/*: health, sessions, history, text chat (plain and server-sent events) and browser tokens."""
+"""/api/*: health, sessions, history and browser tokens; the error envelope. Other /api route groups have their
+own modules: text_chat.py, personas.py, memories.py, insights.py, cancel.py, index.py."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import math
-import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
@@ -20,11 +17,6 @@ from starlette.routing import compile_path
 from backend.api import auth
 from backend.api.auth import authenticate_key, issue_token
 from backend.api.deps import AppServices, OwnerDep, ServicesDep, get_services
-from backend.api.v1_events import SSE_EVENTS, to_sse
-from backend.core.exceptions import ClarityError
-from backend.pipeline.conversation import new_id
-from backend.pipeline.events import ErrorOccurred, PipelineEvent
-from backend.pipeline.turn_types import TurnInput, TurnResult, TurnState
 from backend.protocol.rest import (
     ErrorPublic,
     HealthPublic,
@@ -33,18 +25,20 @@ from backend.protocol.rest import (
     SessionCreate,
     SessionPublic,
     SessionsPublic,
-    TextChatPublic,
-    TextChatRequest,
     TurnPublic,
 )
 from backend.protocol.v1 import ErrorEvent
+from backend.store.sessions import SessionRecord
 
 router = APIRouter(prefix="/api")
 
 
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for error bodies: every error is ``{"error": {code, message, ...}}``."""
     return {status: {"model": ErrorPublic} for status in statuses}
+
+
+_errors = error_responses
 
 
 # Errors any keyed route may answer: 401 (missing, wrong or expired credential), 422 (invalid input).
@@ -52,12 +46,6 @@ AUTHED = (401, 422)
 TURN_ERRORS = (*AUTHED, 404, 429, 500, 503)  # a turn may also hit a full server or a failing model
 
 
-_SSE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "One server-sent event: ``event`` names it, ``data`` is its JSON body.",
-    "properties": {"event": {"type": "string", "enum": SSE_EVENTS}, "data": {"type": "string"}},
-    "required": ["event", "data"],
-}
 _BODY_PARSE_FAILED = "There was an error parsing the body"  # FastAPI's detail for an undecodable body
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
@@ -145,18 +133,36 @@ async def create_token(services: ServicesDep, owner: KeyOwnerDep) -> TokenPublic
     )
 
 
-@router.post("/sessions", status_code=201, responses=_errors(*AUTHED))
+@router.post("/sessions", status_code=201, responses=_errors(*AUTHED, 404, 409))
 async def create_session(services: ServicesDep, owner: OwnerDep, body: SessionCreate | None = None) -> SessionPublic:
-    title = body.title if body is not None else None
-    record = await services.store.create_session(owner=owner, title=title)
-    return SessionPublic.model_validate(record, from_attributes=True)
+    """A new session: your own ``session_id`` if you give one (1-64 letters, digits, '-', '_'; 422
+    ``invalid_session_id``, 409 ``session_exists`` when taken), a ``persona`` (422 ``unknown_persona``) and a
+    ``user_id`` (whose memories it uses and grows)."""
+    body = body or SessionCreate()
+    persona = services.pipeline.personas.check(body.persona)
+    record = await services.store.create_session(
+        owner=owner,
+        title=body.title,
+        session_id=body.session_id,
+        persona=persona,
+        user_id=body.user_id,
+        exist_ok=False,
+    )
+    return session_public(record, services)
+
+
+def session_public(record: SessionRecord, services: AppServices) -> SessionPublic:
+    """A stored session as the API shows it (its persona resolved: none stored means the default)."""
+    public = SessionPublic.model_validate(record, from_attributes=True)
+    public.persona = record.persona or services.pipeline.personas.default_id
+    return public
 
 
 @router.get("/sessions", responses=_errors(*AUTHED))
 async def list_sessions(services: ServicesDep, owner: OwnerDep, limit: int = 100) -> SessionsPublic:
     limit = max(1, min(limit, 500))
     records = await services.store.list_sessions(owner=owner, limit=limit)
-    return SessionsPublic(sessions=[SessionPublic.model_validate(r, from_attributes=True) for r in records])
+    return SessionsPublic(sessions=[session_public(r, services) for r in records])
 
 
 @router.get("/sessions/{session_id}/history", responses=_errors(*AUTHED, 404))
@@ -171,91 +177,3 @@ async def history(session_id: str, services: ServicesDep, owner: OwnerDep, limit
 async def delete_session(session_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
     await services.store.delete_session(session_id, owner=owner)
     return Response(status_code=204)
-
-
-class _CollectingOutput:
-    """TurnOutput for text chat: no audio; events optionally forwarded to a queue (for SSE)."""
-
-    def __init__(self, queue: asyncio.Queue[PipelineEvent] | None = None) -> None:
-        self.queue = queue
-
-    async def emit(self, event: PipelineEvent) -> None:
-        if self.queue is not None:
-            await self.queue.put(event)
-
-    async def flush(self) -> None:
-        return None
-
-
-async def _text_turn(services: AppServices, owner: str | None, body: TextChatRequest) -> TurnInput:
-    store = services.store
-    if body.session_id is not None:
-        await store.get_session(body.session_id, owner)
-        session_id = body.session_id
-    else:
-        record = await store.create_session(owner=owner)
-        session_id = record.id
-    return TurnInput(new_id(), session_id, time.perf_counter(), text=body.text, speak=False)
-
-
-@router.post("/text-chat", responses=_errors(*TURN_ERRORS))
-async def text_chat(body: TextChatRequest, services: ServicesDep, owner: OwnerDep) -> TextChatPublic:
-    turn = await _text_turn(services, owner, body)
-    result: TurnResult = await services.pipeline.run(turn, _CollectingOutput(), TurnState(turn.turn_id))
-    return TextChatPublic(
-        session_id=turn.session_id,
-        response=result.reply,
-        emotion=result.emotion.to_dict(),
-        timings=result.timings,
-    )
-
-
-@router.post(
-    "/text-chat/stream",
-    response_class=StreamingResponse,
-    responses={
-        200: {"content": {"text/event-stream": {"schema": _SSE_SCHEMA}}},
-        **_errors(*AUTHED, 404),
-    },
-)
-async def text_chat_stream(body: TextChatRequest, services: ServicesDep, owner: OwnerDep) -> StreamingResponse:
-    """The same turn as /api/text-chat, streamed as server-sent events (one per pipeline event)."""
-    turn = await _text_turn(services, owner, body)
-    queue: asyncio.Queue[PipelineEvent] = asyncio.Queue()
-
-    async def events() -> AsyncIterator[str]:
-        task = asyncio.create_task(services.pipeline.run(turn, _CollectingOutput(queue), TurnState(turn.turn_id)))
-        yield _sse("session", {"session_id": turn.session_id})
-        try:
-            while not (task.done() and queue.empty()):
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    mapped = to_sse(getter.result())
-                    if mapped is not None:
-                        yield _sse(*mapped)
-                else:
-                    getter.cancel()
-            exc = task.exception()
-            if isinstance(exc, ClarityError):
-                yield _sse(*_sse_error(exc.code, exc.message))
-            elif exc is not None:
-                yield _sse(*_sse_error("internal_error", "the turn failed"))
-            yield _sse("done", {"session_id": turn.session_id})
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _sse_error(code: str, message: str) -> tuple[str, dict[str, object]]:
-    mapped = to_sse(ErrorOccurred(code, message))
-    assert mapped is not None  # an error always has a v1 message
-    return mapped
-
-
-def _sse(event: str, data: object) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"

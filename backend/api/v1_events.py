@@ -36,7 +36,18 @@ STATUS_MESSAGES: dict[ev.Stage, str] = {
 
 
 # The text chat's server-sent events: its session and done frames around the v1 events of a text turn.
-SSE_EVENTS = ["session", "status", "transcript", "emotion", "response.delta", "response", "metrics", "error", "done"]
+SSE_EVENTS = [
+    "session",
+    "status",
+    "transcript",
+    "emotion",
+    "response.delta",
+    "response",
+    "metrics",
+    "interrupted",
+    "error",
+    "done",
+]
 
 
 def to_v1(event: ev.PipelineEvent) -> BaseModel | bytes | None:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from backend.config import MentorSettings, resolve_path
-from backend.core.exceptions import ConfigError, InvalidInputError
+from backend.core.exceptions import ClarityError, ConfigError
 from backend.engines.protocols import EMOTIONS
 from backend.mentor.prompt_builder import MentorPrompt
 
@@ -25,8 +25,11 @@ PERSONA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _INSTRUCTION_TAG = re.compile(r"(?:^|\b)(?:persona|mentor)\s*[:=]\s*([A-Za-z0-9_-]+)", re.I)
 
 
-class UnknownPersonaError(InvalidInputError):
+class UnknownPersonaError(ClarityError):
+    """A persona id that names no persona: like a session id that names no session, 404 over REST."""
+
     code = "unknown_persona"
+    http_status = 404
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,24 @@ from pydantic import BaseModel, Field
 
 from backend.protocol.v1 import SESSION_ID_PATTERN, ErrorEvent
 
+UserId = Annotated[str, Field(pattern=SESSION_ID_PATTERN, description="the app's own user id: memory across sessions")]
+PersonaId = Annotated[str, Field(min_length=1, max_length=40, description="a persona id (GET /api/personas)")]
+
 
 class SessionCreate(BaseModel):
     title: Annotated[str, Field(max_length=200)] | None = None
+    # Your own id (1-64 letters, digits, '-', '_'); 409 session_exists if it is taken. Default: a random id.
+    session_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = None
+    persona: PersonaId | None = None
+    user_id: UserId | None = None
 
 
 class TextChatRequest(BaseModel):
     text: Annotated[str, Field(min_length=1, max_length=4000)]
+    # An unknown id creates that session (custom ids); another key's session is 404 session_not_found.
     session_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = None
+    persona: PersonaId | None = None  # switches the session's persona (stored with it)
+    user_id: UserId | None = None  # for a session this request creates
 
 
 class ModelStatusPublic(BaseModel):
@@ -41,6 +51,8 @@ class SessionPublic(BaseModel):
     updated_at: datetime
     turn_count: int = 0
     title: str | None = None
+    persona: str | None = None
+    user_id: str | None = None
 
 
 class SessionsPublic(BaseModel):
@@ -65,9 +77,85 @@ class HistoryPublic(BaseModel):
 
 class TextChatPublic(BaseModel):
     session_id: str
-    response: str
+    response: str  # cut short where it stopped when ``interrupted``
     emotion: dict[str, Any]
     timings: dict[str, float] = Field(default_factory=dict)
+    interrupted: bool = False  # stopped by POST /api/sessions/{id}/cancel
+    persona: str | None = None
+
+
+class CancelPublic(BaseModel):
+    session_id: str
+    cancelled: bool
+
+
+class PersonaVoicePublic(BaseModel):
+    voice: str | None
+    rate: int | None
+    pitch: int | None
+
+
+class PersonaPublic(BaseModel):
+    id: str
+    name: str
+    title: str
+    description: str
+    voice: PersonaVoicePublic
+
+
+class PersonasPublic(BaseModel):
+    default: str
+    personas: list[PersonaPublic]
+
+
+class MemoryPublic(BaseModel):
+    id: int
+    kind: Literal["event", "person", "goal", "worry"]
+    text: str
+    session_id: str
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class MemoriesPublic(BaseModel):
+    user_id: str | None
+    total: int
+    memories: list[MemoryPublic]
+
+
+class MemoriesDeletedPublic(BaseModel):
+    deleted: int
+
+
+class ArcPointPublic(BaseModel):
+    turn_id: int
+    emotion: str
+    confidence: float
+    valence: float  # -1 (unpleasant) .. 1 (pleasant), weighted by the confidence
+    at: datetime
+
+
+class ArcPublic(BaseModel):
+    points: list[ArcPointPublic]
+    trend: Literal["improving", "declining", "steady", "too_few_turns"]
+    slope: float
+
+
+class TopicPublic(BaseModel):
+    topic: str
+    turns: int
+
+
+class InsightsPublic(BaseModel):
+    session_id: str
+    arc: ArcPublic
+    topics: list[TopicPublic]
+    summary: str
+    summary_points: list[str]
+    summary_updates: int  # incremental updates that made the summary
+    summarized_through_turn_id: int
+    updating: bool  # a turn's follow-up is still running (the summary will change)
+    updated_at: datetime | None = None
 
 
 class ErrorPublic(BaseModel):

@@ -67,7 +67,7 @@ def test_text_chat_stream_is_server_sent_events(client: TestClient, fakes: FakeM
     ("method", "path", "payload", "status", "code"),
     [
         ("post", "/api/text-chat", {"text": ""}, 422, "invalid_input"),
-        ("post", "/api/text-chat", {"text": "hi", "session_id": "nope"}, 404, "session_not_found"),
+        ("post", "/api/text-chat", {"text": "hi", "persona": "nobody"}, 404, "unknown_persona"),
         ("post", "/api/text-chat", {"text": "hi", "session_id": "bad id!"}, 422, "invalid_input"),
         ("get", "/api/sessions/unknown/history", None, 404, "session_not_found"),
         ("delete", "/api/sessions/unknown", None, 404, "session_not_found"),

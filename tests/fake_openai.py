@@ -37,6 +37,7 @@ class FakeOpenAI:
     word_delay_s: float = 0.0
     first_token_s: float = 0.0
     hold_after: int | None = None
+    error_after: int | None = None  # send an OpenAI error event in the stream after this many words
     silent: bool = False
     fail_statuses: list[int] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
@@ -77,6 +78,10 @@ class FakeOpenAI:
             if self.first_token_s:
                 await asyncio.sleep(self.first_token_s)
             for i, word in enumerate(words):
+                if self.error_after is not None and i == self.error_after:
+                    yield _sse({"error": {"message": "scripted failure", "type": "server_error"}})
+                    done = True
+                    return
                 if self.hold_after is not None and i == self.hold_after:
                     self.holding.set()
                     while not self.release.is_set():

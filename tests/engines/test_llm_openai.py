@@ -156,6 +156,19 @@ def test_stall_mid_stream_times_out() -> None:
         engine.close()
 
 
+def test_error_event_in_the_stream_fails_the_turn() -> None:
+    """An error object sent as a stream event (servers report mid-generation failures that way) fails the turn
+    with llm_error after the pieces already streamed, and is remembered for health."""
+    with serve_fake_openai(FakeOpenAI(error_after=3)) as server:
+        engine = _engine(server.base_url)
+        got: list[str] = []
+        with pytest.raises(ModelError) as failed:
+            got.extend(engine.stream(MESSAGES, threading.Event()))
+        assert failed.value.code == "llm_error" and len(got) == 3
+        assert engine.last_error == "llm_error"
+        engine.close()
+
+
 def test_probe_and_warmup(server: Running) -> None:
     """probe() reports a reachable server (cached for a second); warmup asks for one token and succeeds."""
     engine = _engine(server.base_url)

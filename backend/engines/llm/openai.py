@@ -136,6 +136,8 @@ class OpenAIChatModel:
         except (httpx.TransportError, httpx.StreamError):
             if not stop.is_set():
                 raise self._failed("llm_unavailable", "the language model server dropped the reply") from None
+        except ModelError as exc:  # an error event or an unreadable one in the stream
+            raise self._failed(exc.code, exc.message) from None
         finally:
             watch.close()
             response.close()

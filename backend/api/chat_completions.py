@@ -30,7 +30,9 @@ from backend.pipeline.events import EmotionDetected, PipelineEvent, ReplyTextDel
 from backend.pipeline.turn_types import TurnInput, TurnResult, TurnState
 from backend.store.records import HistoryTurn
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+# Not in /openapi.json: OpenAI's own API reference describes these (our differences: docs/REALTIME.md), and a
+# schema could not say what the handler checks (e.g. the last message must be the user's).
+router = APIRouter(prefix="/v1", tags=["openai"], include_in_schema=False)
 MODEL_ID = "claritymentor"
 CREATED = 1767225600  # 2026-01-01: when this model id was first served
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from backend.core import g711
+from backend.main import create_app
 from tests.api.rtutil import RATE, append, b64, first, speak, types, until
+from tests.conftest import make_settings
 from tests.fakes import FakeModels, silence_pcm, tone_pcm
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
@@ -220,16 +223,23 @@ def test_response_cancel(client: TestClient, fakes: FakeModels) -> None:
     assert done["status"] == "cancelled" and done["status_details"]["reason"] == "client_cancelled"
 
 
-def test_session_resumes_by_query_parameter(client: TestClient) -> None:
-    """?session_id= resumes a stored session (resumed true, same id); an unknown one gets an error and a close."""
-    session_id = client.post("/api/sessions", json={}).json()["id"]
-    with client.websocket_connect(f"/v1/realtime?session_id={session_id}") as ws:
-        mentor = ws.receive_json()["session"]["claritymentor"]
-    assert mentor == {"session_id": session_id, "resumed": True}
-    with client.websocket_connect("/v1/realtime?session_id=nope") as ws:
-        error = ws.receive_json()
-        assert error["type"] == "error" and error["error"]["code"] == "session_not_found"
-        assert ws.receive()["type"] == "websocket.close"
+def test_session_resumes_by_query_parameter(tmp_path: Path) -> None:
+    """?session_id= resumes the caller's stored session (resumed true, same id) or names a new one; another
+    key's session gets an error session_not_found and a close (its existence stays private)."""
+    settings = make_settings(tmp_path, auth__api_keys=["k-1", "k-2"])
+    fakes = FakeModels()
+    own, other = {"Authorization": "Bearer k-1"}, {"Authorization": "Bearer k-2"}
+    with TestClient(create_app(settings, models=fakes.service(settings))) as client:
+        session_id = client.post("/api/sessions", json={}, headers=own).json()["id"]
+        with client.websocket_connect(f"/v1/realtime?session_id={session_id}", headers=own) as ws:
+            assert ws.receive_json()["session"]["claritymentor"] == {"session_id": session_id, "resumed": True}
+        with client.websocket_connect("/v1/realtime?session_id=my-new-session", headers=own) as ws:
+            mentor = ws.receive_json()["session"]["claritymentor"]
+            assert mentor == {"session_id": "my-new-session", "resumed": False}
+        with client.websocket_connect(f"/v1/realtime?session_id={session_id}", headers=other) as ws:
+            error = ws.receive_json()
+            assert error["type"] == "error" and error["error"]["code"] == "session_not_found"
+            assert ws.receive()["type"] == "websocket.close"
 
 
 def test_text_only_output_synthesizes_nothing(client: TestClient, fakes: FakeModels) -> None:

@@ -131,9 +131,11 @@ class FakeTTS(Warms):
     sample_rate: int = RATE
     seconds_per_word: float = 0.1
     texts: list[str] = field(default_factory=list)
+    styles: list[VoiceStyle] = field(default_factory=list)  # the style of each synthesize call
 
     def synthesize(self, text: str, style: VoiceStyle) -> SynthesizedSpeech:
         self.texts.append(text)
+        self.styles.append(style)
         words = len(text.split())
         return SynthesizedSpeech(
             tone_pcm(words * self.seconds_per_word, self.sample_rate, 330.0), self.sample_rate
@@ -155,7 +157,8 @@ class FakeEmbedder:
             for word in re.findall(r"[a-z']+", text.lower()):
                 out[row, zlib.crc32(word.removesuffix("s").encode()) % self.dim] += 1.0
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-9)
+        normalised: NDArray[np.float32] = (out / np.maximum(norms, 1e-9)).astype(np.float32)
+        return normalised
 
 
 @dataclass

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.routing import WebSocketRoute
+from starlette.routing import BaseRoute, WebSocketRoute
 
 from backend.protocol.v1 import PROTOCOL_VERSION
 
 router = APIRouter()
 
-_WEBSOCKET_DOCS = {
-    "/ws/voice": "docs/PROTOCOL.md (ClarityMentor protocol v1)",
-    "/v1/realtime": "docs/REALTIME.md (OpenAI Realtime GA events)",
+_WEBSOCKETS = {  # path -> (what it is, where its protocol is written down)
+    "/ws/voice": (
+        "The voice conversation: PCM16 audio and JSON events in; transcript, emotion, reply text and speech out",
+        "docs/PROTOCOL.md (ClarityMentor protocol v1)",
+    ),
+    "/v1/realtime": (
+        "The same conversation for OpenAI Realtime clients (GA events, 24 kHz PCM or G.711)",
+        "docs/REALTIME.md (OpenAI Realtime GA events)",
+    ),
 }
+
+
+def _websocket_routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, WebSocketRoute]]:
+    """Every WebSocket route with its full path, through included routers (FastAPI keeps those as wrappers)."""
+    for route in routes:
+        if isinstance(route, WebSocketRoute):
+            yield prefix + route.path, route
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            context = getattr(route, "include_context", None)
+            yield from _websocket_routes(inner.routes, prefix + str(getattr(context, "prefix", "") or ""))
 
 
 def _first_line(text: str | None) -> str:
@@ -32,15 +50,10 @@ async def describe(request: Request) -> dict[str, Any]:
         for path, operations in schema.get("paths", {}).items()
         for method, op in operations.items()
     ]
-    websockets = [
-        {
-            "path": route.path,
-            "summary": _first_line(route.endpoint.__doc__) or route.name,
-            "protocol": _WEBSOCKET_DOCS.get(route.path),
-        }
-        for route in app.routes
-        if isinstance(route, WebSocketRoute)
-    ]
+    websockets = []
+    for path, route in _websocket_routes(app.routes):
+        summary, protocol = _WEBSOCKETS.get(path, (_first_line(route.endpoint.__doc__) or route.name, None))
+        websockets.append({"path": path, "summary": summary, "protocol": protocol})
     return {
         "name": schema["info"]["title"],
         "version": schema["info"]["version"],

@@ -69,6 +69,7 @@ _THIRD_PERSON = (
     (re.compile(r"\b[Mm]e\b"), "them"),
 )
 _WORD = re.compile(r"[a-z0-9']+")
+_SENTENCE_START = re.compile(r"([.!?]\s+)([a-z])")
 _STOP = frozenset(
     re.findall(
         r"\w+",
@@ -130,6 +131,7 @@ def third_person(text: str) -> str:
     out = text
     for pattern, repl in _THIRD_PERSON:
         out = pattern.sub(repl, out)
+    out = _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).upper(), out)
     return out[:1].upper() + out[1:]
 
 

@@ -1,0 +1,150 @@
+"""Memories, session insights and the new session fields, on a SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from backend.core.exceptions import InvalidInputError, SessionNotFoundError
+from backend.store.insights import InsightState
+from backend.store.memories import MemoryNotFoundError, memory_scope
+from backend.store.schema import init_db, make_engine
+from backend.store.sessions import SessionExistsError, SessionStore
+
+pytestmark = pytest.mark.fast
+
+DIM = 8
+
+
+def _open(url: str) -> SessionStore:
+    engine = make_engine(url)
+    init_db(engine)
+    return SessionStore(engine)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[SessionStore]:
+    s = _open(db_url)
+    yield s
+    s.close()
+
+
+def _vec(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_sessions_keep_persona_user_id_and_refuse_taken_custom_ids(store: SessionStore) -> None:
+    """A session stores its persona and user id; a custom id that is taken is refused with session_exists when
+    the caller asks for a new session (exist_ok=False), by the same owner or another; invalid ids and user ids
+    are invalid input; the persona can be changed later."""
+    made = store.create_session(owner="k1", session_id="my-id", persona="study-coach", user_id="u-1", exist_ok=False)
+    assert (made.persona, made.user_id) == ("study-coach", "u-1")
+    with pytest.raises(SessionExistsError):
+        store.create_session(owner="k1", session_id="my-id", exist_ok=False)
+    with pytest.raises(SessionExistsError):
+        store.create_session(owner="k2", session_id="my-id", exist_ok=False)
+    for bad in ("", "a b", "x" * 65, "é"):
+        with pytest.raises(InvalidInputError) as err:
+            store.create_session(session_id=bad)
+        assert err.value.code == "invalid_session_id"
+    with pytest.raises(InvalidInputError) as err:
+        store.create_session(user_id="no spaces")
+    assert err.value.code == "invalid_user_id"
+    store.set_persona("my-id", "career-mentor")
+    assert store.get_session("my-id", "k1").persona == "career-mentor"
+    with pytest.raises(SessionNotFoundError):
+        store.set_persona("gone", "career-mentor")
+
+
+def test_memories_are_per_scope_listed_newest_first_and_deleted_only_by_their_owner(store: SessionStore) -> None:
+    """Memories are kept per scope (key and user id); a scope lists only its own, newest first with the total;
+    deleting another scope's memory is memory_not_found and leaves it; delete_all empties one scope only."""
+    sid = store.create_session(owner="k1").id
+    alice, bob = memory_scope("k1", "alice"), memory_scope("k1", "bob")
+    first = store.memories.add(alice, sid, None, "event", "My exam is on Friday.", _vec(1))
+    second = store.memories.add(alice, sid, 7, "person", "My sister is Anna.", _vec(2))
+    theirs = store.memories.add(bob, sid, None, "goal", "I want to swim.", _vec(3))
+    listed, total = store.memories.list(alice)
+    assert [m.id for m in listed] == [second.id, first.id] and total == 2
+    assert listed[0].turn_id == 7 and listed[0].kind == "person" and listed[0].created_at.tzinfo is not None
+    assert store.memories.list(alice, limit=1, offset=1)[0][0].id == first.id
+    with pytest.raises(MemoryNotFoundError):
+        store.memories.delete(alice, theirs.id)
+    assert store.memories.list(bob)[1] == 1
+    store.memories.delete(alice, first.id)
+    assert store.memories.delete_all(alice) == 1 and store.memories.list(alice)[1] == 0
+    assert store.memories.list(bob)[1] == 1
+    assert memory_scope(None, None) != memory_scope("k1", None) != memory_scope("k1", "alice")
+
+
+def test_deleting_a_session_deletes_what_was_learned_in_it(store: SessionStore) -> None:
+    """Memories learned in a session, and its insights, go with the session (ON DELETE CASCADE); memories from
+    the user's other sessions stay, and the cached vectors follow."""
+    scope = memory_scope("k1", None)
+    gone, kept = store.create_session(owner="k1").id, store.create_session(owner="k1").id
+    store.memories.add(scope, gone, None, "event", "Said in the deleted session.", _vec(1))
+    store.memories.add(scope, kept, None, "event", "Said in the kept session.", _vec(2))
+    store.insights.put(gone, InsightState(summary="x", through_turn_id=1))
+    assert len(store.memories.vectors(scope)) == 2
+    store.delete_session(gone, owner="k1")
+    assert [m.text for m in store.memories.list(scope)[0]] == ["Said in the kept session."]
+    assert store.memories.vectors(scope).texts == ("Said in the kept session.",)
+    assert store.insights.get(gone) == InsightState()
+    with pytest.raises(SessionNotFoundError):
+        store.memories.add(scope, gone, None, "event", "too late", _vec(3))
+
+
+def test_vectors_stay_right_when_another_process_adds_or_deletes(db_url: str) -> None:
+    """The in-memory matrix of a scope follows the database: rows added through another store (a replica) are
+    appended, a deletion there is noticed (full reload), and embeddings round-trip exactly as float32."""
+    mine, other = _open(db_url), _open(db_url)
+    try:
+        scope = memory_scope(None, "u")
+        sid = mine.create_session().id
+        a = mine.memories.add(scope, sid, None, "event", "first", _vec(1))
+        first = mine.memories.vectors(scope)
+        assert first.ids.tolist() == [a.id] and np.array_equal(first.matrix[0], _vec(1))
+        assert mine.memories.vectors(scope) is first  # unchanged: the cached arrays are reused
+        b = other.memories.add(scope, sid, None, "event", "second", _vec(2))
+        grown = mine.memories.vectors(scope)
+        assert grown.ids.tolist() == [a.id, b.id] and grown.texts == ("first", "second")
+        other.memories.delete(scope, a.id)
+        c = other.memories.add(scope, sid, None, "event", "third", _vec(3))
+        after = mine.memories.vectors(scope)
+        assert after.ids.tolist() == [b.id, c.id] and np.array_equal(after.matrix[1], _vec(3))
+    finally:
+        mine.close()
+        other.close()
+
+
+def test_trim_keeps_the_newest(store: SessionStore) -> None:
+    """Past the per-user cap the oldest memories are dropped."""
+    scope, sid = memory_scope(None, None), store.create_session().id
+    ids = [store.memories.add(scope, sid, None, "event", f"fact {i}", _vec(i)).id for i in range(5)]
+    assert store.memories.trim(scope, 3) == 2 and store.memories.trim(scope, 3) == 0
+    assert [m.id for m in store.memories.list(scope)[0]] == ids[:1:-1]
+
+
+def test_insights_round_trip_and_a_stale_update_never_overwrites_a_newer_one(store: SessionStore) -> None:
+    """The insight state is stored and read back; an update that folded in fewer turns than the stored one (a
+    slower concurrent update) is dropped; user turns after a given id are listed oldest first."""
+    sid = store.create_session().id
+    turns = [store.add_turn(sid, "user", "a").id, store.add_turn(sid, "assistant", "b").id]
+    turns.append(store.add_turn(sid, "user", "c").id)
+    assert [t.text for t in store.insights.user_turns_after(sid, 0)] == ["a", "c"]
+    assert [t.id for t in store.insights.user_turns_after(sid, turns[0])] == [turns[2]]
+    new = InsightState(summary="S", points=[{"text": "p"}], topics={"work": 1}, through_turn_id=turns[2], updates=2)
+    store.insights.put(sid, new)
+    store.insights.put(sid, InsightState(summary="old", through_turn_id=turns[0], updates=1))
+    got = store.insights.get(sid)
+    assert (got.summary, got.points, got.topics, got.through_turn_id, got.updates) == (
+        "S",
+        [{"text": "p"}],
+        {"work": 1},
+        turns[2],
+        2,
+    )
+    assert got.updated_at is not None

@@ -29,6 +29,7 @@ from backend.pipeline.reply_speaker import ReplySpeaker
 from backend.pipeline.running_turns import RunningTurns
 from backend.pipeline.turn_types import Executors, NoSpeechError, TurnInput, TurnOutput, TurnResult, TurnState
 from backend.store.async_store import AsyncSessionStore
+from backend.store.memories import MemoryVectors
 from backend.store.records import HistoryTurn
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class TurnPipeline:
             marks[name] = round(time.perf_counter() - turn.t0, 4)
 
         history_task = asyncio.ensure_future(self._history(turn))
+        memory_task = asyncio.ensure_future(self._memory_vectors(turn))  # the database part, during STT
         await out.emit(StageStarted(turn.turn_id, "processing"))
         audio: FloatAudio | None = None
         if turn.audio is not None:
@@ -160,6 +162,7 @@ class TurnPipeline:
         await out.emit(TranscriptFinal(turn.turn_id, text))
         if not text:
             history_task.cancel()
+            memory_task.cancel()
             raise NoSpeechError("no words were recognised in that audio; please say it again")
 
         await out.emit(StageStarted(turn.turn_id, "detecting_emotion"))
@@ -172,8 +175,8 @@ class TurnPipeline:
         history = await history_task
         user_stored = asyncio.ensure_future(self._store_user(turn, text, emotion))
         start = time.perf_counter()
-        memories = await self._recall(turn, text, history)
-        if turn.memory_scope is not None and self.follow_ups.memory_on:
+        memories = await self._recall(turn, text, history, memory_task)
+        if memory_task.result() is not None:
             stages["memory"] = time.perf_counter() - start
         guidance = emotion.label if emotion.confidence >= self.settings.emotion.min_confidence else "neutral"
         messages = build_messages(
@@ -232,15 +235,30 @@ class TurnPipeline:
             return turn.history[-limit:] if limit > 0 else []
         return await self.store.recent_history(turn.session_id, limit)
 
-    async def _recall(self, turn: TurnInput, text: str, history: list[HistoryTurn]) -> list[Recalled]:
+    async def _memory_vectors(self, turn: TurnInput) -> MemoryVectors | None:
+        """The user's memory matrix (None: no memory for this turn). Started with the turn, so its database
+        check runs while the audio is transcribed, off the critical path."""
+        if turn.memory_scope is None or turn.history is not None or not self.follow_ups.memory_on:
+            return None
+        try:
+            return await self.store.memory_vectors(turn.memory_scope)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the turn goes on without memories
+            logger.warning("memories could not be read", extra={"session_id": turn.session_id}, exc_info=True)
+            return None
+
+    async def _recall(
+        self, turn: TurnInput, text: str, history: list[HistoryTurn], vectors_task: asyncio.Future[MemoryVectors | None]
+    ) -> list[Recalled]:
         """What the user said in earlier sessions that fits this message (memory.top_k above min_similarity).
-        The message's embedding is the one the emotion stage just made (cached), so this costs one indexed
-        query and one matrix product."""
+        The message's embedding is the one the emotion stage just made (cached) and the matrix was loaded during
+        STT, so what is left on the critical path is one matrix-vector product."""
+        vectors = await vectors_task
         embedder, memory = self.models.embedder, self.settings.memory
-        if turn.memory_scope is None or turn.history is not None or embedder is None or not memory.enabled:
+        if vectors is None or embedder is None:
             return []
         query = await run_blocking(self.executors.emotion, embedder.embed, [text])
-        vectors = await self.store.memory_vectors(turn.memory_scope)
         return recall(
             query[0],
             vectors,

@@ -68,30 +68,52 @@ def _record(row: MemoryRow) -> MemoryRecord:
     return MemoryRecord(row.id, row.session_id, row.turn_id, row.kind, row.text, row.created_at, row.last_seen_at)
 
 
-def _vectors(rows: list[Any], before: MemoryVectors = EMPTY) -> MemoryVectors:
+@dataclass
+class _Cached:
+    """A scope's vectors and the buffer their matrix is a view of: new rows are written past the end (the
+    earlier views never see them), so adding a memory does not copy the whole matrix."""
+
+    count: int  # rows in the database when loaded (including any of another dimension)
+    vectors: MemoryVectors
+    buffer: NDArray[np.float32]
+
+
+def _extend(rows: list[Any], before: _Cached | None) -> _Cached:
     """``before`` extended with ``rows`` of (id, embedding, text, session_id); rows of another dimension than the
     first are skipped (a changed embedding model)."""
+    old = before.vectors if before is not None else EMPTY
+    count = (before.count if before is not None else 0) + len(rows)
     if not rows:
-        return before
-    dim = before.matrix.shape[1] if len(before) else len(rows[0][1]) // 4
+        return _Cached(count, old, before.buffer if before is not None else old.matrix)
+    dim = old.matrix.shape[1] if len(old) else len(rows[0][1]) // 4
     kept = [r for r in rows if len(r[1]) == dim * 4]
+    max_id = int(rows[-1][0])
     if not kept:
-        return MemoryVectors(before.ids, before.matrix, before.texts, before.session_ids, int(rows[-1][0]))
+        vectors = MemoryVectors(old.ids, old.matrix, old.texts, old.session_ids, max_id)
+        return _Cached(count, vectors, before.buffer if before is not None else old.matrix)
     new = np.frombuffer(b"".join(r[1] for r in kept), dtype="<f4").reshape(len(kept), dim)
-    matrix = np.concatenate([before.matrix, new]) if len(before) else new.copy()
-    return MemoryVectors(
-        ids=np.concatenate([before.ids, np.array([r[0] for r in kept], dtype=np.int64)]),
-        matrix=matrix,
-        texts=before.texts + tuple(r[2] for r in kept),
-        session_ids=before.session_ids + tuple(r[3] for r in kept),
-        max_id=int(rows[-1][0]),
+    n, total = len(old), len(old) + len(kept)
+    buffer = before.buffer if before is not None and len(old) else np.zeros((0, dim), np.float32)
+    if buffer.shape[0] < total:  # grow by half again, copying once
+        grown = np.empty((max(total, int(buffer.shape[0] * 1.5) + 16), dim), dtype=np.float32)
+        if n:
+            grown[:n] = old.matrix
+        buffer = grown
+    buffer[n:total] = new
+    vectors = MemoryVectors(
+        ids=np.concatenate([old.ids, np.array([r[0] for r in kept], dtype=np.int64)]),
+        matrix=buffer[:total],
+        texts=old.texts + tuple(r[2] for r in kept),
+        session_ids=old.session_ids + tuple(r[3] for r in kept),
+        max_id=max_id,
     )
+    return _Cached(count, vectors, buffer)
 
 
 class MemoryStore:
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._cache: OrderedDict[str, tuple[int, MemoryVectors]] = OrderedDict()  # scope -> (row count, vectors)
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(
@@ -164,21 +186,20 @@ class MemoryStore:
                 cached = self._cache.get(scope)
                 if cached is not None:
                     self._cache.move_to_end(scope)
-            if cached is not None and (cached[0], cached[1].max_id) == (count, max_id):
-                return cached[1]
-            vectors: MemoryVectors | None = None
-            if cached is not None and max_id > cached[1].max_id:
-                newer = (MemoryRow.scope == scope, MemoryRow.id > cached[1].max_id)
+            if cached is not None and (cached.count, cached.vectors.max_id) == (count, max_id):
+                return cached.vectors
+            fresh: _Cached | None = None
+            if cached is not None and max_id > cached.vectors.max_id:
+                newer = (MemoryRow.scope == scope, MemoryRow.id > cached.vectors.max_id)
                 rows = db.execute(select(*fields).where(*newer).order_by(MemoryRow.id)).all()
-                if cached[0] + len(rows) == count:  # only additions since: extend the cached matrix
-                    vectors = _vectors(list(rows), cached[1])
-            if vectors is None:
+                if cached.count + len(rows) == count:  # only additions since: extend the cached matrix
+                    fresh = _extend(list(rows), cached)
+            if fresh is None:
                 rows = db.execute(select(*fields).where(MemoryRow.scope == scope).order_by(MemoryRow.id)).all()
-                count = len(rows)
-                vectors = _vectors(list(rows))
+                fresh = _extend(list(rows), None)
         with self._lock:
-            self._cache[scope] = (count, vectors)
+            self._cache[scope] = fresh
             self._cache.move_to_end(scope)
             while len(self._cache) > CACHED_SCOPES:
                 self._cache.popitem(last=False)
-        return vectors
+        return fresh.vectors

@@ -148,3 +148,16 @@ def test_insights_round_trip_and_a_stale_update_never_overwrites_a_newer_one(sto
         2,
     )
     assert got.updated_at is not None
+
+
+def test_growing_the_cached_matrix_keeps_every_row_and_earlier_views(store: SessionStore) -> None:
+    """Memories added one by one grow the cached matrix in place (no full copy per memory): after each addition
+    the matrix holds exactly the embeddings so far, and a matrix handed out earlier still shows its rows."""
+    scope, sid = memory_scope(None, "grow"), store.create_session().id
+    views = []
+    for i in range(40):
+        store.memories.add(scope, sid, None, "event", f"fact {i}", _vec(i))
+        vectors = store.memories.vectors(scope)
+        assert np.array_equal(vectors.matrix, np.stack([_vec(j) for j in range(i + 1)]))
+        views.append(vectors.matrix)
+    assert all(np.array_equal(view, np.stack([_vec(j) for j in range(len(view))])) for view in views)

@@ -2,6 +2,7 @@
 
 import { Capture, MicDeniedError, Player } from "./audio.js";
 import { api, getApiKey, setApiKey, VoiceConnection } from "./connection.js";
+import { InsightsPanel, MemoryList, PersonaPicker } from "./insights.js";
 import { ConversationLog, emotionText, SessionList } from "./sessions.js";
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +25,10 @@ const cm = {
   latency: null,
   timings: null, // the last metrics event's timings
   micOpenedAt: null, // performance.now() when getUserMedia gave the microphone
+  persona: null, // the session's persona id (from the session event)
+  insights: null, // the last insights shown (GET /api/sessions/{id}/insights)
+  insightsShown: 0,
+  memories: [], // the memories shown
   events: [],
 };
 window.__cm = cm;
@@ -139,6 +144,8 @@ async function loadHistory(id) {
 
 function onSession(e) {
   if (player) player.rate = e.output_sample_rate;
+  cm.persona = e.persona || null;
+  personas.show(e.persona);
   if (!e.resumed) {
     freshId = e.session_id;
     if (resuming) return; // a session.start for the old session is on its way
@@ -146,6 +153,7 @@ function onSession(e) {
       persisted = false;
       log.clear();
       sessionShown(e.session_id);
+      insights.clear();
     }
     return;
   }
@@ -153,7 +161,16 @@ function onSession(e) {
   resuming = null;
   persisted = true;
   sessionShown(e.session_id);
-  if (switched) loadHistory(e.session_id);
+  if (switched) {
+    loadHistory(e.session_id);
+    insights.refresh();
+  }
+}
+
+async function turnFollowUp() {
+  // The server updates the insights and memories after the reply, off the turn's critical path.
+  await insights.refresh();
+  await memories.refresh();
 }
 
 function handleEvent(e) {
@@ -233,12 +250,14 @@ function handleEvent(e) {
       log.mentorText(e.turn_id, e.spoken_text, { interrupted: true });
       settle();
       sessions.refresh();
+      turnFollowUp();
       break;
     case "metrics":
       showLatency(e.timings);
       ui.status.textContent = idleStatus();
       if (!(player && player.playing)) settle();
       sessions.refresh();
+      turnFollowUp();
       break;
     case "error":
       onError(e);
@@ -423,11 +442,36 @@ const sessions = new SessionList({
     }
   },
   onDeleted: (id) => {
+    memories.refresh(); // what was learned in that session is gone too
     if (id !== sessionId) return;
     persisted = false;
     log.clear();
     sessionShown(null);
+    insights.clear();
     conn.restart(); // a fresh connection gets a fresh session
+  },
+});
+
+const personas = new PersonaPicker({
+  onError: (msg) => notice(msg),
+  onChoose: (id) => {
+    if (!conn.sendJson({ type: "session.start", mentor: id })) {
+      notice("Not connected to the server; the mentor was not changed.", "connection");
+      personas.show(cm.persona);
+    }
+  },
+});
+const insights = new InsightsPanel({
+  sessionId: () => (persisted ? sessionId : null),
+  onUpdate: (body) => {
+    cm.insights = body;
+    cm.insightsShown += 1;
+  },
+});
+const memories = new MemoryList({
+  onError: (msg) => notice(msg),
+  onUpdate: (list) => {
+    cm.memories = list.map((m) => m.text);
   },
 });
 
@@ -494,6 +538,7 @@ $("key-form").addEventListener("submit", (e) => {
   notice("API key saved. Reconnecting…", "info");
   conn.restart();
   sessions.refresh();
+  memories.refresh();
 });
 
 async function boot() {
@@ -505,7 +550,7 @@ async function boot() {
   } catch (err) {
     notice(err.message, "connection");
   }
-  await sessions.refresh();
+  await Promise.all([sessions.refresh(), personas.load(), memories.refresh()]);
 }
 
 boot();

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from backend.config import REPO_ROOT
 from scripts.speech_tools.wer import word_error_rate
 from tests.browser.conftest import CHROMIUM, LiveServer, chromium_args, espeak_wav, padded_wav
 
@@ -97,11 +95,7 @@ def hands_free_turn(live_server: LiveServer, speech_dir: Path, artifacts_dir: Pa
         history = get_json(f"{live_server.url}/api/sessions/{cm['sessionId']}/history")
         marked = page.locator(f"#sessions [data-session-id='{cm['sessionId']}'] button[aria-current='true']")
         marked.wait_for()
-        shot = artifacts_dir / "hands_free.png"
-        page.screenshot(path=str(shot), full_page=True)
-        docs = REPO_ROOT / "docs"
-        docs.mkdir(exist_ok=True)
-        shutil.copyfile(shot, docs / "screenshot.png")
+        page.screenshot(path=str(artifacts_dir / "hands_free.png"), full_page=True)  # README's: test_browser_mentor
         return HandsFreeTurn(cm, texts, server_bytes, server_rms, history, marked.count() == 1, list(errors))
 
 

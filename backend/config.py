@@ -113,7 +113,9 @@ class MemorySettings(BaseModel):
 
     enabled: bool = True
     top_k: int = Field(3, ge=0)  # memories put into a turn's prompt, at most
-    min_similarity: float = Field(0.45, ge=-1.0, le=1.0)  # cosine of the user's message and a memory
+    # Cosine of the user's message and a memory (MiniLM). 0.3: on the remembered facts of data/mentor (fact vs
+    # the later message it belongs to, and vs every other message) it admits 5.5% of unrelated pairs.
+    min_similarity: float = Field(0.3, ge=-1.0, le=1.0)
     duplicate_similarity: float = Field(0.9, ge=-1.0, le=1.0)  # a new fact this close to a kept one refreshes it
     max_per_user: int = Field(10000, ge=1)  # the oldest are dropped past this
 

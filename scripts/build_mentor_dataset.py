@@ -2,11 +2,14 @@
 
 Source format (one conversation per block, blank lines between blocks, ``#`` lines are comments)::
 
-    U sad | I feel sad today.
+    P study-coach                      (optional, first: the persona of the conversation; default: none)
+    M | My maths exam is on Monday.    (optional: a fact remembered from an earlier session, given with the
+    U sad | I feel sad today.           next user turn; several M lines for several facts)
     A | I'm sorry you're feeling sad today. ...
 
 Each output line is ``{"id": "c0001", "turns": [{"role": "user", "text": ..., "emotion": ...},
-{"role": "assistant", "text": ...}, ...]}``. The split is by conversation and deterministic: conversations
+{"role": "assistant", "text": ...}, ...]}``, with ``"persona"`` on the record and ``"memories"`` on a user
+turn when the source gives them. The split is by conversation and deterministic: conversations
 are ordered by id and every conversation whose index falls on VAL_SLOTS of each block of 20 goes to val
 (about 15%). Run: ``python3 scripts/build_mentor_dataset.py``.
 """
@@ -27,28 +30,40 @@ VAL_SLOTS = frozenset({2, 9, 16})  # of each block of 20 conversations
 Conversation = dict[str, Any]
 
 
-def parse_block(lines: list[str], where: str) -> list[dict[str, str]]:
-    """Turns of one conversation: alternating user (with emotion) and assistant lines."""
-    turns: list[dict[str, str]] = []
+def parse_block(lines: list[str], where: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """The persona (if a ``P`` line opens the block) and the turns of one conversation: alternating user (with
+    emotion, and the ``M`` memories given before it) and assistant lines."""
+    persona: str | None = None
+    if lines and lines[0].startswith("P "):
+        persona = lines[0][2:].strip()
+        lines = lines[1:]
+    turns: list[dict[str, Any]] = []
+    memories: list[str] = []
     for line in lines:
         head, sep, text = line.partition("|")
+        if head.split() == ["M"] and sep and text.strip():
+            memories.append(text.strip())
+            continue
         if not sep or not text.strip():
             raise ValueError(f"{where}: expected 'U emotion | text' or 'A | text', got {line!r}")
         parts = head.split()
         expected_role = "user" if len(turns) % 2 == 0 else "assistant"
         if parts[0] == "U" and len(parts) == 2 and parts[1] in EMOTIONS and expected_role == "user":
-            turns.append({"role": "user", "text": text.strip(), "emotion": parts[1]})
+            turn: dict[str, Any] = {"role": "user", "text": text.strip(), "emotion": parts[1]}
+            if memories:
+                turn["memories"], memories = memories, []
+            turns.append(turn)
         elif parts == ["A"] and expected_role == "assistant":
             turns.append({"role": "assistant", "text": text.strip()})
         else:
             raise ValueError(f"{where}: unexpected line {line!r} (wanted a {expected_role} turn)")
-    if not turns or len(turns) % 2:
-        raise ValueError(f"{where}: a conversation must end with the mentor's reply")
-    return turns
+    if not turns or len(turns) % 2 or memories:
+        raise ValueError(f"{where}: a conversation must end with the mentor's reply (memories go before a user turn)")
+    return persona, turns
 
 
-def read_sources(folder: Path) -> list[list[dict[str, str]]]:
-    conversations: list[list[dict[str, str]]] = []
+def read_sources(folder: Path) -> list[tuple[str | None, list[dict[str, Any]]]]:
+    conversations: list[tuple[str | None, list[dict[str, Any]]]] = []
     for path in sorted(folder.glob("*.txt")):
         block: list[str] = []
         lines = [*path.read_text(encoding="utf-8").splitlines(), ""]
@@ -64,11 +79,15 @@ def read_sources(folder: Path) -> list[list[dict[str, str]]]:
     return conversations
 
 
-def split(conversations: list[list[dict[str, str]]]) -> tuple[list[Conversation], list[Conversation]]:
+def split(
+    conversations: list[tuple[str | None, list[dict[str, Any]]]],
+) -> tuple[list[Conversation], list[Conversation]]:
     train: list[Conversation] = []
     val: list[Conversation] = []
-    for index, turns in enumerate(conversations):
+    for index, (persona, turns) in enumerate(conversations):
         record: Conversation = {"id": f"c{index + 1:04d}", "turns": turns}
+        if persona is not None:
+            record["persona"] = persona
         (val if index % 20 in VAL_SLOTS else train).append(record)
     return train, val
 

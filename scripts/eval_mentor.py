@@ -61,12 +61,13 @@ def reply_figures(replies: Sequence[str], seconds: Sequence[float]) -> dict[str,
 def evaluate(llm: LLMSettings, settings: Settings, loss_set: list[Exchange], val: list[Exchange]) -> dict[str, Any]:
     """Loss on the reference replies of ``loss_set`` and a generated reply for each user turn of ``val``."""
     from backend.engines.llm.transformers import load as load_llm
+    from backend.mentor.personas import load_personas
     from backend.mentor.prompt_builder import load_mentor_prompt
     from scripts.train_lora import PromptRenderer, mean_reply_loss
 
     chat = load_llm(llm)
     tok = chat.tokenizer
-    renderer = PromptRenderer(tok, llm, load_mentor_prompt(settings.mentor))
+    renderer = PromptRenderer(tok, llm, load_mentor_prompt(settings.mentor), load_personas(settings.mentor))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     loss = mean_reply_loss(chat.model, [renderer.encode(e) for e in loss_set], pad)
     replies: list[str] = []

@@ -27,6 +27,8 @@ class Exchange:
     user_text: str
     emotion: str
     reply: str
+    persona: str | None = None  # None: the default persona
+    memories: tuple[str, ...] = ()  # facts remembered from earlier sessions, given with the user turn
 
 
 def load_conversations(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -45,6 +47,11 @@ def load_conversations(path: Path, limit: int | None = None) -> list[dict[str, A
                 raise ValueError(f"{path}:{number}: turn {i} should be a non-empty {role} turn")
             if role == "user" and turn.get("emotion") not in EMOTIONS:
                 raise ValueError(f"{path}:{number}: turn {i} has an unknown emotion")
+            memories = turn.get("memories", [])
+            if not isinstance(memories, list) or not all(isinstance(m, str) and m.strip() for m in memories):
+                raise ValueError(f"{path}:{number}: turn {i} memories must be a list of texts")
+        if record.get("persona") is not None and not isinstance(record["persona"], str):
+            raise ValueError(f"{path}:{number}: persona must be a persona id")
         conversations.append(record)
     return conversations[:limit] if limit is not None else conversations
 
@@ -62,6 +69,8 @@ def exchanges(conversations: list[dict[str, Any]]) -> Iterator[Exchange]:
                 user_text=turns[k]["text"],
                 emotion=turns[k]["emotion"],
                 reply=turns[k + 1]["text"],
+                persona=record.get("persona"),
+                memories=tuple(turns[k].get("memories", ())),
             )
 
 
@@ -97,3 +106,34 @@ def sentence_count(text: str) -> int:
 
 def asks_question(text: str) -> bool:
     return "?" in text
+
+
+# --- persona adherence --------------------------------------------------------------------------------
+
+# Words that show a reply doing what each persona's prompt asks for (eval_personas.py). The wellbeing mentor
+# names feelings and suggests small kind steps; the study coach gives a study technique; the career mentor a
+# career step. A reply "follows" a persona when it has one of that persona's words.
+PERSONA_MARKERS: dict[str, tuple[str, ...]] = {
+    "wellbeing": (
+        "breath", "breathe", "breathing", "gentle", "kind to yourself", "rest", "comfort", "calm", "your body",
+        "self-care", "look after yourself", "take care of yourself", "be kind", "slow down", "pause",
+    ),
+    "study-coach": (
+        "study", "studying", "revise", "revision", "notes", "practice question", "practice questions",
+        "past paper", "past papers", "flashcard", "flashcards", "timer", "minutes on", "study plan", "one topic",
+        "chapter", "topic", "syllabus", "pomodoro", "session", "schedule", "homework",
+    ),
+    "career-mentor": (
+        "career", "manager", "cv", "resume", "feedback", "skill", "skills", "network", "networking",
+        "promotion", "interview", "linkedin", "role", "professional", "mentor", "salary", "portfolio",
+    ),
+}
+_MARKER_PATTERNS = {
+    persona: re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.I)
+    for persona, words in PERSONA_MARKERS.items()
+}
+
+
+def persona_markers(text: str) -> dict[str, int]:
+    """How many of each persona's marker words a reply uses."""
+    return {persona: len(pattern.findall(text)) for persona, pattern in _MARKER_PATTERNS.items()}

@@ -29,8 +29,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.config import REPO_ROOT, LLMSettings, Settings, resolve_path
+from backend.config import REPO_ROOT, LLMSettings, MentorSettings, Settings, resolve_path
 from backend.engines.protocols import ChatMessage
+from backend.mentor.personas import PersonaCatalog, load_personas
 from backend.mentor.prompt_builder import MentorPrompt, build_messages, load_mentor_prompt
 from scripts.mentor_data import Exchange, exchanges, load_conversations
 
@@ -59,25 +60,30 @@ class Encoded:
 
 
 class PromptRenderer:
-    """Builds an example's prompt through the server's own code path (build_messages + prompt_text)."""
+    """Builds an example's prompt through the server's own code path (build_messages + prompt_text), with the
+    example's persona (its system prompt and guidance, as the server builds them) and remembered facts."""
 
-    def __init__(self, tokenizer: Any, llm: LLMSettings, prompt: MentorPrompt) -> None:
+    def __init__(
+        self, tokenizer: Any, llm: LLMSettings, prompt: MentorPrompt, personas: PersonaCatalog | None = None
+    ) -> None:
         from backend.engines.llm.transformers import TransformersChatModel
 
         # The chat model is only used for its prompt rendering and token counting (no generation).
         self._chat = TransformersChatModel(None, tokenizer, llm)
         self._llm = llm
         self.prompt = prompt
+        self.personas = personas or load_personas(MentorSettings())
         self.tokenizer = tokenizer
 
     def messages(self, ex: Exchange) -> list[ChatMessage]:
         return build_messages(
-            self.prompt,
+            self.personas.get(ex.persona).prompt(self.prompt),
             ex.history,
             ex.user_text,
             ex.emotion,
             count_tokens=self._chat.count_tokens,
             max_prompt_tokens=self._llm.max_prompt_tokens,
+            memories=ex.memories,
         )
 
     def prompt_text(self, ex: Exchange) -> str:
@@ -274,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         llm = llm.model_copy(update={"threads": args.threads})
     model, tokenizer = load_base(llm)  # sets 2 CPU threads (settings.llm.threads) or moves to CUDA
     device = model.device
-    renderer = PromptRenderer(tokenizer, llm, load_mentor_prompt(settings.mentor))
+    renderer = PromptRenderer(tokenizer, llm, load_mentor_prompt(settings.mentor), load_personas(settings.mentor))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     train_ex = list(exchanges(load_conversations(args.train)))[: args.limit]

@@ -1,0 +1,137 @@
+"""Persona adherence on the validation split: does the mentor answer as the persona it is given?
+
+For every persona (config/personas/) and each of the first N validation user turns, a reply is generated as
+the server would (``build_messages`` with that persona's prompt and guidance, greedy server settings), and
+judged by ``mentor_data.persona_markers``: the words that show a reply doing what a persona's prompt asks (a
+study technique for the study coach, a career step for the career mentor, a kind, calming step for the
+wellbeing mentor). Per persona: the share of replies with its own markers ("adherence"), the share with each
+other persona's markers (the same user turns, so the topic is held fixed), the lift of its own markers over
+the same turns answered by the default persona, and the speakability figures of eval_mentor.py.
+
+    python3 scripts/eval_personas.py --limit 30 --out models/claritymentor-lora/eval_personas.json
+    python3 scripts/eval_personas.py --adapter /tmp/lora --limit 5 --out /tmp/p.json   # a quick look
+
+Blocking and CPU heavy (personas x turns generations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.config import REPO_ROOT, Settings, resolve_path
+from scripts.eval_mentor import reply_figures
+from scripts.mentor_data import PERSONA_MARKERS, Exchange, exchanges, load_conversations, persona_markers
+
+
+def judge(replies: dict[str, list[str]], default: str) -> dict[str, Any]:
+    """Marker shares per prompted persona: {persona: {"adherence", "markers": {other: share}, "lift"}}."""
+    out: dict[str, Any] = {}
+    for persona, texts in replies.items():
+        n = max(1, len(texts))
+        counts = [persona_markers(t) for t in texts]
+        shares = {p: sum(c[p] > 0 for c in counts) / n for p in PERSONA_MARKERS}
+        baseline = [persona_markers(t) for t in replies.get(default, [])]
+        base_share = sum(c.get(persona, 0) > 0 for c in baseline) / max(1, len(baseline))
+        own = shares.get(persona, 0.0)
+        out[persona] = {
+            "adherence": own,
+            "markers": shares,
+            "lift_over_default": own - base_share,
+            "own_markers_most": sum(
+                c.get(persona, 0) > 0 and c.get(persona, 0) >= max(c.values()) for c in counts
+            )
+            / n,
+        }
+    return out
+
+
+def generate(adapter: Path | None, settings: Settings, val: list[Exchange]) -> dict[str, Any]:
+    """Replies for every persona and val turn with the base model (``adapter`` None) or the adapter."""
+    from backend.engines.llm.transformers import load as load_llm
+    from backend.mentor.personas import load_personas
+    from backend.mentor.prompt_builder import build_messages, load_mentor_prompt
+
+    llm = settings.llm.model_copy(update={"adapter_path": adapter})
+    chat = load_llm(llm)
+    base = load_mentor_prompt(settings.mentor)
+    catalog = load_personas(settings.mentor)
+    replies: dict[str, list[str]] = {}
+    seconds: dict[str, list[float]] = {}
+    for persona in catalog:
+        prompt = persona.prompt(base)
+        for ex in val:
+            messages = build_messages(
+                prompt,
+                ex.history,
+                ex.user_text,
+                ex.emotion,
+                count_tokens=chat.count_tokens,
+                max_prompt_tokens=llm.max_prompt_tokens,
+            )
+            started = time.perf_counter()
+            replies.setdefault(persona.id, []).append(chat.generate(messages))
+            seconds.setdefault(persona.id, []).append(time.perf_counter() - started)
+    return {
+        "adapter_loaded": chat.adapter_loaded,
+        "judged": judge(replies, catalog.default_id),
+        "style": {p: reply_figures(replies[p], seconds[p]) for p in replies},
+        "replies": replies,
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    for model in ("base", "adapter"):
+        if model not in report:
+            continue
+        print(f"\n{model}: persona -> share of replies with each persona's markers (own = adherence)")
+        personas = list(report[model]["judged"])
+        print(f"{'prompted as':<16}" + "".join(f"{p:>15}" for p in personas) + f"{'lift':>9}")
+        for p in personas:
+            row = report[model]["judged"][p]
+            cells = "".join(f"{row['markers'][q]:>15.2f}" for q in personas)
+            print(f"{p:<16}{cells}{row['lift_over_default']:>9.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Persona adherence of the mentor on the validation split.")
+    p.add_argument("--val", type=Path, default=REPO_ROOT / "data/mentor/val.jsonl")
+    p.add_argument("--adapter", type=Path, default=None, help="adapter folder (default: llm.adapter_path)")
+    p.add_argument("--limit", type=int, default=30, help="the first N val user turns")
+    p.add_argument("--base", action="store_true", help="also evaluate the base model without the adapter")
+    p.add_argument("--out", type=Path, default=Path("eval_personas.json"))
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    settings = Settings()
+    adapter = resolve_path(args.adapter or settings.llm.adapter_path or "models/claritymentor-lora")
+    val = list(exchanges(load_conversations(args.val)))[: args.limit]
+    report: dict[str, Any] = {
+        "val_file": str(args.val),
+        "adapter_dir": str(adapter),
+        "generated_per_persona": len(val),
+        "markers": {k: list(v) for k, v in PERSONA_MARKERS.items()},
+    }
+    started = time.perf_counter()
+    if args.base:
+        report["base"] = generate(None, settings, val)
+    report["adapter"] = generate(adapter, settings, val)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["turns"] = [{"id": e.conversation_id, "turn": e.index, "user": e.user_text} for e in val]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -322,11 +322,20 @@ class Conversation:
             self.pipeline.running.add(session_id, self, self.interrupt)
         elif user_id is not None and not self.session.persisted:
             self.session.user_id = user_id
-        if persona is not None and persona != self.session.persona:
-            self.session.persona = persona
-            if self.session.persisted:
-                await self.store.set_persona(self.session.session_id, persona)
+        if persona is not None:
+            await self.set_persona(persona)
         await self.emit(self.session_ready())
+
+    async def set_persona(self, persona: str | None) -> None:
+        """Make ``persona`` (an id; None: the default) this session's persona from the next turn on, stored with
+        the session. UnknownPersonaError for an unknown id. Wires whose clients send free-text instructions
+        (OpenAI Realtime ``session.instructions``) resolve them with ``pipeline.personas.from_instructions``."""
+        self.pipeline.personas.check(persona)
+        if persona == self.session.persona:
+            return
+        self.session.persona = persona
+        if self.session.persisted:
+            await self.store.set_persona(self.session.session_id, persona)
 
     async def _on_turn_event(self, event: object) -> None:
         if isinstance(event, SpeechStarted):

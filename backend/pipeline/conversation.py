@@ -39,6 +39,7 @@ from backend.store.sessions import SessionExistsError, SessionRecord
 
 logger = logging.getLogger(__name__)
 
+
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -138,7 +139,9 @@ class Conversation:
         self._held: list[TurnInput] = []  # input waiting for respond() (turn_taking.respond off, or hold=True)
         self._ledger = PlaybackLedger()
         self._partials = PartialTranscripts(
-            self.pipeline.transcribe_soon, self.emit, settings.pipeline.partial_transcript_ms / 1000
+            lambda pcm: self.pipeline.transcribe_soon(pcm, preview=True),
+            self.emit,
+            settings.pipeline.partial_transcript_ms / 1000,
         )
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -261,6 +264,8 @@ class Conversation:
             for event in self._detector.push_frame(frame):
                 await self._on_turn_event(event)
         seconds = self._detector.utterance_seconds
+        if self._detector.pausing:
+            return  # no preview at a pause: the turn may start now and needs the CPU
         if self._partials.due(self._utterance_id, seconds) and self._utterance_id is not None:
             self._partials.start(self._utterance_id, self._detector.current_audio(), seconds)
 

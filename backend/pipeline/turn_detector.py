@@ -130,6 +130,11 @@ class TurnDetector:
         return self._utt_start is not None
 
     @property
+    def pausing(self) -> bool:
+        """In speech, but the latest frame was not voiced (a pause that may end the utterance)."""
+        return self._utt_start is not None and self._silence_run > 0
+
+    @property
     def utterance_seconds(self) -> float:
         """Length of the utterance so far (pre-roll included); 0 when not in speech."""
         return 0.0 if self._utt_start is None else (self._clock - self._utt_start) * self._frame_s

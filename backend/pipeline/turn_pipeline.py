@@ -113,11 +113,11 @@ class TurnPipeline:
         except Exception:  # only a lost speed-up: the next turn prefills it itself
             logger.warning("warming the next prompt failed", extra={"session_id": session_id}, exc_info=True)
 
-    def transcribe_soon(self, pcm: bytes) -> asyncio.Future[Transcription]:
-        """Start transcribing in the STT pool now; the turn awaits the result later (speculative STT)."""
-        future = asyncio.ensure_future(
-            run_blocking(self.executors.stt, self.models.stt.transcribe, pcm16_to_float32(pcm))
-        )
+    def transcribe_soon(self, pcm: bytes, *, preview: bool = False) -> asyncio.Future[Transcription]:
+        """Start transcribing in the STT pool now; the turn awaits the result later (speculative STT).
+        ``preview``: a partial transcript, in its own one-thread pool so it never delays a turn's."""
+        pool = self.executors.preview_stt if preview else self.executors.stt
+        future = asyncio.ensure_future(run_blocking(pool, self.models.stt.transcribe, pcm16_to_float32(pcm)))
         future.add_done_callback(lambda f: f.cancelled() or f.exception())  # an unused one must not warn
         return future
 

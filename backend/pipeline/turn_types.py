@@ -76,10 +76,12 @@ class Executors:
 
     def __init__(self, settings: Settings) -> None:
         self.stt = ThreadPoolExecutor(2, thread_name_prefix="stt")
+        # Partial transcripts get their own thread: a turn's transcription never queues behind a preview.
+        self.preview_stt = ThreadPoolExecutor(1, thread_name_prefix="stt-preview")
         self.emotion = ThreadPoolExecutor(2, thread_name_prefix="emotion")
         self.llm = ThreadPoolExecutor(max(1, settings.llm.max_concurrent), thread_name_prefix="llm")
         self.tts = ThreadPoolExecutor(1, thread_name_prefix="tts")
 
     def shutdown(self) -> None:
-        for pool in (self.stt, self.emotion, self.llm, self.tts):
+        for pool in (self.stt, self.preview_stt, self.emotion, self.llm, self.tts):
             pool.shutdown(wait=False, cancel_futures=True)

@@ -84,8 +84,12 @@ class Run:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its reaped children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU seconds of a process and its reaped children (0 once it has exited: a PostgreSQL backend
+    that ends is counted in the postmaster's reaped-children time instead)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
     ticks = sum(int(x) for x in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
 

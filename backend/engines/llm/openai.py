@@ -13,8 +13,9 @@ template.
   with ``llm_timeout``. No turn waits forever.
 - ``count_tokens`` approximates (``chars_per_token`` characters per token, rounded up): the prompt builder only
   needs a budget. SmolLM2's tokenizer averages 4.4 characters per token on the mentor data; 3.5 over-counts 98%
-  of its texts, so the history window errs on the short side, never past the server's context. ``warm_prefix`` does nothing: serving
-  engines keep their own prefix caches (vLLM's automatic prefix caching, llama.cpp's slot cache).
+  of its texts, so the history window errs on the short side, never past the server's context.
+  ``warm_prefix`` does nothing: serving engines keep their own prefix caches (vLLM's automatic prefix caching,
+  llama.cpp's slot cache).
 - ``probe()`` asks ``GET {base_url}/models`` for /readyz and /api/health.
 """
 

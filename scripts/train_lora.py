@@ -245,6 +245,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.05)
     p.add_argument("--warmup", type=float, default=0.06, help="share of steps with a linear warm-up")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training exchanges")
+    p.add_argument(
+        "--special-repeat",
+        type=int,
+        default=3,
+        help="times each exchange with a persona or remembered facts is seen per epoch (they are few)",
+    )
     p.add_argument("--val-limit", type=int, default=None, help="use only the first N val exchanges")
     p.add_argument("--no-val", action="store_true", help="skip the validation loss at the end")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: llm.threads, 2)")
@@ -284,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     train_ex = list(exchanges(load_conversations(args.train)))[: args.limit]
+    # The persona and memory examples are few next to the default persona's: seen more often, they are followed.
+    train_ex += [e for e in train_ex if e.persona or e.memories] * max(0, args.special_repeat - 1)
     train_enc = [renderer.encode(e) for e in train_ex]
     steps_per_epoch = len(batches(train_enc, args.batch_size, random.Random(0)))
     total_steps = max(1, math.ceil(steps_per_epoch * args.epochs))

@@ -51,13 +51,17 @@ class Persona:
     system_prompt: str | None = None  # None: the base prompt (mentor.system_prompt_path)
     emotion_guidance: Mapping[str, str] = field(default_factory=dict)  # overrides, by emotion
     voice: PersonaVoice = PersonaVoice()
+    # One sentence added to the guidance of every emotion: the guidance is the system message right before the
+    # user's, where a small model attends most, so it carries what makes this persona answer differently.
+    reminder: str | None = None
 
     def prompt(self, base: MentorPrompt) -> MentorPrompt:
-        """The MentorPrompt for this persona: its system prompt and the base guidance with its overrides."""
-        return MentorPrompt(
-            system_prompt=self.system_prompt or base.system_prompt,
-            emotion_guidance={**base.emotion_guidance, **self.emotion_guidance},
-        )
+        """The MentorPrompt for this persona: its system prompt, and the base guidance with its overrides, each
+        followed by its reminder."""
+        guidance = {**base.emotion_guidance, **self.emotion_guidance}
+        if self.reminder:
+            guidance = {emotion: f"{text} {self.reminder}" for emotion, text in guidance.items()}
+        return MentorPrompt(system_prompt=self.system_prompt or base.system_prompt, emotion_guidance=guidance)
 
 
 def _text(raw: Any, where: str, key: str, *, required: bool = True) -> str | None:
@@ -77,7 +81,7 @@ def parse_persona(persona_id: str, raw: Any, where: str) -> Persona:
         raise ConfigError(f"{where}: a persona file name must match {PERSONA_ID.pattern} (it is the persona id)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    unknown = set(raw) - {"name", "title", "description", "system_prompt", "emotion_guidance", "voice"}
+    unknown = set(raw) - {"name", "title", "description", "system_prompt", "reminder", "emotion_guidance", "voice"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
     guidance_raw = raw.get("emotion_guidance") or {}
@@ -97,6 +101,7 @@ def parse_persona(persona_id: str, raw: Any, where: str) -> Persona:
         title=_text(raw, where, "title") or "",
         description=_text(raw, where, "description") or "",
         system_prompt=_text(raw, where, "system_prompt", required=False),
+        reminder=_text(raw, where, "reminder", required=False),
         emotion_guidance={str(k): " ".join(str(v).split()) for k, v in guidance_raw.items() if v},
         voice=PersonaVoice(voice=voice_raw.get("voice"), rate=rate, pitch=pitch),
     )

@@ -110,12 +110,18 @@ export class SessionList {
     for (const s of sessions) {
       const li = el("li", "session");
       li.dataset.sessionId = s.id;
-      const when = new Date(s.updated_at).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+      const format = (iso) => new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+      const when = format(s.updated_at);
       const label = s.title || `Session ${s.id.slice(0, 6)}`;
       const open = el("button", "open");
       open.type = "button";
-      open.append(el("span", "title", label), el("span", "meta", `${when} · ${s.turn_count} turns`));
-      open.setAttribute("aria-label", `Resume ${label}, ${s.turn_count} turns, last used ${when}`);
+      const turns = el("span", "meta", `${s.turn_count} turns · updated ${when}`);
+      const started = el("span", "meta created", `started ${format(s.created_at)}`);
+      open.append(el("span", "title", label), turns, started);
+      open.setAttribute(
+        "aria-label",
+        `Resume ${label}, ${s.turn_count} turns, started ${format(s.created_at)}, last updated ${when}`,
+      );
       if (s.id === current) open.setAttribute("aria-current", "true");
       open.addEventListener("click", () => this.hooks.onResume(s.id));
       const del = el("button", "delete quiet", "Delete");

@@ -40,7 +40,8 @@ def test_a_session_created_with_a_persona_keeps_it_for_its_turns(client: TestCli
     assert reply["persona"] == "study-coach"
     assert _system_prompt(fakes) == PERSONAS.get("study-coach").system_prompt
     guidance = fakes.llm.prompts[-1][-2].content
-    assert guidance == PERSONAS.get("study-coach").emotion_guidance["sad"]  # the fake emotion is sad
+    coach = PERSONAS.get("study-coach")
+    assert guidance == f"{coach.emotion_guidance['sad']} {coach.reminder}"  # the fake emotion is sad
 
 
 def test_text_chat_persona_switches_the_sessions_persona(client: TestClient, fakes: FakeModels) -> None:

@@ -47,8 +47,9 @@ def _settled(page: Any, user_turns: int) -> None:
 def test_persona_transcript_arc_summary_and_memories_on_the_page(
     live_server: LiveServer, speech_dir: Path, artifacts_dir: Path
 ) -> None:
-    """Pick the study coach, say a fact, type a follow-up: the session keeps the persona; the transcript shows
-    all four turns, each user turn with its emotion; the arc chart has one point per user turn in the emotions
+    """Pick the study coach, say a fact, type a follow-up: the session keeps the persona (and the sessions list
+    shows its turn count, last update and creation); the transcript shows all four turns, each user turn with
+    its emotion; the arc chart has one point per user turn in the emotions
     the server reported; the summary and topics are the server's; the fact is among the memories, and its
     Forget button deletes it on the server. No console errors."""
     wav = padded_wav(espeak_wav(SPOKEN, speech_dir / "fact.wav"), speech_dir / "fact_pad.wav", 0.5, 2.0)
@@ -90,6 +91,10 @@ def test_persona_transcript_arc_summary_and_memories_on_the_page(
         assert page.locator("#topics .chip").count() == len(server["topics"]) >= 1
         sessions = {s["id"]: s for s in get_json(f"{live_server.url}/api/sessions")["sessions"]}
         assert sessions[sid]["persona"] == "study-coach" and page.input_value("#persona") == "study-coach"
+        listed = f"#sessions [data-session-id='{sid}']"
+        page.wait_for_function(f"/4 turns/.test(document.querySelector(\"{listed}\").innerText)")
+        entry = page.inner_text(listed)
+        assert "4 turns · updated" in entry and "started" in entry, entry  # the list: count, last update, creation
 
         shot = artifacts_dir / "mentor.png"
         page.screenshot(path=str(shot), full_page=True)

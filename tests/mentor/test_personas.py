@@ -37,11 +37,14 @@ def test_the_shipped_personas_differ_in_prompt_and_voice(catalog: PersonaCatalog
 
 
 def test_persona_guidance_overrides_only_what_it_names(catalog: PersonaCatalog) -> None:
-    """A persona's guidance replaces the base guidance for the emotions it names and keeps the rest."""
+    """A persona's guidance replaces the base guidance for the emotions it names and keeps the rest; its reminder
+    follows every emotion's guidance."""
     base = MentorPrompt("base", {"sad": "base sad", "anxious": "base anxious", "neutral": "base neutral"})
-    coach = catalog.get("study-coach").prompt(base)
-    assert coach.emotion_guidance["anxious"] != "base anxious" and "study" in coach.emotion_guidance["anxious"]
-    assert coach.emotion_guidance["neutral"] == "base neutral"
+    persona = catalog.get("study-coach")
+    coach = persona.prompt(base)
+    assert persona.reminder and all(g.endswith(f" {persona.reminder}") for g in coach.emotion_guidance.values())
+    assert coach.emotion_guidance["anxious"] == f"{persona.emotion_guidance['anxious']} {persona.reminder}"
+    assert coach.emotion_guidance["neutral"] == f"base neutral {persona.reminder}"
 
 
 def test_unknown_persona_is_a_clear_error(catalog: PersonaCatalog) -> None:

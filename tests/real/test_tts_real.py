@@ -84,5 +84,5 @@ def test_synthesis_from_many_threads(tts: EspeakSynthesizer) -> None:
 
 def test_unknown_voice_raises_model_load_error() -> None:
     """A voice espeak-ng does not know fails loading with a ModelLoadError naming the engine."""
-    with pytest.raises(ModelLoadError, match="text-to-speech engine 'pyttsx3' failed to load"):
+    with pytest.raises(ModelLoadError, match="text-to-speech engine 'espeak' failed to load"):
         load_tts(TTSSettings(voice="no-such-voice-xyz"))

@@ -6,10 +6,13 @@ judged by ``mentor_data.persona_markers``: the words that show a reply doing wha
 study technique for the study coach, a career step for the career mentor, a kind, calming step for the
 wellbeing mentor). Per persona: the share of replies with its own markers ("adherence"), the share with each
 other persona's markers (the same user turns, so the topic is held fixed), the lift of its own markers over
-the same turns answered by the default persona, and the speakability figures of eval_mentor.py.
+the same turns answered by the default persona, and the speakability figures of eval_mentor.py. A second judge
+reads the whole reply, not a word list: each reply is attributed to the persona whose training replies
+(data/mentor/train.jsonl, by conversation persona) its MiniLM embedding is closest to (cosine to the centroid).
 
     python3 scripts/eval_personas.py --limit 30 --out models/claritymentor-lora/eval_personas.json
     python3 scripts/eval_personas.py --adapter /tmp/lora --limit 5 --out /tmp/p.json   # a quick look
+    python3 scripts/eval_personas.py --rejudge /tmp/p.json    # judge the replies of a report again
 
 Blocking and CPU heavy (personas x turns generations).
 """
@@ -29,6 +32,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.config import REPO_ROOT, Settings, resolve_path
+from backend.mentor.personas import load_personas
 from scripts.eval_mentor import reply_figures
 from scripts.mentor_data import PERSONA_MARKERS, Exchange, exchanges, load_conversations, persona_markers
 
@@ -55,10 +59,31 @@ def judge(replies: dict[str, list[str]], default: str) -> dict[str, Any]:
     return out
 
 
+def attribution(replies: dict[str, list[str]], train: Path, settings: Settings) -> dict[str, dict[str, float]]:
+    """{prompted persona: {persona: share of its replies closest to that persona's training replies}}."""
+    import numpy as np
+
+    from backend.engines.emotion.fused import load as load_emotion
+
+    default = load_personas(settings.mentor).default_id
+    embed = load_emotion(settings.emotion).embed
+    by_persona: dict[str, list[str]] = {}
+    for ex in exchanges(load_conversations(train)):
+        if not ex.memories:
+            by_persona.setdefault(ex.persona or default, []).append(ex.reply)
+    names = sorted(by_persona)
+    centroids = np.stack([embed(by_persona[n]).mean(axis=0) for n in names])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    out: dict[str, dict[str, float]] = {}
+    for persona, texts in replies.items():
+        nearest = (embed(texts) @ centroids.T).argmax(axis=1) if texts else np.zeros(0, dtype=int)
+        out[persona] = {n: float((nearest == i).mean()) if len(texts) else 0.0 for i, n in enumerate(names)}
+    return out
+
+
 def generate(adapter: Path | None, settings: Settings, val: list[Exchange]) -> dict[str, Any]:
     """Replies for every persona and val turn with the base model (``adapter`` None) or the adapter."""
     from backend.engines.llm.transformers import load as load_llm
-    from backend.mentor.personas import load_personas
     from backend.mentor.prompt_builder import build_messages, load_mentor_prompt
 
     llm = settings.llm.model_copy(update={"adapter_path": adapter})
@@ -100,6 +125,11 @@ def print_table(report: dict[str, Any]) -> None:
             row = report[model]["judged"][p]
             cells = "".join(f"{row['markers'][q]:>15.2f}" for q in personas)
             print(f"{p:<16}{cells}{row['lift_over_default']:>9.2f}")
+        if "attributed" in report[model]:
+            print(f"{model}: persona -> share of replies closest to each persona's training replies (MiniLM)")
+            for p in personas:
+                row = report[model]["attributed"][p]
+                print(f"{p:<16}" + "".join(f"{row[q]:>15.2f}" for q in personas))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,10 +139,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=30, help="the first N val user turns")
     p.add_argument("--base", action="store_true", help="also evaluate the base model without the adapter")
     p.add_argument("--out", type=Path, default=Path("eval_personas.json"))
+    p.add_argument("--train", type=Path, default=REPO_ROOT / "data/mentor/train.jsonl", help="attribution references")
+    p.add_argument("--rejudge", type=Path, default=None, help="judge the replies of this report again, then exit")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     settings = Settings()
+    if args.rejudge is not None:
+        earlier: dict[str, Any] = json.loads(args.rejudge.read_text(encoding="utf-8"))
+        default = load_personas(settings.mentor).default_id
+        for model in ("base", "adapter"):
+            if model in earlier:
+                replies = earlier[model]["replies"]
+                earlier[model]["judged"] = judge(replies, default)
+                earlier[model]["attributed"] = attribution(replies, args.train, settings)
+        args.rejudge.write_text(json.dumps(earlier, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print_table(earlier)
+        return 0
     adapter = resolve_path(args.adapter or settings.llm.adapter_path or "models/claritymentor-lora")
     val = list(exchanges(load_conversations(args.val)))[: args.limit]
     report: dict[str, Any] = {
@@ -125,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.base:
         report["base"] = generate(None, settings, val)
     report["adapter"] = generate(adapter, settings, val)
+    for model in ("base", "adapter"):
+        if model in report:
+            report[model]["attributed"] = attribution(report[model]["replies"], args.train, settings)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["turns"] = [{"id": e.conversation_id, "turn": e.index, "user": e.user_text} for e in val]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -49,12 +49,25 @@ def personas_section(report: dict[str, Any] | None) -> str:
                 f"**{row['markers'][q]:.0%}**" if q == p else f"{row['markers'][q]:.0%}" for q in personas
             )
             rows.append(f"| {model} | {p} | {cells} | {row['lift_over_default']:+.0%} |")
-    return (
+    text = (
         f"The first {report.get('generated_per_persona')} validation user turns answered as each persona (server "
         "settings), judged by the words that show a persona doing what its prompt asks "
         "(`scripts/mentor_data.py::PERSONA_MARKERS`); bold = the persona's own markers (adherence), lift = its "
         "own markers minus the same turns answered by the default persona.\n\n" + "\n".join(rows)
     )
+    if all("attributed" in report[m] for m in models):
+        rows = ["| model | prompted as | " + " | ".join(f"closest to {p}" for p in personas) + " |"]
+        rows.append("|" + "---|" * (len(personas) + 2))
+        for model in models:
+            for p in personas:
+                row = report[model]["attributed"][p]
+                cells = " | ".join(f"**{row[q]:.0%}**" if q == p else f"{row[q]:.0%}" for q in personas)
+                rows.append(f"| {model} | {p} | {cells} |")
+        text += (
+            "\n\nThe same replies judged whole: each is attributed to the persona whose training replies its MiniLM "
+            "embedding is closest to (bold = the persona it was asked to be).\n\n" + "\n".join(rows)
+        )
+    return text
 
 
 def memory_section(report: dict[str, Any] | None) -> str:

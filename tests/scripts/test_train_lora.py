@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from backend.config import REPO_ROOT, Settings
+from backend.mentor.personas import load_personas
 from backend.mentor.prompt_builder import build_messages, load_mentor_prompt
 from backend.store.records import HistoryTurn
 from scripts.mentor_data import Exchange, exchanges, load_conversations
@@ -71,8 +72,10 @@ def test_training_prompt_is_what_the_server_renders(base_chat: Any) -> None:
     )
     ex = Exchange("c9999", 1, history, "They gave it to someone newer.", "angry", "That is unfair.")
     renderer = PromptRenderer(base_chat.tokenizer, settings.llm, load_mentor_prompt(settings.mentor))
+    # The server speaks as the session's persona (the default one here): its prompt over the base prompt.
+    server_prompt_of_persona = load_personas(settings.mentor).default.prompt(load_mentor_prompt(settings.mentor))
     server_messages = build_messages(
-        load_mentor_prompt(settings.mentor),
+        server_prompt_of_persona,
         list(history),
         ex.user_text,
         ex.emotion,

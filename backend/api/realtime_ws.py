@@ -159,6 +159,9 @@ class RealtimeConnection:
                 await self._append(event.audio)
             case rt.SessionUpdate():
                 session.apply(event.session)
+                persona = self.services.pipeline.personas.from_instructions(event.session.instructions)
+                if persona is not None:  # instructions naming a persona choose it; other text keeps the session's
+                    await conversation.set_persona(persona.id)
                 conversation.configure(session.turn_taking())
                 if session.input_codec.rate != conversation.input_rate:
                     await conversation.start_session(None, session.input_codec.rate)

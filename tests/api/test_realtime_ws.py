@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from backend.config import MentorSettings
 from backend.core import g711
 from backend.main import create_app
+from backend.mentor.personas import load_personas
+from backend.mentor.prompt_builder import load_mentor_prompt
 from tests.api.rtutil import RATE, append, b64, first, speak, types, until
 from tests.conftest import make_settings
 from tests.fakes import FakeModels, silence_pcm, tone_pcm
@@ -264,3 +267,30 @@ def test_text_only_output_synthesizes_nothing(client: TestClient, fakes: FakeMod
         "text": fakes.llm.reply,
         "transcript": None,
     }
+
+
+def test_instructions_naming_a_persona_choose_it(client: TestClient, fakes: FakeModels) -> None:
+    """session.update instructions that name a persona ("persona: study-coach") make it the session's persona: the
+    next reply's prompt starts with that persona's system prompt; free-text instructions keep the default."""
+    personas = load_personas(MentorSettings())
+    base = load_mentor_prompt(MentorSettings())
+    coach = personas.get("study-coach").prompt(base).system_prompt
+    default = personas.default.prompt(base).system_prompt
+    assert coach != default
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "I cannot focus."}]}
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "session.update", "session": {"type": "realtime", "instructions": "Be kind."}})
+        until(ws, "session.updated")
+        ws.send_json({"type": "conversation.item.create", "item": item})
+        ws.send_json({"type": "response.create"})
+        until(ws, "response.done")
+        ws.send_json(
+            {"type": "session.update", "session": {"type": "realtime", "instructions": "persona: study-coach"}}
+        )
+        until(ws, "session.updated")
+        ws.send_json({"type": "conversation.item.create", "item": item})
+        ws.send_json({"type": "response.create"})
+        until(ws, "response.done")
+    assert fakes.llm.prompts[0][0].content == default
+    assert fakes.llm.prompts[-1][0].content == coach

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
+from backend.config import REPO_ROOT
 from backend.engines.model_service import ModelService
 from backend.main import create_app
 from scripts.eval_memory import MEMORY_SET, uses_fact
-from scripts.mentor_data import persona_markers
+from scripts.mentor_data import exchanges, load_conversations
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
 
@@ -57,30 +59,45 @@ def _insights(api: httpx.Client, sid: str) -> dict[str, Any]:
     return body
 
 
-# User turns on which the study coach and the career mentor answer differently with the shipped adapter
-# (scripts/eval_personas.py on the validation split shows the rates over 30 turns).
-PERSONA_TURNS = (
-    "I have a job interview tomorrow. Any advice?",
-    "I have a chemistry exam next week and I keep putting off revising.",
-    "I feel stuck in my job and I don't know what to do next.",
-    "I finally understand calculus! It just clicked today.",
-)
+PERSONAS = ("wellbeing", "study-coach", "career-mentor")
+VAL_USER_TURNS = 20  # the validation split's first user turns, whole conversations replayed over HTTP
 
 
-def test_each_persona_answers_as_itself(api: httpx.Client) -> None:
-    """The same messages answered as the study coach and as the career mentor: each persona's replies carry its
-    own markers (a study technique, a career step) more often than the other persona's replies do."""
-    replies = {
-        persona: [_chat(api, text=text, persona=persona)["response"] for text in PERSONA_TURNS]
-        for persona in ("study-coach", "career-mentor")
-    }
-    own = {p: sum(persona_markers(r)[p] > 0 for r in rs) for p, rs in replies.items()}
-    other = {
-        "study-coach": sum(persona_markers(r)["study-coach"] > 0 for r in replies["career-mentor"]),
-        "career-mentor": sum(persona_markers(r)["career-mentor"] > 0 for r in replies["study-coach"]),
-    }
-    assert own["study-coach"] >= 2 and own["study-coach"] > other["study-coach"], replies
-    assert own["career-mentor"] >= 2 and own["career-mentor"] > other["career-mentor"], replies
+def _closest_persona(models: ModelService) -> Callable[[str], str]:
+    """Which persona's training replies (data/mentor/train.jsonl) a reply is closest to (MiniLM centroids), the
+    whole-reply judge of scripts/eval_personas.py."""
+    embedder = models.embedder
+    assert embedder is not None
+    by_persona: dict[str, list[str]] = {}
+    for ex in exchanges(load_conversations(REPO_ROOT / "data/mentor/train.jsonl")):
+        if not ex.memories:
+            by_persona.setdefault(ex.persona or "wellbeing", []).append(ex.reply)
+    names = sorted(by_persona)
+    centroids = np.stack([embedder.embed(by_persona[n]).mean(axis=0) for n in names])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    return lambda reply: names[int((embedder.embed([reply]) @ centroids.T).argmax())]
+
+
+def test_each_persona_answers_as_itself(api: httpx.Client, models: ModelService) -> None:
+    """The validation split's first conversations replayed over HTTP once per persona (a session created with
+    it, its user turns sent in order): for each persona, its own replies read like its training replies more
+    often than the other personas' replies do (the persona changes what is said, not only the voice)."""
+    closest = _closest_persona(models)
+    conversations = load_conversations(REPO_ROOT / "data/mentor/val.jsonl")
+    turns: list[tuple[int, str]] = []
+    for n, record in enumerate(conversations):
+        turns += [(n, t["text"]) for t in record["turns"] if t["role"] == "user"]
+    turns = turns[:VAL_USER_TURNS]
+    judged: dict[str, list[str]] = {}
+    for persona in PERSONAS:
+        sessions = {n: api.post("/api/sessions", json={"persona": persona}).json()["id"] for n, _ in turns}
+        replies = [_chat(api, text=text, session_id=sessions[n])["response"] for n, text in turns]
+        judged[persona] = [closest(r) for r in replies]
+    share = {p: {q: judged[p].count(q) / len(turns) for q in PERSONAS} for p in PERSONAS}
+    for persona in PERSONAS:
+        for other in PERSONAS:
+            if other != persona:
+                assert share[persona][persona] > share[other][persona], share
 
 
 # Conversations of scripts/eval_memory.py's set whose fact the shipped adapter recalls and uses (its report

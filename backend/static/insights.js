@@ -6,7 +6,8 @@ import { api } from "./connection.js";
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 const UPDATE_POLL_MS = 400; // while the server says the summary is still being updated after a turn
-const UPDATE_POLLS = 25;
+const UPDATE_POLL_MAX_MS = 3000; // polls back off up to this interval on a busy server
+const UPDATE_DEADLINE_MS = 120_000; // then give up until the next turn
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -93,21 +94,27 @@ export class InsightsPanel {
     this.render(null);
   }
 
-  /** Fetch the insights; while the server is still updating them after a turn, fetch again shortly. */
+  /** Fetch the insights; while the server is still updating them after a turn (or briefly cannot answer),
+   * fetch again, backing off, until they are up to date. */
   async refresh() {
     const generation = ++this.generation;
     const id = this.hooks.sessionId();
-    for (let attempt = 0; id && attempt < UPDATE_POLLS; attempt += 1) {
+    const deadline = Date.now() + UPDATE_DEADLINE_MS;
+    let wait = UPDATE_POLL_MS;
+    while (id && Date.now() < deadline) {
       let body;
+      let retry = false;
       try {
         body = await api(`/api/sessions/${encodeURIComponent(id)}/insights`);
-      } catch {
-        body = null; // not stored yet (a fresh session before its first turn)
+      } catch (err) {
+        body = null; // 404: not stored yet (a fresh session before its first turn)
+        retry = err.status !== 404 && err.status !== 401 && err.status !== 403;
       }
       if (generation !== this.generation) return; // another refresh or a session switch took over
-      this.render(body);
-      if (!body || !body.updating) return;
-      await new Promise((resolve) => setTimeout(resolve, UPDATE_POLL_MS));
+      if (body || !retry) this.render(body);
+      if (!retry && (!body || !body.updating)) return;
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(UPDATE_POLL_MAX_MS, Math.round(wait * 1.5));
       if (generation !== this.generation) return;
     }
     if (!id) this.render(null);

@@ -23,6 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 EMOTIONS = ("neutral", "happy", "sad", "anxious", "angry", "surprised")
 VAL_SLOTS = frozenset({2, 9, 16})  # of each block of 20 conversations
@@ -110,6 +112,27 @@ def summary(name: str, records: list[Conversation]) -> str:
     )
 
 
+def emotion_examples(conversations: list[tuple[str | None, list[dict[str, Any]]]]) -> dict[str, list[str]]:
+    """The first user turn of every conversation by its emotion: labelled sentences for the text emotion
+    detector (a follow-up's label leans on the turns before it, so follow-ups are left out)."""
+    examples: dict[str, list[str]] = {e: [] for e in EMOTIONS}
+    for _, turns in conversations:
+        first = turns[0]
+        if first["text"] not in examples[first["emotion"]]:
+            examples[first["emotion"]].append(first["text"])
+    return examples
+
+
+def write_emotion_examples(path: Path, examples: dict[str, list[str]]) -> None:
+    header = (
+        "# Written by scripts/build_mentor_dataset.py from data/mentor/source (do not edit): the first user turn of\n"
+        "# every conversation, by its label. The text emotion detector adds these to config/emotion_examples.yaml\n"
+        "# (emotion.extra_examples_path).\n"
+    )
+    body = yaml.safe_dump({"examples": examples}, allow_unicode=True, sort_keys=False, width=200)
+    path.write_text(header + body, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=ROOT / "data/mentor/source")
@@ -119,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     train, val = split(conversations)
     write_jsonl(args.out / "train.jsonl", train)
     write_jsonl(args.out / "val.jsonl", val)
+    write_emotion_examples(args.out / "emotion_examples.yaml", emotion_examples(conversations))
     print(summary("all", train + val))
     print(summary("train", train))
     print(summary("val", val))

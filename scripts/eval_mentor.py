@@ -7,6 +7,13 @@ speech cleaning, mean words, share of 1-3 sentences, share asking a question.
 
     python3 scripts/eval_mentor.py --update-card          # full val split, writes into the adapter folder
     python3 scripts/eval_mentor.py --adapter /tmp/lora --limit 3 --out /tmp/eval.json
+    python3 scripts/eval_mentor.py --fit --compare round-1=/tmp/r1/models/claritymentor-lora --update-card
+
+``--fit`` answers the fresh test sentences (data/mentor/test.jsonl, never read by training) with the base
+model, each ``--compare`` adapter and this one, and judges the replies by the rubric (scripts/reply_fit.py,
+scripts/mentor_rubric.py): appropriate share, contradicting feeling words, blame, invented details, one
+question, distinct openers; writes eval_fit.json. The round-1 adapter is in git:
+``git archive a8f6a3b models/claritymentor-lora | tar -x -C /tmp/r1``.
 
 Writes the JSON report (--out), a side-by-side markdown sample of replies (--samples) and, with
 --update-card, eval.json + samples.md + README.md in the adapter folder. Blocking and CPU heavy.
@@ -28,7 +35,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.config import REPO_ROOT, LLMSettings, Settings, resolve_path
+from backend.config import REPO_ROOT, EmotionSettings, LLMSettings, Settings, resolve_path
 from backend.mentor.speakable import clean_for_speech
 from scripts.mentor_data import (
     Exchange,
@@ -124,7 +131,79 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--samples", type=Path, default=None, help="markdown (default: next to --out)")
     p.add_argument("--base-only", action="store_true", help="evaluate the base model only (for --base-from)")
     p.add_argument("--update-card", action="store_true", help="write eval.json, samples.md, README.md")
+    p.add_argument(
+        "--fit",
+        action="store_true",
+        help="do replies fit? base, each --compare adapter and this adapter on the fresh test sentences",
+    )
+    p.add_argument("--update-readme", action="store_true", help="with --fit: write the table into README.md")
+    p.add_argument(
+        "--emotion-examples-file-only",
+        action="store_true",
+        help="with --fit: detect emotions with config/emotion_examples.yaml alone (the detector before the "
+        "dataset's examples were added)",
+    )
+    p.add_argument("--no-base", action="store_true", help="with --fit: leave the base model out")
+    p.add_argument("--test", type=Path, default=None, help="test sentences for --fit (default: data/mentor/test.jsonl)")
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another adapter for --fit, e.g. round-1=/tmp/round1/models/claritymentor-lora (repeatable)",
+    )
     return p.parse_args(argv)
+
+
+def run_fit(args: argparse.Namespace, settings: Settings, adapter: Path) -> int:
+    """The reply-fit figures (scripts/reply_fit.py) side by side; writes eval_fit.json (and the card)."""
+    from scripts.model_card import write_card
+    from scripts.reply_fit import LABELS, TEST_SET, evaluate_fit, fit_table, label_agreement, load_sentences
+
+    if args.emotion_examples_file_only:
+        emotion = EmotionSettings.model_validate({**settings.emotion.model_dump(), "extra_examples_path": None})
+        settings = settings.model_copy(update={"emotion": emotion})
+    s = settings.llm
+    models = {"base": s.model_copy(update={"adapter_path": None})}
+    if args.no_base:
+        models = {}
+    for spec in args.compare:
+        name, sep, folder = spec.partition("=")
+        if not sep or not (Path(folder) / "adapter_config.json").is_file():
+            print(f"--compare {spec!r}: expected NAME=DIR with an adapter in DIR", file=sys.stderr)
+            return 2
+        models[name] = s.model_copy(update={"adapter_path": str(Path(folder).resolve())})
+    models["this adapter"] = s.model_copy(update={"adapter_path": str(adapter)})
+    sentences = load_sentences(args.test or TEST_SET)[: args.limit]
+    started = time.perf_counter()
+    report = evaluate_fit(models, settings, sentences)
+    if LABELS.is_file():
+        report["rubric_vs_person"] = label_agreement()
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    out = args.out or adapter / "eval_fit.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.update_card and out.resolve() != (adapter / "eval_fit.json").resolve():
+        (adapter / "eval_fit.json").write_text(out.read_text(encoding="utf-8"), encoding="utf-8")
+    if args.update_card:
+        write_card(adapter)
+    if args.update_readme:
+        from scripts.model_card import fit_section
+        from scripts.readme_sections import update_readme
+
+        update_readme("eval_mentor:fit", fit_section(report))
+    print(fit_table(report))
+    agree = report.get("rubric_vs_person", {"n": 0, "agreement": 0.0, "kappa": 0.0})
+    print(
+        f"rubric vs a person on {agree['n']:.0f} labelled replies: agreement {agree['agreement']:.0%}, "
+        f"kappa {agree['kappa']:.2f}"
+    )
+    study = report["shape_study"]
+    print(
+        f"shape study: acknowledgement + one question {study['shaped_appropriate']:.0%} appropriate "
+        f"(n={study['shaped_n']:.0f}) vs other shapes {study['other_appropriate']:.0%} (n={study['other_n']:.0f})"
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.base_only and not (adapter / "adapter_config.json").is_file():
         print(f"no adapter in {adapter}", file=sys.stderr)
         return 2
+    if args.fit:
+        return run_fit(args, settings, adapter)
     all_val = list(exchanges(load_conversations(args.val)))
     val, loss_set = all_val[: args.limit], all_val[: args.loss_limit]
     s = settings.llm

@@ -87,6 +87,36 @@ def memory_section(report: dict[str, Any] | None) -> str:
     )
 
 
+def fit_section(report: dict[str, Any] | None) -> str:
+    """Do replies fit the person (scripts/eval_mentor.py --fit)?"""
+    if report is None:
+        return "Not measured yet: run `python3 scripts/eval_mentor.py --fit --update-card`."
+    from scripts.reply_fit import fit_table
+
+    text = (
+        f"{report['sentences']} fresh sentences (`data/mentor/test.jsonl`, ten per emotion, never read by "
+        "training), each answered as the first turn of a new session: the real emotion detector labels the text "
+        f"(it agrees with the sentence's label on {report['detector_agrees_with_label']:.0%}), greedy server "
+        "settings, the default persona. Judged by the rubric in `scripts/mentor_rubric.py`: the opener names the "
+        "feeling it was given and no contradicting one, no blame, no invented people, times or names, exactly one "
+        "question, speakable.\n\n" + fit_table(report)
+    )
+    agree = report.get("rubric_vs_person")
+    if agree:
+        text += (
+            f"\n\nThe rubric agrees with a person's reading of {agree['n']:.0f} labelled replies "
+            f"(`data/mentor/test_labels.jsonl`) on {agree['agreement']:.0%} (Cohen's kappa {agree['kappa']:.2f})."
+        )
+    study = report.get("shape_study")
+    if study:
+        text += (
+            f" Replies shaped as an acknowledgement plus one question were appropriate "
+            f"{study['shaped_appropriate']:.0%} of the time (n={study['shaped_n']:.0f}), other shapes "
+            f"{study['other_appropriate']:.0%} (n={study['other_n']:.0f}), pooled over the models above."
+        )
+    return text
+
+
 def write_card(folder: Path) -> Path:
     """(Re)write folder/README.md from what training and evaluation left there."""
     train = _read(folder / "training_args.json") or {}
@@ -134,6 +164,10 @@ The per-step log is `train_log.jsonl` (step, epoch, loss, lr, elapsed_s).
 ## Results
 
 {results}
+
+## Replies that fit
+
+{fit_section(_read(folder / "eval_fit.json"))}
 
 ## Personas
 

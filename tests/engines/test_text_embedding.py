@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backend.config import resolve_path
-from backend.engines.emotion.text_embedding import EmbeddingEmotionClassifier, load_examples
+from backend.engines.emotion.text_embedding import (
+    EmbeddingEmotionClassifier,
+    cached_embeddings,
+    load_examples,
+    merge_examples,
+    ordered_texts,
+)
 from backend.engines.protocols import EMOTIONS
 
 pytestmark = pytest.mark.fast
@@ -109,3 +116,53 @@ def test_examples_file_is_complete_and_disjoint() -> None:
     train = {s.lower() for v in examples.values() for s in v}
     assert not train & {s.lower() for v in holdout.values() for s in v}
     assert len(train) == sum(len(v) for v in examples.values())
+
+
+def test_dataset_examples_extend_the_file_without_touching_the_holdout() -> None:
+    """The mentor dataset's first user turns (data/mentor/emotion_examples.yaml, rebuilt with the dataset) add
+    sentences to every label; none is a held-out sentence of the examples file."""
+    from backend.engines.emotion.fused import Options
+
+    examples, holdout = load_examples(resolve_path("config/emotion_examples.yaml"))
+    extra_path = Options().extra_examples_path
+    assert extra_path is not None
+    extra, _ = load_examples(resolve_path(extra_path))
+    merged = merge_examples(examples, extra)
+    for e in EMOTIONS:
+        assert len(extra[e]) >= 60, e
+        assert len(merged[e]) == len(set(merged[e])) >= len(examples[e]) + 40
+    held = {s.lower() for v in holdout.values() for s in v}
+    assert not held & {s.lower() for v in extra.values() for s in v}
+
+
+def test_example_embeddings_are_cached_by_their_texts(tmp_path: Path) -> None:
+    """The first load embeds the examples and writes them; the next load of the same texts reads them back;
+    other texts (an edited dataset) are embedded again; an unreadable cache file is recomputed."""
+    calls: list[int] = []
+
+    def counting(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return np.asarray(hash_embed(texts))
+
+    texts = ordered_texts(toy_examples())
+    first = cached_embeddings(counting, "toy", texts, tmp_path)
+    again = cached_embeddings(counting, "toy", texts, tmp_path)
+    assert calls == [len(texts)] and np.array_equal(first, again)
+    cached_embeddings(counting, "toy", [*texts, "a new example"], tmp_path)
+    assert calls == [len(texts), len(texts) + 1]
+    for path in tmp_path.glob("examples-*.npy"):
+        path.write_bytes(b"not numpy")
+    assert np.array_equal(cached_embeddings(counting, "toy", texts, tmp_path), first)
+    assert len(calls) == 3
+    assert cached_embeddings(counting, "toy", texts, None).shape == first.shape  # no cache at all
+
+
+def test_precomputed_example_embeddings_must_match_the_examples() -> None:
+    ex = toy_examples()
+    vectors = np.asarray(hash_embed(ordered_texts(ex)))
+    same = EmbeddingEmotionClassifier(hash_embed, ex, example_embeddings=vectors)
+    assert same.classify("today i feel something").label == EmbeddingEmotionClassifier(hash_embed, ex).classify(
+        "today i feel something"
+    ).label
+    with pytest.raises(ValueError, match="example embeddings"):
+        EmbeddingEmotionClassifier(hash_embed, ex, example_embeddings=vectors[:-1])

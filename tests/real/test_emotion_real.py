@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from backend.config import EmotionSettings, resolve_path
+from backend.config import REPO_ROOT, EmotionSettings, resolve_path
 from backend.core.audio_utils import pcm16_to_float32
 from backend.engines.emotion.fused import FusedEmotionDetector
 from backend.engines.emotion.fused import Options as FusedOptions
@@ -79,3 +79,20 @@ def test_detect_with_speech_fuses_voice(service: FusedEmotionDetector) -> None:
     assert result.prosody.voiced_ratio > 0.3
     assert result.label == "happy"
     assert sum(result.scores.values()) == pytest.approx(1.0)
+
+
+def test_fresh_sentences_are_read_better_with_the_dataset_examples(service: FusedEmotionDetector) -> None:
+    """On the frozen test sentences (data/mentor/test.jsonl, in no examples file), the default detector (examples
+    file + the mentor dataset's first user turns) gets more labels right than the examples file alone, and at
+    least 55% (measured: 65% vs 48%)."""
+    import json
+
+    rows = [json.loads(line) for line in (REPO_ROOT / "data/mentor/test.jsonl").read_text().splitlines() if line]
+    file_only = load_emotion(EmotionSettings.model_validate({"device": "cpu", "extra_examples_path": None}))
+
+    def accuracy(detector: FusedEmotionDetector) -> float:
+        return float(sum(detector.detect(r["text"]).label == r["emotion"] for r in rows)) / len(rows)
+
+    with_dataset, alone = accuracy(service), accuracy(file_only)
+    print(f"fresh sentences: {with_dataset:.0%} with the dataset examples, {alone:.0%} with the file alone")
+    assert with_dataset >= 0.55 and with_dataset > alone

@@ -97,6 +97,10 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     embedding_model: str = "embedded:all-MiniLM-L6-v2"
     examples_path: Path = Path("config/emotion_examples.yaml")
+    # More labelled sentences: the first user turns of the mentor dataset (written by
+    # scripts/build_mentor_dataset.py); none to use the examples file alone.
+    extra_examples_path: Path | None = Path("data/mentor/emotion_examples.yaml")
+    cache_dir: Path | None = Path("models/cache/emotion")  # the examples' embeddings, computed once
     text_weight: float = Field(0.75, ge=0.0, le=1.0)  # the rest goes to the voice (prosody)
 
 
@@ -108,7 +112,13 @@ def load(settings: EmotionSettings) -> FusedEmotionDetector:
     options = engine_options("emotion", "fused", settings, Options)
     start = time.perf_counter()
     try:
-        classifier = load_text_emotion(options.embedding_model, options.examples_path, resolve_device(settings.device))
+        classifier = load_text_emotion(
+            options.embedding_model,
+            options.examples_path,
+            resolve_device(settings.device),
+            extra_examples_path=options.extra_examples_path,
+            cache_dir=options.cache_dir,
+        )
     except Exception as exc:
         raise ModelLoadError(
             f"emotion model '{options.embedding_model}' (examples {options.examples_path}) failed to load: "

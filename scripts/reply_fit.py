@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,10 +57,27 @@ def detect_emotions(sentences: Sequence[Sentence], settings: Settings) -> list[D
     return out
 
 
+FIRST_WORDS = 3  # the server speaks once the first clause or the first three words are there
+
+
+def stream_reply(chat: Any, messages: Any) -> tuple[str, float, float]:
+    """The streamed reply, the seconds until its first FIRST_WORDS words and the seconds for all of it."""
+    started = time.perf_counter()
+    first: float | None = None
+    text = ""
+    for piece in chat.stream(messages, threading.Event()):
+        text += piece
+        if first is None and len(text.split()) >= FIRST_WORDS:
+            first = time.perf_counter() - started
+    total = time.perf_counter() - started
+    return " ".join(text.split()), total if first is None else first, total
+
+
 def generate_replies(
     llm: LLMSettings, settings: Settings, sentences: Sequence[Sentence], detected: Sequence[Detected]
-) -> tuple[list[str], list[float]]:
-    """A first-turn reply to each sentence, through the server's prompt code, greedy (server settings)."""
+) -> tuple[list[str], list[float], list[float]]:
+    """A first-turn reply to each sentence, through the server's prompt code, greedy (server settings),
+    streamed as the server streams it: replies, seconds to the first words, seconds in all."""
     from backend.engines.llm.transformers import load as load_llm
     from backend.mentor.personas import load_personas
     from backend.mentor.prompt_builder import load_mentor_prompt
@@ -68,15 +86,16 @@ def generate_replies(
     chat = load_llm(llm)
     renderer = PromptRenderer(chat.tokenizer, llm, load_mentor_prompt(settings.mentor), load_personas(settings.mentor))
     replies: list[str] = []
+    first_words: list[float] = []
     seconds: list[float] = []
     for s, d in zip(sentences, detected, strict=True):
-        ex = Exchange(s.id, 0, (), s.text, d.guidance, "")
-        started = time.perf_counter()
-        replies.append(" ".join(chat.generate(renderer.messages(ex)).split()))
-        seconds.append(time.perf_counter() - started)
+        reply, first, total = stream_reply(chat, renderer.messages(Exchange(s.id, 0, (), s.text, d.guidance, "")))
+        replies.append(reply)
+        first_words.append(first)
+        seconds.append(total)
     del chat
     gc.collect()
-    return replies, seconds
+    return replies, first_words, seconds
 
 
 def verdicts(sentences: Sequence[Sentence], replies: Sequence[str]) -> list[Verdict]:
@@ -113,6 +132,16 @@ def fit_figures(
     }
 
 
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
 def shape_study(replies: Sequence[str], judged: Sequence[Verdict]) -> dict[str, float]:
     """Appropriate share of replies shaped as acknowledgement + one question vs the rest (pooled over models)."""
     shaped = [v.appropriate for r, v in zip(replies, judged, strict=True) if is_shaped(r)]
@@ -139,8 +168,14 @@ def label_agreement(path: Path = LABELS) -> dict[str, Any]:
     return figures
 
 
-def evaluate_fit(models: dict[str, LLMSettings], settings: Settings, sentences: Sequence[Sentence]) -> dict[str, Any]:
-    """Every model on the same sentences and detected emotions; figures, replies and the shape study."""
+def evaluate_fit(
+    models: dict[str, LLMSettings],
+    settings: Settings,
+    sentences: Sequence[Sentence],
+    reuse: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every model on the same sentences and detected emotions; figures, replies and the shape study. A model
+    of ``reuse`` (an earlier report on the same sentences with the same detected emotions) is not run again."""
     detected = detect_emotions(sentences, settings)
     report: dict[str, Any] = {
         "sentences": len(sentences),
@@ -154,13 +189,23 @@ def evaluate_fit(models: dict[str, LLMSettings], settings: Settings, sentences: 
     }
     pooled_replies: list[str] = []
     pooled_verdicts: list[Verdict] = []
+    earlier = reuse["models"] if reuse is not None and reuse.get("items") == report["items"] else {}
+    if reuse is not None and not earlier:
+        raise ValueError("the report to reuse covers other sentences or other detected emotions")
     for name, llm in models.items():
-        replies, seconds = generate_replies(llm, settings, sentences, detected)
+        if name in earlier:
+            report["models"][name] = earlier[name]
+            pooled_replies += earlier[name]["replies"]
+            pooled_verdicts += verdicts(sentences, earlier[name]["replies"])
+            continue
+        replies, first_words, seconds = generate_replies(llm, settings, sentences, detected)
         judged = verdicts(sentences, replies)
         pooled_replies += replies
         pooled_verdicts += judged
         report["models"][name] = {
             **fit_figures(replies, judged, given_verdicts(sentences, detected, replies), seconds),
+            "first_words_p50": _percentile(first_words, 50),
+            "first_words_p95": _percentile(first_words, 95),
             "replies": replies,
             "reasons": [list(v.reasons) for v in judged],
         }
@@ -181,6 +226,8 @@ FIT_ROWS = (
     ("speakable", "speakable (no markup, 1-3 sentences)", "pct"),
     ("shaped", "shaped: acknowledgement + one question", "pct"),
     ("mean_words", "mean words", "num"),
+    ("first_words_p50", "seconds to the first three words, p50 (LLM only)", "num"),
+    ("first_words_p95", "seconds to the first three words, p95 (LLM only)", "num"),
     ("mean_seconds", "mean generation seconds per reply", "num"),
 )
 
@@ -193,6 +240,8 @@ def fit_table(report: dict[str, Any]) -> str:
         "|---|" + "---|" * len(names),
     ]
     for key, label, kind in FIT_ROWS:
+        if any(key not in report["models"][name] for name in names):
+            continue  # a figure an older report did not measure
         cells = []
         for name in names:
             value = float(report["models"][name][key])

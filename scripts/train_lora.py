@@ -248,8 +248,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--special-repeat",
         type=int,
-        default=3,
-        help="times each exchange with a persona or remembered facts is seen per epoch (they are few)",
+        default=1,
+        help="times each exchange with a persona or remembered facts is seen per epoch (more when they are few)",
     )
     p.add_argument("--val-limit", type=int, default=None, help="use only the first N val exchanges")
     p.add_argument("--no-val", action="store_true", help="skip the validation loss at the end")

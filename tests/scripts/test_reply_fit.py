@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from scripts.reply_fit import (
     label_agreement,
     load_sentences,
     shape_study,
+    stream_reply,
     verdicts,
 )
 
@@ -119,3 +121,39 @@ def test_the_labelled_replies_are_judged_and_the_rubric_mostly_agrees() -> None:
     assert all(r["note"].strip() and r["emotion"] in EMOTIONS for r in rows)
     assert label_agreement(LABELS)["agreement"] >= 0.75
     assert judge(rows[0]["reply"], rows[0]["emotion"], [rows[0]["user"]]).opener
+
+
+def test_first_words_are_timed_while_streaming() -> None:
+    """stream_reply joins the streamed pieces and times the first three words (the server's first chunk)."""
+
+    class Streaming:
+        def stream(self, messages: object, stop: object) -> Iterator[str]:
+            yield from ["I'm", " so", " sorry", " about", " that. What happened?"]
+
+    text, first, total = stream_reply(Streaming(), [])
+    assert text == "I'm so sorry about that. What happened?"
+    assert 0 <= first <= total
+
+
+def test_an_earlier_report_is_reused_only_for_the_same_sentences(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models of an earlier report on the same sentences and detected emotions are copied, not generated again;
+    a report on anything else is refused."""
+    from backend.config import Settings
+    from scripts import reply_fit
+
+    generated: list[str] = []
+
+    def fake_generate(llm: object, settings: object, sentences: list[Sentence], detected: object) -> object:
+        generated.append(str(llm))
+        return list(REPLIES), [0.1] * 3, [1.0] * 3
+
+    monkeypatch.setattr(reply_fit, "detect_emotions", lambda sentences, settings: list(DETECTED)[: len(sentences)])
+    monkeypatch.setattr(reply_fit, "generate_replies", fake_generate)
+    settings = Settings()
+    first = reply_fit.evaluate_fit({"old": settings.llm}, settings, SENTENCES)
+    assert len(generated) == 1 and first["models"]["old"]["appropriate"] == pytest.approx(2 / 3)
+    both = reply_fit.evaluate_fit({"old": settings.llm, "new": settings.llm}, settings, SENTENCES, reuse=first)
+    assert len(generated) == 2 and both["models"]["old"] == first["models"]["old"]
+    assert both["shape_study"]["shaped_n"] == 4
+    with pytest.raises(ValueError, match="other sentences"):
+        reply_fit.evaluate_fit({"old": settings.llm}, settings, SENTENCES[:2], reuse=first)

@@ -142,7 +142,7 @@ _NUMBER_WORDS = _phrases(
 )
 # A statement after the opener that brings in this many content words the user never said is taken as invented
 # ("A close office door is like a window on your own space."); questions and real-help replies are exempt.
-UNFOUNDED_WORDS = 4
+UNFOUNDED_WORDS = 3
 _STOPWORDS = frozenset(
     re.findall(
         r"\S+",
@@ -262,13 +262,20 @@ def _stem(word: str) -> str:
 _FEELING_WORDS = frozenset(w for words in FEELINGS.values() for phrase in words for w in phrase.split())
 
 
+_CLAUSE = re.compile(r",|\b(?:especially|when|because|after|since|as if|like)\b", re.IGNORECASE)
+
+
 def unfounded_words(reply: str, context: Iterable[str]) -> list[str]:
-    """Content words of the statements after the opener (not its questions) that nothing in ``context`` says."""
+    """Content words that nothing in ``context`` says, in the claims of a reply: the opener's clause after its
+    first comma or "especially/when/because..." ("That's hard, especially when your garden is gone."), and
+    the statements after the opener (not its questions)."""
     said = {_stem(w) for text in context for w in _WORD.findall(text)}
+    sentences = _SENTENCE_END.split(" ".join(reply.split()))
+    clause = _CLAUSE.search(sentences[0]) if sentences else None
+    claims = [sentences[0][clause.end() :]] if clause else []
+    claims += [s for s in sentences[1:] if not s.rstrip().endswith("?")]
     novel: list[str] = []
-    for sentence in _SENTENCE_END.split(" ".join(reply.split()))[1:]:
-        if sentence.rstrip().endswith("?"):
-            continue
+    for sentence in claims:
         for word in _WORD.findall(sentence):
             lw = word.lower()
             if len(lw) >= 4 and lw not in _STOPWORDS and lw not in _FEELING_WORDS and _stem(lw) not in said:

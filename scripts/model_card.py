@@ -99,13 +99,20 @@ def fit_section(report: dict[str, Any] | None) -> str:
         f"(it agrees with the sentence's label on {report['detector_agrees_with_label']:.0%}), greedy server "
         "settings, the default persona. Judged by the rubric in `scripts/mentor_rubric.py`: the opener names the "
         "feeling it was given and no contradicting one, no blame, no invented people, times or names, exactly one "
-        "question, speakable.\n\n" + fit_table(report)
+        "question, speakable. A person also read every reply of the models with a figure in the second row "
+        "(`data/mentor/test_person_reading.jsonl`).\n\n" + fit_table(report)
     )
     agree = report.get("rubric_vs_person")
     if agree:
         text += (
             f"\n\nThe rubric agrees with a person's reading of {agree['n']:.0f} labelled replies "
-            f"(`data/mentor/test_labels.jsonl`) on {agree['agreement']:.0%} (Cohen's kappa {agree['kappa']:.2f})."
+            f"(`data/mentor/test_labels.jsonl`) on {agree['agreement']:.0%} (Cohen's kappa {agree['kappa']:.2f}; "
+            f"{agree.get('agreement_tuning', 0):.0%} on the 30 its thresholds were chosen on, "
+            f"{agree.get('agreement_check', 0):.0%} on 30 labelled afterwards). It is the more lenient of the two: "
+            f"it passed {agree['rubric_appropriate']:.0%} of those replies, the person "
+            f"{agree['person_appropriate']:.0%} (a misread detail, such as ten minutes for ninety or a first day "
+            "for a first week, or a question "
+            "that does not follow, escapes it), so its appropriate share is an upper bound."
         )
     study = report.get("shape_study")
     if study:

@@ -23,6 +23,7 @@ from scripts.mentor_rubric import Verdict, agreement, distinct_opener_share, is_
 
 TEST_SET = REPO_ROOT / "data/mentor/test.jsonl"
 LABELS = REPO_ROOT / "data/mentor/test_labels.jsonl"
+PERSON_READING = REPO_ROOT / "data/mentor/test_person_reading.jsonl"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def detect_emotions(sentences: Sequence[Sentence], settings: Settings) -> list[D
     return out
 
 
+TIMING_KEYS = ("mean_seconds", "first_words_p50", "first_words_p95")
 FIRST_WORDS = 3  # the server speaks once the first clause or the first three words are there
 
 
@@ -155,17 +157,42 @@ def shape_study(replies: Sequence[str], judged: Sequence[Verdict]) -> dict[str, 
 
 
 def label_agreement(path: Path = LABELS) -> dict[str, Any]:
-    """The rubric against a person's labels: rows ``{"user", "emotion", "reply", "appropriate", "note"}``."""
+    """The rubric against a person's labels: rows ``{"user", "emotion", "reply", "appropriate", "note"}`` (and
+    ``"set"``: "tuning" for the replies the rubric's thresholds were chosen on, "check" for those labelled after;
+    ``"model"``: which model wrote the reply)."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     rubric = [judge(r["reply"], r["emotion"], [r["user"]]).appropriate for r in rows]
     person = [bool(r["appropriate"]) for r in rows]
     figures: dict[str, Any] = dict(agreement(rubric, person))
     figures["person_appropriate"] = sum(person) / len(person)
     figures["rubric_appropriate"] = sum(rubric) / len(rubric)
+    for name in sorted({str(r.get("set", "")) for r in rows} - {""}):
+        chosen = [i for i, r in enumerate(rows) if r.get("set") == name]
+        figures[f"agreement_{name}"] = agreement([rubric[i] for i in chosen], [person[i] for i in chosen])["agreement"]
+    figures["person_by_model"] = {
+        model: sum(p for r, p in zip(rows, person, strict=True) if r.get("model") == model)
+        / sum(1 for r in rows if r.get("model") == model)
+        for model in sorted({str(r.get("model", "")) for r in rows} - {""})
+    }
     figures["disagreements"] = [
         {"reply": r["reply"], "person": p, "rubric": q} for r, p, q in zip(rows, person, rubric, strict=True) if p != q
     ]
     return figures
+
+
+def person_reading(report: dict[str, Any], path: Path = PERSON_READING) -> dict[str, float]:
+    """Per model, the share of its test replies a person read as appropriate (rows ``{"id", "model", "reply",
+    "appropriate"}``), for the models whose every reply in ``report`` was read (the exact same text)."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    shares: dict[str, float] = {}
+    for name, figures in report["models"].items():
+        read = {r["reply"]: bool(r["appropriate"]) for r in rows if r["model"] == name}
+        replies = figures["replies"]
+        if replies and all(reply in read for reply in replies):
+            shares[name] = sum(read[reply] for reply in replies) / len(replies)
+    return shares
 
 
 def evaluate_fit(
@@ -193,28 +220,37 @@ def evaluate_fit(
     if reuse is not None and not earlier:
         raise ValueError("the report to reuse covers other sentences or other detected emotions")
     for name, llm in models.items():
-        if name in earlier:
-            report["models"][name] = earlier[name]
-            pooled_replies += earlier[name]["replies"]
-            pooled_verdicts += verdicts(sentences, earlier[name]["replies"])
-            continue
-        replies, first_words, seconds = generate_replies(llm, settings, sentences, detected)
-        judged = verdicts(sentences, replies)
+        if name in earlier:  # the replies and timings of the earlier run, judged again by today's rubric
+            replies = list(earlier[name]["replies"])
+            judged = verdicts(sentences, replies)
+            figures = fit_figures(replies, judged, given_verdicts(sentences, detected, replies), [])
+            timings = {k: earlier[name][k] for k in TIMING_KEYS if k in earlier[name]}
+        else:
+            replies, first_words, seconds = generate_replies(llm, settings, sentences, detected)
+            judged = verdicts(sentences, replies)
+            figures = fit_figures(replies, judged, given_verdicts(sentences, detected, replies), seconds)
+            timings = {
+                "mean_seconds": figures["mean_seconds"],
+                "first_words_p50": _percentile(first_words, 50),
+                "first_words_p95": _percentile(first_words, 95),
+            }
         pooled_replies += replies
         pooled_verdicts += judged
         report["models"][name] = {
-            **fit_figures(replies, judged, given_verdicts(sentences, detected, replies), seconds),
-            "first_words_p50": _percentile(first_words, 50),
-            "first_words_p95": _percentile(first_words, 95),
+            **figures,
+            **timings,
             "replies": replies,
             "reasons": [list(v.reasons) for v in judged],
         }
     report["shape_study"] = shape_study(pooled_replies, pooled_verdicts)
+    for name, share in person_reading(report).items():
+        report["models"][name]["person_appropriate"] = share
     return report
 
 
 FIT_ROWS = (
-    ("appropriate", "replies judged appropriate", "pct"),
+    ("appropriate", "replies judged appropriate (rubric)", "pct"),
+    ("person_appropriate", "replies a person read as appropriate", "pct"),
     ("acknowledges_feeling", "opener names the sentence's feeling", "pct"),
     ("contradicting_feeling_words", "feeling words contradicting the detected emotion", "count"),
     ("contradicting_true_feeling", "feeling words contradicting the sentence's feeling", "count"),
@@ -240,10 +276,13 @@ def fit_table(report: dict[str, Any]) -> str:
         "|---|" + "---|" * len(names),
     ]
     for key, label, kind in FIT_ROWS:
-        if any(key not in report["models"][name] for name in names):
-            continue  # a figure an older report did not measure
+        if all(key not in report["models"][name] for name in names):
+            continue  # a figure this report does not have
         cells = []
         for name in names:
+            if key not in report["models"][name]:
+                cells.append("n/a")
+                continue
             value = float(report["models"][name][key])
             cells.append(f"{value:.0%}" if kind == "pct" else f"{value:.0f}" if kind == "count" else f"{value:.2f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

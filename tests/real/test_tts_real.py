@@ -86,3 +86,13 @@ def test_unknown_voice_raises_model_load_error() -> None:
     """A voice espeak-ng does not know fails loading with a ModelLoadError naming the engine."""
     with pytest.raises(ModelLoadError, match="text-to-speech engine 'espeak' failed to load"):
         load_tts(TTSSettings(voice="no-such-voice-xyz"))
+
+
+def test_a_voice_that_failed_to_load_does_not_break_the_others() -> None:
+    """pyttsx3 has one engine per process: after another voice failed to load there, the default voice (loaded
+    before and after) still speaks."""
+    load_tts(TTSSettings())
+    with pytest.raises(ModelLoadError):
+        load_tts(TTSSettings(voice="no-such-voice-xyz"))
+    speech = load_tts(TTSSettings()).synthesize("Still speaking after that.", VoiceStyle())
+    assert speech.sample_rate > 0 and len(speech.pcm) > 1000

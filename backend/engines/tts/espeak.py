@@ -78,6 +78,9 @@ class EspeakSynthesizer:
         try:
             self._executor.submit(self._init_engine).result()
         except BaseException:
+            # a voice that failed to load may be left half set on the process-wide engine: make the next
+            # synthesis of any synthesizer set its own voice again
+            _current_voice.pop("name", None)
             self.close()
             raise
 
@@ -130,6 +133,9 @@ class EspeakSynthesizer:
 
     def _synthesize_on_engine_thread(self, text: str, style: VoiceStyle) -> tuple[bytes, int]:
         engine = self._engine
+        # pyttsx3 reports an error to every synthesizer connected to its one engine: what another one's command
+        # raised (a voice that failed to load) is not this synthesis's error
+        self._errors.clear()
         try:
             self._set_voice(style.voice)
         except ModelError:

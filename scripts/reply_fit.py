@@ -58,7 +58,7 @@ def detect_emotions(sentences: Sequence[Sentence], settings: Settings) -> list[D
     return out
 
 
-TIMING_KEYS = ("mean_seconds", "first_words_p50", "first_words_p95")
+TIMING_KEYS = ("repetition_penalty", "mean_seconds", "first_words_p50", "first_words_p95")
 FIRST_WORDS = 3  # the server speaks once the first clause or the first three words are there
 
 
@@ -230,6 +230,7 @@ def evaluate_fit(
             judged = verdicts(sentences, replies)
             figures = fit_figures(replies, judged, given_verdicts(sentences, detected, replies), seconds)
             timings = {
+                "repetition_penalty": llm.repetition_penalty,
                 "mean_seconds": figures["mean_seconds"],
                 "first_words_p50": _percentile(first_words, 50),
                 "first_words_p95": _percentile(first_words, 95),
@@ -262,6 +263,7 @@ FIT_ROWS = (
     ("speakable", "speakable (no markup, 1-3 sentences)", "pct"),
     ("shaped", "shaped: acknowledgement + one question", "pct"),
     ("mean_words", "mean words", "num"),
+    ("repetition_penalty", "repetition penalty (generation)", "num"),
     ("first_words_p50", "seconds to the first three words, p50 (LLM only)", "num"),
     ("first_words_p95", "seconds to the first three words, p95 (LLM only)", "num"),
     ("mean_seconds", "mean generation seconds per reply", "num"),

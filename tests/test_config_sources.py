@@ -23,7 +23,7 @@ def test_dotenv_overrides_yaml_and_the_environment_overrides_dotenv(
     monkeypatch.setenv("CM_ENV_FILE", str(env_file))
     settings = Settings()
     assert (settings.server.port, settings.llm.max_new_tokens, settings.memory.top_k) == (9123, 33, 5)
-    assert settings.llm.repetition_penalty == 1.0  # the rest of the YAML's llm section is kept
+    assert settings.llm.repetition_penalty == 1.15  # the rest of the YAML's llm section is kept
     monkeypatch.setenv("CM_SERVER__PORT", "9000")
     assert Settings().server.port == 9000
 

@@ -84,10 +84,11 @@ class LLMSettings(EngineSection):
     max_prompt_tokens: int = 1024
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 0.9
-    # 1.0 (none) fits fresh sentences better (47% of replies against 32% at 1.15: a penalty pushes the reply away
-    # from the person's own words) but weakens persona adherence and the use of remembered facts; see README
+    # Which tokens it counts is the engine's llm.repetition_penalty_scope (transformers: the reply's own by default,
+    # so the reply may use the person's words; see README) and a persona's.
     repetition_penalty: float = 1.15
-    max_concurrent: int = 1  # generations running at once (each gets its own thread)
+    # Generations running at once; more replies wait, first words first (pipeline/llm_scheduler.py).
+    max_concurrent: int = 1
     # After each turn, prefill the next prompt's start (system prompt + history) while the user talks, so the
     # next turn only prefills its guidance and user message (needs the prefix cache).
     warm_between_turns: bool = True

@@ -161,8 +161,10 @@ async def run_fresh(
         record.update(mode=mode, index=i, talker=0)
         records.append(record)
         extra = f" split={record['split']} early_reply={record['early_reply']}" if utt.pause_ms else ""
-        log(f"  {mode:<10} turn {i + 1}/{len(utts)} {record['outcome']:<8} TTFA={record['client'].get('first_audio')}"
-            + extra)
+        log(
+            f"  {mode:<10} turn {i + 1}/{len(utts)} {record['outcome']:<8} TTFA={record['client'].get('first_audio')}"
+            + extra
+        )
 
 
 async def _talk(server: Server, utts: list[Utterance], delay: float, timeout: float, level: int, k: int) -> list:

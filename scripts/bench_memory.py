@@ -85,9 +85,7 @@ def _ms(samples: Sequence[float]) -> dict[str, float]:
     }
 
 
-def measure(
-    url: str, n: int, queries: int, embed: Callable[[list[str]], np.ndarray] | None = None
-) -> dict[str, Any]:
+def measure(url: str, n: int, queries: int, embed: Callable[[list[str]], np.ndarray] | None = None) -> dict[str, Any]:
     """Fill a fresh database at ``url`` and time retrieval as a turn does it."""
     engine = make_engine(url)
     init_db(engine)

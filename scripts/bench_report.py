@@ -101,7 +101,10 @@ def concurrency_summary(levels: dict[int, list[dict[str, Any]]]) -> dict[str, An
     rows: list[dict[str, Any]] = []
     for talkers, records in sorted(levels.items()):
         ttfa = stats([r["client"]["first_audio"] for r in ok_turns(records) if "first_audio" in r["client"]])
-        rows.append({"talkers": talkers, "turns": len(records), "ok": len(ok_turns(records)), "ttfa": ttfa})
+        stall = stats([r["stall_s"] for r in ok_turns(records) if "stall_s" in r])
+        rows.append(
+            {"talkers": talkers, "turns": len(records), "ok": len(ok_turns(records)), "ttfa": ttfa, "stall": stall}
+        )
     base_row = next((r for r in rows if r["talkers"] == 1 and r["ttfa"]), None)
     base = base_row["ttfa"]["p95"] if base_row else None
     best = None
@@ -134,19 +137,17 @@ def table(summaries: dict[str, dict[str, Any]]) -> str:
         srv = summaries[mode]["server"]
         lines.append(f"  {mode}: " + ", ".join(f"{k}={v['p50']:.3f}" for k, v in srv.items()))
         rates = summaries[mode]["rates"]
-        lines.append(
-            f"  {mode} rates (median): " + ", ".join(f"{k}={v['p50']:.3f}" for k, v in rates.items())
-        )
+        lines.append(f"  {mode} rates (median): " + ", ".join(f"{k}={v['p50']:.3f}" for k, v in rates.items()))
     return "\n".join(lines)
 
 
 def concurrency_table(conc: dict[str, Any]) -> str:
-    lines = ["talkers | turns ok | TTFA p50 | TTFA p95 | TTFA max"]
+    lines = ["talkers | turns ok | TTFA p50 | TTFA p95 | TTFA max | silent mid-reply p50 / max"]
     for row in conc["levels"]:
-        t = row["ttfa"] or {}
+        t, s = row["ttfa"] or {}, row.get("stall") or {}
         lines.append(
             f"{row['talkers']:>7} | {row['ok']:>3}/{row['turns']:<4} | {_fmt(t.get('p50'))}  | "
-            f"{_fmt(t.get('p95'))}  | {_fmt(t.get('max'))}"
+            f"{_fmt(t.get('p95'))}  | {_fmt(t.get('max'))}  | {_fmt(s.get('p50'))} / {_fmt(s.get('max'))}"
         )
     lines.append(f"most talkers with p95 < 2x single-talker p95: {conc['max_talkers_p95_under_2x']}")
     return "\n".join(lines)

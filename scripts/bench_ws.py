@@ -174,10 +174,7 @@ def build_record(log: list[Arrival], t_end: float) -> dict[str, Any]:
     record: dict[str, Any] = {"client": rel, "outcome": None, "split": False}
     turn_id = _speech_turn_id(log, 0, t_end)
     record["split"] = any(
-        a.event is not None
-        and a.event["type"] == "speech_stopped"
-        and a.t < t_end
-        and not a.event.get("discarded")
+        a.event is not None and a.event["type"] == "speech_stopped" and a.t < t_end and not a.event.get("discarded")
         for a in log
     )
     # A reply that began before the person finished: any of its text or audio arrived before the end of speech.
@@ -190,6 +187,7 @@ def build_record(log: list[Arrival], t_end: float) -> dict[str, Any]:
     record["turn_id"] = turn_id
     in_audio = False
     deltas: list[str] = []
+    playback = Playback()
     for a in log:
         ev = a.event
         if a.t < t_end:
@@ -199,6 +197,7 @@ def build_record(log: list[Arrival], t_end: float) -> dict[str, Any]:
             if in_audio:
                 rel.setdefault("first_audio", at)
                 rel["last_audio"] = at
+                playback.frame(a.t, a.nbytes)
             continue
         if ev.get("turn_id") not in (None, turn_id):
             continue
@@ -227,6 +226,7 @@ def build_record(log: list[Arrival], t_end: float) -> dict[str, Any]:
         elif kind == "audio.start":
             rel.setdefault("audio_start", at)
             in_audio = True
+            playback.sample_rate = int(ev.get("sample_rate") or playback.sample_rate)
         elif kind in ("error", "interrupted"):
             record["outcome"] = "error" if kind == "error" else "interrupted"
             record["error"] = ev.get("code") or kind
@@ -234,8 +234,25 @@ def build_record(log: list[Arrival], t_end: float) -> dict[str, Any]:
         if kind == "metrics":
             break
     record["deltas"] = len(deltas)
+    record["stall_s"] = round(playback.stalled_s, 4)
     record.update(derived_rates(record))
     return record
+
+
+@dataclass
+class Playback:
+    """A client playing the reply's audio as it arrives: how long it would fall silent mid-reply (a frame that
+    arrives after everything before it has finished playing)."""
+
+    sample_rate: int = 16000
+    playing_until: float | None = None
+    stalled_s: float = 0.0
+
+    def frame(self, t: float, nbytes: int) -> None:
+        duration = nbytes / 2 / self.sample_rate
+        if self.playing_until is not None and t > self.playing_until:
+            self.stalled_s += t - self.playing_until
+        self.playing_until = max(t, self.playing_until or t) + duration
 
 
 def derived_rates(record: dict[str, Any]) -> dict[str, float]:

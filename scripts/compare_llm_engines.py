@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'measure':<22}" + "".join(f"{name:>24}" for name in results))
     for k in keys:
         print(f"{k:<22}" + "".join(f"{r[k]:>24.3f}" for r in results.values()))
-    same = {n: sum(a == b for a, b in zip(results["transformers"]["replies"], r["replies"], strict=True))
-            for n, r in results.items()}
+    same = {
+        n: sum(a == b for a, b in zip(results["transformers"]["replies"], r["replies"], strict=True))
+        for n, r in results.items()
+    }
     print("replies identical to transformers':", same)
     return 0
 

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.config import Settings, resolve_path
-from backend.engines.protocols import ChatMessage, ChatModel
+from backend.engines.protocols import ChatMessage, ChatModel, GenerationOptions
 from backend.mentor.prompt_builder import MEMORY_INTRO
 
 
@@ -48,46 +48,100 @@ class TwoSessions:
 
 # Written for this measurement; none of these facts is in the training data (data/mentor/source/14_memory.txt).
 MEMORY_SET: tuple[TwoSessions, ...] = (
-    TwoSessions("My son Max starts primary school next Tuesday.", "I'm worried about how the school run will go.",
-                ("max", "son", "primary", "tuesday")),
-    TwoSessions("I have my citizenship interview on the fourteenth.", "I keep practising answers in the mirror.",
-                ("citizenship", "interview", "fourteenth")),
-    TwoSessions("My wife Sara is pregnant with our first baby.", "I can't stop thinking about becoming a dad.",
-                ("sara", "wife", "baby", "pregnant")),
-    TwoSessions("I want to open my own bakery next year.", "I spent the whole weekend testing bread recipes.",
-                ("bakery",)),
-    TwoSessions("My father is having heart surgery on Wednesday.", "The hospital called to confirm the time.",
-                ("father", "dad", "heart", "surgery", "wednesday")),
-    TwoSessions("My flatmate Tom never pays his share of the bills.", "Money is tight again this month.",
-                ("tom", "flatmate", "bills")),
-    TwoSessions("I'm training for a half marathon in October.", "My knee has been hurting after my runs.",
-                ("marathon", "october", "training")),
-    TwoSessions("My piano recital is on Saturday evening.", "My hands get shaky when I think about performing.",
-                ("piano", "recital", "saturday")),
-    TwoSessions("I am trying to quit smoking this month.", "I really wanted a cigarette after work today.",
-                ("quit", "quitting", "smoking")),
-    TwoSessions("My grandmother Rosa is turning ninety in July.", "I want to plan a family party.",
-                ("rosa", "grandmother", "ninety", "july")),
-    TwoSessions("I have a final interview at the bank on Thursday.", "What do I say if they ask about my weaknesses?",
-                ("interview", "bank", "thursday")),
-    TwoSessions("My cat Milo has been hiding and not eating.", "I'm taking him to the vet tomorrow.",
-                ("milo", "cat", "eating", "hiding")),
-    TwoSessions("My best friend Priya is moving to Canada next month.", "We're having a goodbye dinner tonight.",
-                ("priya", "canada", "moving")),
-    TwoSessions("I failed my accounting exam in the spring.", "The resit is in two weeks.",
-                ("accounting", "exam", "failed")),
-    TwoSessions("My partner and I are buying our first house.", "The bank finally approved our mortgage.",
-                ("house", "partner", "buying")),
-    TwoSessions("I want to write a novel before I turn thirty.", "I wrote two pages this morning.",
-                ("novel", "thirty")),
-    TwoSessions("My manager Karen criticised my report in front of everyone.", "I have a meeting with her tomorrow.",
-                ("karen", "manager", "report", "criticised")),
-    TwoSessions("My daughter Emma has a swimming competition on Sunday.", "She has been practising every morning.",
-                ("emma", "daughter", "swimming", "competition", "sunday")),
-    TwoSessions("I am moving to Lisbon for a new job in September.", "I started packing up my books.",
-                ("lisbon", "september", "job", "moving")),
-    TwoSessions("My uncle Frank passed away last week.", "The funeral is on Friday and I don't know what to say.",
-                ("frank", "uncle")),
+    TwoSessions(
+        "My son Max starts primary school next Tuesday.",
+        "I'm worried about how the school run will go.",
+        ("max", "son", "primary", "tuesday"),
+    ),
+    TwoSessions(
+        "I have my citizenship interview on the fourteenth.",
+        "I keep practising answers in the mirror.",
+        ("citizenship", "interview", "fourteenth"),
+    ),
+    TwoSessions(
+        "My wife Sara is pregnant with our first baby.",
+        "I can't stop thinking about becoming a dad.",
+        ("sara", "wife", "baby", "pregnant"),
+    ),
+    TwoSessions(
+        "I want to open my own bakery next year.", "I spent the whole weekend testing bread recipes.", ("bakery",)
+    ),
+    TwoSessions(
+        "My father is having heart surgery on Wednesday.",
+        "The hospital called to confirm the time.",
+        ("father", "dad", "heart", "surgery", "wednesday"),
+    ),
+    TwoSessions(
+        "My flatmate Tom never pays his share of the bills.",
+        "Money is tight again this month.",
+        ("tom", "flatmate", "bills"),
+    ),
+    TwoSessions(
+        "I'm training for a half marathon in October.",
+        "My knee has been hurting after my runs.",
+        ("marathon", "october", "training"),
+    ),
+    TwoSessions(
+        "My piano recital is on Saturday evening.",
+        "My hands get shaky when I think about performing.",
+        ("piano", "recital", "saturday"),
+    ),
+    TwoSessions(
+        "I am trying to quit smoking this month.",
+        "I really wanted a cigarette after work today.",
+        ("quit", "quitting", "smoking"),
+    ),
+    TwoSessions(
+        "My grandmother Rosa is turning ninety in July.",
+        "I want to plan a family party.",
+        ("rosa", "grandmother", "ninety", "july"),
+    ),
+    TwoSessions(
+        "I have a final interview at the bank on Thursday.",
+        "What do I say if they ask about my weaknesses?",
+        ("interview", "bank", "thursday"),
+    ),
+    TwoSessions(
+        "My cat Milo has been hiding and not eating.",
+        "I'm taking him to the vet tomorrow.",
+        ("milo", "cat", "eating", "hiding"),
+    ),
+    TwoSessions(
+        "My best friend Priya is moving to Canada next month.",
+        "We're having a goodbye dinner tonight.",
+        ("priya", "canada", "moving"),
+    ),
+    TwoSessions(
+        "I failed my accounting exam in the spring.", "The resit is in two weeks.", ("accounting", "exam", "failed")
+    ),
+    TwoSessions(
+        "My partner and I are buying our first house.",
+        "The bank finally approved our mortgage.",
+        ("house", "partner", "buying"),
+    ),
+    TwoSessions(
+        "I want to write a novel before I turn thirty.", "I wrote two pages this morning.", ("novel", "thirty")
+    ),
+    TwoSessions(
+        "My manager Karen criticised my report in front of everyone.",
+        "I have a meeting with her tomorrow.",
+        ("karen", "manager", "report", "criticised"),
+    ),
+    TwoSessions(
+        "My daughter Emma has a swimming competition on Sunday.",
+        "She has been practising every morning.",
+        ("emma", "daughter", "swimming", "competition", "sunday"),
+    ),
+    TwoSessions(
+        "I am moving to Lisbon for a new job in September.",
+        "I started packing up my books.",
+        ("lisbon", "september", "job", "moving"),
+    ),
+    TwoSessions(
+        "My uncle Frank passed away last week.",
+        "The funeral is on Friday and I don't know what to say.",
+        ("frank", "uncle"),
+    ),
 )
 
 
@@ -105,9 +159,11 @@ class RecordingLLM:
         self.inner = inner
         self.prompts: list[list[ChatMessage]] = []
 
-    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
+    ) -> Iterator[str]:
         self.prompts.append(list(messages))
-        return self.inner.stream(messages, stop)
+        return self.inner.stream(messages, stop, options)
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)

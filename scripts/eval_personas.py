@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,10 +52,7 @@ def judge(replies: dict[str, list[str]], default: str) -> dict[str, Any]:
             "adherence": own,
             "markers": shares,
             "lift_over_default": own - base_share,
-            "own_markers_most": sum(
-                c.get(persona, 0) > 0 and c.get(persona, 0) >= max(c.values()) for c in counts
-            )
-            / n,
+            "own_markers_most": sum(c.get(persona, 0) > 0 and c.get(persona, 0) >= max(c.values()) for c in counts) / n,
         }
     return out
 
@@ -104,7 +102,9 @@ def generate(adapter: Path | None, settings: Settings, val: list[Exchange]) -> d
                 max_prompt_tokens=llm.max_prompt_tokens,
             )
             started = time.perf_counter()
-            replies.setdefault(persona.id, []).append(chat.generate(messages))
+            replies.setdefault(persona.id, []).append(
+                "".join(chat.stream(messages, threading.Event(), persona.generation))
+            )
             seconds.setdefault(persona.id, []).append(time.perf_counter() - started)
     return {
         "adapter_loaded": chat.adapter_loaded,

@@ -7,6 +7,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,6 +18,7 @@ from backend.engines.protocols import (
     ChatMessage,
     EmotionResult,
     FloatAudio,
+    GenerationOptions,
     SynthesizedSpeech,
     Transcription,
     VoiceStyle,
@@ -84,30 +86,43 @@ class FakeEmotion(Warms):
 @dataclass
 class FakeLLM(Warms):
     """Streams ``reply`` word by word. With ``hold_after`` set, blocks after that many pieces until
-    ``release`` is set or the stop event ends the generation (for barge-in tests)."""
+    ``release`` is set or the stop event ends the generation (for barge-in tests). Pauses between words while
+    its options' gate says so (like the transformers engine); ``produced`` records (user message, word index)
+    in the order words are made, across generations."""
+
+    pausable: ClassVar[bool] = True
 
     reply: str = "That sounds hard. You are not alone in this. What feels heaviest right now?"
     hold_after: int | None = None
     release: threading.Event = field(default_factory=threading.Event)
     stopped: threading.Event = field(default_factory=threading.Event)
     prompts: list[list[ChatMessage]] = field(default_factory=list)
+    options: list[GenerationOptions | None] = field(default_factory=list)  # each stream's options
+    produced: list[tuple[str, int]] = field(default_factory=list)
     error: Exception | None = None
     warmed: list[list[ChatMessage]] = field(default_factory=list)  # warm_prefix calls, oldest first
     warmed_event: threading.Event = field(default_factory=threading.Event)
     _warm_changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
-    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
+    ) -> Iterator[str]:
         self.prompts.append(list(messages))
+        self.options.append(options)
         if self.error is not None:
             raise self.error
         words = self.reply.split(" ")
+        gate = options.gate if options is not None else None
         for i, word in enumerate(words):
             if self.hold_after is not None and i == self.hold_after:
                 while not (self.release.is_set() or stop.is_set()):
                     stop.wait(0.01)
+            if gate is not None and gate.must_pause():
+                gate.wait()
             if stop.is_set():
                 self.stopped.set()
                 return
+            self.produced.append((messages[-1].content if messages else "", i))
             yield word if i == 0 else " " + word
 
     def count_tokens(self, text: str) -> int:
@@ -137,9 +152,7 @@ class FakeTTS(Warms):
         self.texts.append(text)
         self.styles.append(style)
         words = len(text.split())
-        return SynthesizedSpeech(
-            tone_pcm(words * self.seconds_per_word, self.sample_rate, 330.0), self.sample_rate
-        )
+        return SynthesizedSpeech(tone_pcm(words * self.seconds_per_word, self.sample_rate, 330.0), self.sample_rate)
 
 
 @dataclass

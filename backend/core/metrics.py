@@ -53,8 +53,11 @@ class Metrics:
 
     def slots(self, queue: str, value: int) -> MeteredSemaphore:
         """A semaphore of ``value`` slots whose waiters are counted and timed as ``queue``."""
-        waiting, waited = self.waiting_turns.labels(queue=queue), self.queue_wait_seconds.labels(queue=queue)
-        return MeteredSemaphore(value, waiting, waited)
+        return MeteredSemaphore(value, *self.queue(queue))
+
+    def queue(self, queue: str) -> tuple[Gauge, Histogram]:
+        """The gauge of waiters and the histogram of waits of ``queue``."""
+        return self.waiting_turns.labels(queue=queue), self.queue_wait_seconds.labels(queue=queue)
 
     def observe_timings(self, stages: dict[str, float]) -> None:
         for stage, seconds in stages.items():

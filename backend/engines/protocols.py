@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -138,6 +138,32 @@ class ChatMessage:
     content: str
 
 
+PenaltyScope = Literal["reply", "prompt_and_reply"]
+
+
+class GenerationGate(Protocol):
+    """Lets a generation pause between tokens so another can run (pipeline/llm_scheduler.py). Called from the
+    generation's own thread by engines that are ``pausable``."""
+
+    def must_pause(self) -> bool: ...
+
+    def wait(self) -> None:
+        """Block until the generation may go on (or is stopped)."""
+        ...
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Choices for one reply over the engine's settings (None: the engine's own). An engine that cannot honour
+    one ignores it (its module says which)."""
+
+    # Which tokens the repetition penalty counts: the reply so far, or the prompt too (which pushes the reply
+    # away from the person's words and the system prompt's).
+    repetition_penalty_scope: PenaltyScope | None = None
+    # Checked between tokens by engines whose ``pausable`` attribute is true (transformers).
+    gate: GenerationGate | None = field(default=None, compare=False)
+
+
 @dataclass(frozen=True)
 class EngineHealth:
     """What a remote engine's ``probe()`` found: whether its server answers, and if not, why."""
@@ -157,7 +183,9 @@ class RemoteEngine(Protocol):
 
 
 class ChatModel(Protocol):
-    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
+    ) -> Iterator[str]:
         """Yield text pieces of the reply as they are generated; stops soon after ``stop`` is set.
 
         Blocking: iterate it inside a worker thread.

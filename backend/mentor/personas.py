@@ -12,13 +12,13 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from backend.config import MentorSettings, resolve_path
 from backend.core.exceptions import ClarityError, ConfigError
-from backend.engines.protocols import EMOTIONS
+from backend.engines.protocols import EMOTIONS, GenerationOptions, PenaltyScope
 from backend.mentor.prompt_builder import MentorPrompt
 
 PERSONA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -54,6 +54,12 @@ class Persona:
     # One sentence added to the guidance of every emotion: the guidance is the system message right before the
     # user's, where a small model attends most, so it carries what makes this persona answer differently.
     reminder: str | None = None
+    # Which tokens the repetition penalty counts for this persona (None: llm's repetition_penalty_scope).
+    repetition_penalty_scope: PenaltyScope | None = None
+
+    @property
+    def generation(self) -> GenerationOptions:
+        return GenerationOptions(repetition_penalty_scope=self.repetition_penalty_scope)
 
     def prompt(self, base: MentorPrompt) -> MentorPrompt:
         """The MentorPrompt for this persona: its system prompt, and the base guidance with its overrides, each
@@ -81,7 +87,8 @@ def parse_persona(persona_id: str, raw: Any, where: str) -> Persona:
         raise ConfigError(f"{where}: a persona file name must match {PERSONA_ID.pattern} (it is the persona id)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    unknown = set(raw) - {"name", "title", "description", "system_prompt", "reminder", "emotion_guidance", "voice"}
+    known = {"name", "title", "description", "system_prompt", "reminder", "emotion_guidance", "voice"}
+    unknown = set(raw) - known - {"repetition_penalty_scope"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
     guidance_raw = raw.get("emotion_guidance") or {}
@@ -95,6 +102,9 @@ def parse_persona(persona_id: str, raw: Any, where: str) -> Persona:
         raise ConfigError(f"{where}: voice.rate must be 80-450 words per minute")
     if pitch is not None and not (isinstance(pitch, int) and 0 <= pitch <= 99):
         raise ConfigError(f"{where}: voice.pitch must be 0-99")
+    scope = raw.get("repetition_penalty_scope")
+    if scope not in (None, *get_args(PenaltyScope)):
+        raise ConfigError(f"{where}: repetition_penalty_scope must be one of {', '.join(get_args(PenaltyScope))}")
     return Persona(
         id=persona_id,
         name=_text(raw, where, "name") or persona_id,
@@ -104,6 +114,7 @@ def parse_persona(persona_id: str, raw: Any, where: str) -> Persona:
         reminder=_text(raw, where, "reminder", required=False),
         emotion_guidance={str(k): " ".join(str(v).split()) for k, v in guidance_raw.items() if v},
         voice=PersonaVoice(voice=voice_raw.get("voice"), rate=rate, pitch=pitch),
+        repetition_penalty_scope=scope,
     )
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from backend.config import Settings
 from backend.core.async_bridge import iterate_in_thread, run_blocking
 from backend.engines.model_service import ModelService
-from backend.engines.protocols import ChatMessage, VoiceStyle
+from backend.engines.protocols import ChatMessage, GenerationOptions, VoiceStyle
 from backend.mentor.speakable import clean_for_speech
 from backend.pipeline.events import (
     ReplyAudioChunk,
@@ -25,6 +25,7 @@ from backend.pipeline.events import (
     ReplyTextDone,
     StageStarted,
 )
+from backend.pipeline.llm_scheduler import LLMScheduler
 from backend.pipeline.sentence_chunker import SentenceChunker
 from backend.pipeline.turn_types import Executors, TurnInput, TurnOutput, TurnState
 
@@ -51,9 +52,10 @@ class ReplySpeaker:
     style: VoiceStyle
     models: ModelService
     executors: Executors
-    llm_slots: asyncio.Semaphore
+    llm_scheduler: LLMScheduler
     settings: Settings
     stages: dict[str, float]
+    options: GenerationOptions | None = None  # the persona's (pipeline/turn_pipeline.py)
 
     def mark(self, name: str) -> None:
         self.turn.marks[name] = round(time.perf_counter() - self.turn.t0, 4)
@@ -76,10 +78,12 @@ class ReplySpeaker:
         emitted: list[str] = []
         sentences = 0
         try:
-            async with self.llm_slots:
+            pausable = bool(getattr(self.models.llm, "pausable", False))
+            async with self.llm_scheduler.generation(stop, pausable=pausable) as ticket:
+                options = replace(self.options or GenerationOptions(), gate=ticket)
                 start = time.perf_counter()
                 async for piece in iterate_in_thread(
-                    self.executors.llm, lambda: self.models.llm.stream(self.messages, stop), stop
+                    self.executors.llm, lambda: self.models.llm.stream(self.messages, stop, options), stop
                 ):
                     if not parts:
                         self.mark("first_token")
@@ -90,6 +94,7 @@ class ReplySpeaker:
                     for chunk in chunker.push(piece):
                         emitted.append(chunk)
                         speech_queue.put_nowait(_Chunk(chunk))
+                        self.llm_scheduler.first_words_out(ticket)  # later words give way to others' first ones
                         sentences += chunk.rstrip().endswith(SENTENCE_ENDS)
                     if sentences >= MAX_REPLY_SENTENCES:
                         stop.set()
@@ -117,9 +122,11 @@ class ReplySpeaker:
     async def sequential(self) -> str:
         turn, state = self.turn, self.state
         stop = threading.Event()
-        async with self.llm_slots:
+        async with self.llm_scheduler.generation(stop, pausable=False):
             start = time.perf_counter()
-            pieces = await run_blocking(self.executors.llm, lambda: list(self.models.llm.stream(self.messages, stop)))
+            pieces = await run_blocking(
+                self.executors.llm, lambda: list(self.models.llm.stream(self.messages, stop, self.options))
+            )
             self.stages["llm_total"] = time.perf_counter() - start
         self.mark("first_token")
         chunker = SentenceChunker(first_chunk_min_words=10_000)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import TypeVar
 
@@ -25,6 +26,7 @@ from backend.mentor.speakable import clean_for_speech
 from backend.mentor.voice_style import voice_style_for
 from backend.pipeline.events import EmotionDetected, StageStarted, TranscriptFinal, TurnDone
 from backend.pipeline.follow_up import FollowUps
+from backend.pipeline.llm_scheduler import LLMScheduler, Priority
 from backend.pipeline.reply_speaker import ReplySpeaker
 from backend.pipeline.running_turns import RunningTurns
 from backend.pipeline.turn_types import Executors, NoSpeechError, TurnInput, TurnOutput, TurnResult, TurnState
@@ -53,7 +55,7 @@ class TurnPipeline:
         self.settings = settings
         self.metrics = metrics
         self.executors = Executors(settings)
-        self._llm_slots = metrics.slots("llm", max(1, settings.llm.max_concurrent))
+        self.llm_scheduler = LLMScheduler(settings.llm.max_concurrent, *metrics.queue("llm"))
         self._turn_slots = metrics.slots("turn", max(1, settings.limits.max_active_turns))
         self._background: set[asyncio.Future[None]] = set()
         self.running = RunningTurns()  # generations by session, for POST /api/sessions/{id}/cancel
@@ -101,7 +103,7 @@ class TurnPipeline:
                 if session_id is not None
                 else []
             )
-            async with self._llm_slots:
+            async with self.llm_scheduler.generation(threading.Event(), pausable=False, priority=Priority.BACKGROUND):
                 start = time.perf_counter()
                 tokens = await run_blocking(self.executors.llm, warm, history)
             logger.debug(
@@ -194,7 +196,17 @@ class TurnPipeline:
         state.responding = True
         try:
             speaker = ReplySpeaker(
-                turn, out, state, messages, style, self.models, self.executors, self._llm_slots, self.settings, stages
+                turn,
+                out,
+                state,
+                messages,
+                style,
+                self.models,
+                self.executors,
+                self.llm_scheduler,
+                self.settings,
+                stages,
+                persona.generation,
             )
             reply = await speaker.run()
             await out.flush()

@@ -79,7 +79,9 @@ class Executors:
         # Partial transcripts get their own thread: a turn's transcription never queues behind a preview.
         self.preview_stt = ThreadPoolExecutor(1, thread_name_prefix="stt-preview")
         self.emotion = ThreadPoolExecutor(2, thread_name_prefix="emotion")
-        self.llm = ThreadPoolExecutor(max(1, settings.llm.max_concurrent), thread_name_prefix="llm")
+        # A reply paused by the LLM scheduler (pipeline/llm_scheduler.py) keeps its thread: one per active turn.
+        llm_threads = max(settings.llm.max_concurrent, settings.limits.max_active_turns, 1)
+        self.llm = ThreadPoolExecutor(llm_threads, thread_name_prefix="llm")
         self.tts = ThreadPoolExecutor(1, thread_name_prefix="tts")
 
     def shutdown(self) -> None:

@@ -152,9 +152,7 @@ class SessionStore:
         False (SessionExistsError); another owner's id is refused with ``session_id_unavailable``."""
         sid = new_session_id() if session_id is None else session_id
         if not is_valid_session_id(sid):
-            raise InvalidInputError(
-                "session id must be 1-64 letters, digits, '-' or '_'", code="invalid_session_id"
-            )
+            raise InvalidInputError("session id must be 1-64 letters, digits, '-' or '_'", code="invalid_session_id")
         if user_id is not None and not is_valid_session_id(user_id):
             raise InvalidInputError("user id must be 1-64 letters, digits, '-' or '_'", code="invalid_user_id")
         clean_title = title.strip()[:TITLE_MAX_CHARS] if title and title.strip() else None

@@ -55,7 +55,7 @@ def test_cancel_stops_a_rest_text_chat(client: TestClient, fakes: FakeModels) ->
     assert body["interrupted"] is True and body["response"] == "That sounds hard. You"
     stored = _reply_stored(client, sid)
     assert stored["interrupted"] is True and stored["text"] == "That sounds hard. You"
-    assert 'claritymentor_interruptions_total 1.0' in client.get("/metrics").text
+    assert "claritymentor_interruptions_total 1.0" in client.get("/metrics").text
 
 
 def test_cancel_stops_an_sse_stream_with_an_interrupted_event(client: TestClient, fakes: FakeModels) -> None:

@@ -65,9 +65,7 @@ def test_persona_transcript_arc_summary_and_memories_on_the_page(
         _settled(page, 1)
         page.fill("#text-input", TYPED)
         page.press("#text-input", "Enter")
-        page.wait_for_function(
-            "window.__cm.events.filter((e) => e === 'metrics').length >= 2", timeout=TURN_TIMEOUT_MS
-        )
+        page.wait_for_function("window.__cm.events.filter((e) => e === 'metrics').length >= 2", timeout=TURN_TIMEOUT_MS)
         _settled(page, 2)
         page.wait_for_function("window.__cm.memories.some((m) => /driving test/i.test(m))", timeout=TURN_TIMEOUT_MS)
 
@@ -92,7 +90,7 @@ def test_persona_transcript_arc_summary_and_memories_on_the_page(
         sessions = {s["id"]: s for s in get_json(f"{live_server.url}/api/sessions")["sessions"]}
         assert sessions[sid]["persona"] == "study-coach" and page.input_value("#persona") == "study-coach"
         listed = f"#sessions [data-session-id='{sid}']"
-        page.wait_for_function(f"/4 turns/.test(document.querySelector(\"{listed}\").innerText)")
+        page.wait_for_function(f'/4 turns/.test(document.querySelector("{listed}").innerText)')
         entry = page.inner_text(listed)
         assert "4 turns · updated" in entry and "started" in entry, entry  # the list: count, last update, creation
 

@@ -23,6 +23,7 @@ from websockets.sync.client import connect
 from backend.config import LLMSettings, Settings
 from backend.engines.llm.openai import load
 from backend.engines.model_service import ModelService
+from backend.engines.protocols import ChatModel
 from backend.main import create_app
 from tests.conftest import make_settings
 from tests.deploy.replica_server import SleepyLLM
@@ -50,9 +51,14 @@ def _first_audio_s(ws_url: str, turns: int) -> list[float]:
     return out
 
 
-def _serve(settings: Settings, llm: object, turns: int) -> list[float]:
+def _serve(settings: Settings, llm: ChatModel, turns: int) -> list[float]:
     models = ModelService.from_components(
-        settings, stt=FakeSTT(), vad=FakeVADEngine(), emotion=FakeEmotion(), llm=llm, tts=FakeTTS()  # type: ignore[arg-type]
+        settings,
+        stt=FakeSTT(),
+        vad=FakeVADEngine(),
+        emotion=FakeEmotion(),
+        llm=llm,
+        tts=FakeTTS(),
     )
     with LiveServer(create_app(settings, models=models)) as live:
         _first_audio_s(live.ws_url, 3)  # warm-up

@@ -24,6 +24,7 @@ from backend.engines.protocols import (
     ChatMessage,
     EmotionResult,
     FloatAudio,
+    GenerationOptions,
     SynthesizedSpeech,
     Transcription,
     VoiceStyle,
@@ -60,7 +61,9 @@ class SleepyLLM(FakeLLM):
     first_s: float = 0.0
     word_s: float = 0.0
 
-    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
+    ) -> Iterator[str]:
         for i, piece in enumerate(super().stream(messages, stop)):
             if stop.wait(self.first_s if i == 0 else self.word_s):
                 return

@@ -11,7 +11,7 @@ import pytest
 from backend.config import LLMSettings
 from backend.core.exceptions import ModelError
 from backend.engines.llm.transformers import TransformersChatModel
-from backend.engines.protocols import ChatMessage
+from backend.engines.protocols import ChatMessage, GenerationOptions, PenaltyScope
 
 pytestmark = pytest.mark.fast
 
@@ -199,3 +199,36 @@ def test_warm_prefix_serves_the_next_prompt_and_keeps_replies_identical(parts: t
     assert "".join(warm.stream(prompt, threading.Event())) == reference
     # This word-level template ends the prefix alone with a lone space token; the real one ends at a special.
     assert warm.last_reused_tokens >= prefix_tokens - 1
+
+
+def test_reply_scope_penalises_only_generated_tokens() -> None:
+    """The "reply" repetition penalty leaves the prompt's tokens alone and divides (or, when negative,
+    multiplies) the scores of tokens already generated, each once."""
+    import torch
+
+    from backend.engines.llm.transformers import _ReplyRepetitionPenalty
+
+    scores = torch.tensor([[2.0, 2.0, -2.0, 2.0]])
+    prompt_only = _ReplyRepetitionPenalty(2.0, prompt_length=2)(torch.tensor([[0, 1]]), scores.clone())
+    assert prompt_only.tolist() == scores.tolist()
+    penalised = _ReplyRepetitionPenalty(2.0, prompt_length=2)(torch.tensor([[0, 1, 1, 2, 2]]), scores.clone())
+    assert penalised.tolist() == [[2.0, 1.0, -4.0, 2.0]]
+
+
+@pytest.mark.parametrize("scope", ["reply", "prompt_and_reply"])
+def test_penalty_scope_from_settings_or_per_reply_options(parts: tuple[Any, Any], scope: PenaltyScope) -> None:
+    """llm.repetition_penalty_scope picks where the penalty goes, a reply's GenerationOptions override it, and
+    with "reply" transformers' own (prompt-counting) penalty is off."""
+    other = "prompt_and_reply" if scope == "reply" else "reply"
+    base = {"max_new_tokens": 4, "repetition_penalty": 1.3, "adapter_path": None}
+    for settings_scope, options in ((scope, GenerationOptions()), (other, GenerationOptions(scope))):
+        settings = LLMSettings.model_validate({**base, "repetition_penalty_scope": settings_scope})
+        chat = TransformersChatModel(parts[0], parts[1], settings, name="tiny")
+        kwargs = chat._generation_kwargs(5, options)
+        processors = list(kwargs["logits_processor"])
+        if scope == "reply":
+            assert kwargs["generation_config"].repetition_penalty == 1.0
+            assert len(processors) == 1 and processors[0].prompt_length == 5 and processors[0].penalty == 1.3
+        else:
+            assert kwargs["generation_config"].repetition_penalty == 1.3 and not processors
+        assert list(chat.stream(MESSAGES, threading.Event(), options))  # and a reply streams with it

@@ -161,8 +161,9 @@ def test_precomputed_example_embeddings_must_match_the_examples() -> None:
     ex = toy_examples()
     vectors = np.asarray(hash_embed(ordered_texts(ex)))
     same = EmbeddingEmotionClassifier(hash_embed, ex, example_embeddings=vectors)
-    assert same.classify("today i feel something").label == EmbeddingEmotionClassifier(hash_embed, ex).classify(
-        "today i feel something"
-    ).label
+    assert (
+        same.classify("today i feel something").label
+        == EmbeddingEmotionClassifier(hash_embed, ex).classify("today i feel something").label
+    )
     with pytest.raises(ValueError, match="example embeddings"):
         EmbeddingEmotionClassifier(hash_embed, ex, example_embeddings=vectors[:-1])

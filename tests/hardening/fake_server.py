@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from backend.config import get_settings
-from backend.engines.protocols import ChatMessage
+from backend.engines.protocols import ChatMessage, GenerationOptions
 from backend.main import create_app
 from backend.server import build_server, run_server
 from tests.fakes import FakeLLM, FakeModels
@@ -26,7 +26,9 @@ from tests.fakes import FakeLLM, FakeModels
 class SlowLLM(FakeLLM):
     word_delay_s: float = 0.0
 
-    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
+    ) -> Iterator[str]:
         for piece in super().stream(messages, stop):
             if stop.wait(self.word_delay_s):
                 return

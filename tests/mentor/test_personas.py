@@ -8,6 +8,7 @@ import pytest
 
 from backend.config import MentorSettings, TTSSettings
 from backend.core.exceptions import ConfigError
+from backend.engines.protocols import GenerationOptions
 from backend.mentor.personas import PersonaCatalog, PersonaVoice, UnknownPersonaError, load_personas, parse_persona
 from backend.mentor.prompt_builder import MEMORY_INTRO, MentorPrompt, build_messages, load_mentor_prompt
 from backend.mentor.voice_style import voice_style_for
@@ -85,6 +86,7 @@ def test_persona_from_realtime_instructions(
         ({"name": "A", "emotion_guidance": {"bored": "x"}}, "emotion_guidance"),
         ({"name": "A", "voice": {"rate": 20}}, "voice.rate"),
         ({"name": "A", "voice": {"pitch": 200}}, "voice.pitch"),
+        ({"name": "A", "repetition_penalty_scope": "everything"}, "repetition_penalty_scope must be one of"),
         ("just text", "expected a mapping"),
     ],
 )
@@ -126,3 +128,14 @@ def test_persona_prompt_is_a_stable_prefix_and_memories_go_last(catalog: Persona
     assert first[:3] == later[:3] and first[0].content == prompt.system_prompt
     assert later[-2].role == "system" and MEMORY_INTRO in later[-2].content
     assert '"I have a review on Friday."' in later[-2].content and MEMORY_INTRO not in first[-2].content
+
+
+def test_personas_choose_their_repetition_penalty_scope(catalog: PersonaCatalog) -> None:
+    """The default persona leaves the scope to llm (the reply only: its replies restate the person's words); the
+    coaches count the prompt too, which keeps their own words (measured in README, "Personas")."""
+    assert catalog.default.generation == GenerationOptions()
+    for coach in ("study-coach", "career-mentor"):
+        assert catalog.get(coach).generation == GenerationOptions(repetition_penalty_scope="prompt_and_reply")
+    raw = {"name": "A", "title": "T", "description": "D", "repetition_penalty_scope": "reply"}
+    parsed = parse_persona("p", raw, "p.yaml")
+    assert parsed.generation.repetition_penalty_scope == "reply"

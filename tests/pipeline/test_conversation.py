@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backend.core.exceptions import InvalidInputError
-from backend.engines.protocols import ChatMessage, FloatAudio, Transcription
+from backend.engines.protocols import ChatMessage, FloatAudio, GenerationOptions, Transcription
 from backend.pipeline import events
 from backend.pipeline.conversation import Conversation, SessionContext, new_id
 from backend.pipeline.output_queue import OutputQueue
@@ -61,7 +61,9 @@ class SignallingLLM(FakeLLM):
 
     started: threading.Event = field(default_factory=threading.Event)
 
-    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
+    ) -> Iterator[str]:
         self.started.set()
         yield from super().stream(messages, stop)
 

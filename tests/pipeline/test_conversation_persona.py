@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.engines.protocols import GenerationOptions
 from backend.mentor.personas import UnknownPersonaError
 from backend.pipeline import events
 from backend.pipeline.conversation import Conversation, SessionContext, new_id
@@ -48,6 +49,7 @@ def test_set_persona_switches_the_prompt_and_is_stored(tmp_path: Path) -> None:
                 await conversation.add_text("hi")
                 await _until_turn_done(out)
                 assert h.fakes.llm.prompts[-1][0].content == catalog.get("career-mentor").system_prompt
+                assert h.fakes.llm.options[-1] == catalog.get("career-mentor").generation  # its penalty scope
                 assert (await h.store.get_session(session.session_id)).persona == "career-mentor"
                 await conversation.set_persona(None)
                 assert (await h.store.get_session(session.session_id)).persona is None
@@ -55,6 +57,7 @@ def test_set_persona_switches_the_prompt_and_is_stored(tmp_path: Path) -> None:
                 await _until_turn_done(out)
                 default_prompt = catalog.default.prompt(h.pipeline.mentor_prompt).system_prompt
                 assert h.fakes.llm.prompts[-1][0].content == default_prompt
+                assert h.fakes.llm.options[-1] == GenerationOptions()  # the engine's own scope
             finally:
                 await conversation.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ def _speak(h: Harness, *, speak: bool = True) -> tuple[str, RecordingOutput, Tur
             VoiceStyle(),
             h.models,
             h.pipeline.executors,
-            asyncio.Semaphore(1),
+            h.pipeline.llm_scheduler,
             h.settings,
             {},
         )

@@ -111,6 +111,7 @@ def test_a_fact_from_session_one_is_used_in_session_two(api: httpx.Client) -> No
     items = [MEMORY_SET[i] for i in MEMORY_ITEMS]
     for n, item in enumerate(items):
         _chat(api, text=item.said, user_id=f"remembers-{n}")
+
     def all_kept() -> bool:
         return all(api.get(f"/api/memories?user_id=remembers-{n}").json()["total"] >= 1 for n in range(len(items)))
 

@@ -37,9 +37,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     cmd = [sys.executable, str(SCRIPT), "--quick", "--compare", "--turns", str(TURNS), "--out", str(out)]
     cmd += ["--fresh", str(FRESH), "--paused", str(PAUSED)]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=560, check=False)
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     return json.loads(out.read_text()), out, proc.stdout
 
 

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from bench_report import compare, concurrency_summary, stats, summarize
 from bench_speech import CHUNK_BYTES, trim_to_voiced
-from bench_ws import Arrival, build_record
+from bench_ws import Arrival, Playback, build_record
 
 pytestmark = pytest.mark.fast
 
@@ -57,6 +57,8 @@ def test_record_times_each_milestone_from_end_of_speech() -> None:
     assert (c["first_text"], c["first_delta"], c["first_audio"], c["last_audio"]) == (1.5, 1.5, 2.0, 2.5)
     assert record["turn_id"] == "a" and record["deltas"] == 2 and record["split"] is False
     assert record["server"]["stt_s"] == 0.3
+    # the second frame comes 0.5 s after the first, which plays for 6400 / 2 / 22050 s: the rest is silence
+    assert record["stall_s"] == pytest.approx(0.5 - 6400 / 2 / 22050, abs=1e-3)
     assert record["stt_rtf"] == pytest.approx(0.15) and record["tts_rtf"] == pytest.approx(0.1 / 0.29, rel=1e-3)
     assert record["llm_words_per_s"] == pytest.approx(3.0) and record["llm_pieces_per_s"] == pytest.approx(
         1 / 0.6, abs=0.01
@@ -110,3 +112,14 @@ def test_trim_keeps_whole_chunks_from_first_to_last_voiced() -> None:
     pcm = quiet * 3 + loud + quiet + loud + quiet * 2
     assert trim_to_voiced(pcm) == loud + quiet + loud
     assert trim_to_voiced(quiet * 5) == b""
+
+
+def test_playback_counts_only_the_silence_between_frames() -> None:
+    """Frames that arrive before the audio ahead of them has played (a burst) add no silence; a late one adds
+    exactly the gap after the audio ran out."""
+    playback = Playback(sample_rate=16000)
+    for t in (0.0, 0.01, 0.02):  # three 1 s frames, all at once
+        playback.frame(t, 32000)
+    assert playback.stalled_s == 0.0 and playback.playing_until == pytest.approx(3.0)
+    playback.frame(3.5, 32000)
+    assert playback.stalled_s == pytest.approx(0.5)

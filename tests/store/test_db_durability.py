@@ -68,9 +68,7 @@ def _run_and_kill(url: str, session_id: str, kill_after: int) -> list[int]:
         child.wait(timeout=10)
         # Acks already in the pipe were printed after their commit returned: they count too. A line cut
         # by the kill (no newline) was never acknowledged.
-        acked.extend(
-            int(line) for line in child.stdout.read().splitlines(keepends=True) if line.endswith("\n")
-        )
+        acked.extend(int(line) for line in child.stdout.read().splitlines(keepends=True) if line.endswith("\n"))
     finally:
         if child.poll() is None:
             child.kill()

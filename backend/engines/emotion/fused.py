@@ -124,8 +124,6 @@ def load(settings: EmotionSettings) -> FusedEmotionDetector:
             f"emotion model '{options.embedding_model}' (examples {options.examples_path}) failed to load: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    service = FusedEmotionDetector(
-        classifier.classify, text_weight=options.text_weight, embedder=classifier.embedder
-    )
+    service = FusedEmotionDetector(classifier.classify, text_weight=options.text_weight, embedder=classifier.embedder)
     logger.info("emotion detector ready", extra={"seconds": round(time.perf_counter() - start, 3)})
     return service

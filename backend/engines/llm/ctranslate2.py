@@ -35,7 +35,7 @@ from backend.engines.llm.model_files import (
     load_merged,
     resolve_llm_device,
 )
-from backend.engines.protocols import ChatMessage
+from backend.engines.protocols import ChatMessage, GenerationOptions
 from backend.engines.registry import engine_options
 
 logger = logging.getLogger(__name__)
@@ -156,8 +156,11 @@ class CTranslate2ChatModel:
                     best = start
             return self.generator, best
 
-    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Iterator[str]:
-        """Yield text pieces of the reply. Blocking; stops soon after ``stop`` is set or the iterator closes."""
+    def stream(
+        self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
+    ) -> Iterator[str]:
+        """Yield text pieces of the reply. Blocking; stops soon after ``stop`` is set or the iterator closes.
+        ``options`` are ignored: CTranslate2's repetition penalty only ever counts the reply."""
         try:
             tokens = self._tokens(messages, generation_prompt=True)
         except Exception as exc:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from backend.config import LLMSettings, resolve_path
+from backend.engines.protocols import PenaltyScope
 from backend.engines.registry import engine_options
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ class TransformersOptions(BaseModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     threads: int = 2
     prefix_cache_entries: int = 4  # prompt KV caches kept for reuse (system prompt, conversation so far); 0 = off
+    # Which tokens llm.repetition_penalty counts: "reply" (only those generated so far, as CTranslate2 and vLLM's
+    # frequency penalties do) or "prompt_and_reply" (transformers' own, which also pushes the reply away from the
+    # person's words and the system prompt).
+    # A persona may choose its own (config/personas/*.yaml).
+    repetition_penalty_scope: PenaltyScope = "reply"
 
 
 def transformers_options(settings: LLMSettings) -> TransformersOptions:
@@ -124,9 +130,7 @@ def convert_once(target: Path, build: Callable[[Path], None], what: str, *, done
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
-            logger.info(
-                "converted a model", extra={"model": what, "seconds": round(time.perf_counter() - started, 2)}
-            )
+            logger.info("converted a model", extra={"model": what, "seconds": round(time.perf_counter() - started, 2)})
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return target

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from backend.config import LLMSettings
 from backend.core.exceptions import ModelError, ModelLoadError
-from backend.engines.protocols import ChatMessage, EngineHealth
+from backend.engines.protocols import ChatMessage, EngineHealth, GenerationOptions
 from backend.engines.registry import engine_options
 
 logger = logging.getLogger(__name__)
@@ -120,9 +120,12 @@ class OpenAIChatModel:
     def warm_prefix(self, messages: Sequence[ChatMessage]) -> int:
         return 0  # the serving engine caches prompt prefixes itself
 
-    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Generator[str, None, None]:
+    def stream(
+        self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
+    ) -> Generator[str, None, None]:
         """Yield the reply's text pieces as the server streams them. Blocking; closes the stream as soon as
-        ``stop`` is set or the generator is closed. Raises ModelError (see the module docstring)."""
+        ``stop`` is set or the generator is closed. Raises ModelError (see the module docstring). ``options``
+        are ignored: the server's penalties are set by ``extra_body``."""
         response = self._open(self._body(messages), stop)
         if response is None:  # stopped while connecting
             return

@@ -23,7 +23,7 @@ from backend.engines.llm.model_files import (
     transformers_options,
 )
 from backend.engines.llm.prefix_cache import PrefixCache
-from backend.engines.protocols import ChatMessage
+from backend.engines.protocols import ChatMessage, GenerationGate, GenerationOptions
 
 __all__ = ["Options", "TransformersChatModel", "ensure_converted", "load", "load_base"]
 
@@ -35,20 +35,56 @@ _POLL_S = 0.05  # how often the consumer re-checks the stop event while waiting 
 
 
 class _StopOnEvents:
-    """A transformers StoppingCriteria that ends generation once any of the events is set."""
+    """A transformers StoppingCriteria, called after every token: ends generation once any of the events is set,
+    and pauses it while its gate says so (giving the engine's slot to another generation meanwhile)."""
 
-    def __init__(self, *events: threading.Event) -> None:
+    def __init__(
+        self, *events: threading.Event, gate: GenerationGate | None = None, slots: threading.Semaphore | None = None
+    ) -> None:
         self._events = events
+        self._gate = gate
+        self._slots = slots
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
+        if self._gate is not None and self._gate.must_pause():
+            if self._slots is not None:
+                self._slots.release()
+            try:
+                self._gate.wait()
+            finally:
+                if self._slots is not None:
+                    self._slots.acquire()
         flag = any(e.is_set() for e in self._events)
         return torch.full((input_ids.shape[0],), flag, dtype=torch.bool, device=input_ids.device)
 
 
+class _ReplyRepetitionPenalty:
+    """A transformers LogitsProcessor: the repetition penalty over the tokens generated after the prompt only.
+
+    transformers' own penalty also counts the prompt, so a reply is pushed away from the person's words, which a
+    reply that names what they said needs."""
+
+    def __init__(self, penalty: float, prompt_length: int) -> None:
+        self.penalty = penalty
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        generated = input_ids[:, self.prompt_length :]
+        if generated.shape[1] == 0:
+            return scores
+        seen = torch.gather(scores, 1, generated)
+        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
+        return scores.scatter(1, generated, seen)
+
+
 class TransformersChatModel:
     """ChatModel over a loaded transformers causal LM and its tokenizer (with a chat template)."""
+
+    pausable = True  # honours GenerationOptions.gate between tokens
 
     def __init__(
         self,
@@ -81,7 +117,9 @@ class TransformersChatModel:
         chat = [{"role": m.role, "content": m.content} for m in messages]
         return str(self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt))
 
-    def stream(self, messages: Sequence[ChatMessage], stop: threading.Event) -> Generator[str, None, None]:
+    def stream(
+        self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
+    ) -> Generator[str, None, None]:
         """Yield text pieces of the reply. Blocking; ends soon after ``stop`` is set or the generator closes.
 
         Errors of the generation thread are raised here as ModelError. Closing the generator early stops
@@ -100,7 +138,14 @@ class TransformersChatModel:
         errors: list[BaseException] = []
         thread = threading.Thread(
             target=self._generate,
-            args=(inputs, cache, streamer, _StopOnEvents(stop, closed), errors),
+            args=(
+                inputs,
+                cache,
+                streamer,
+                self._stopper(stop, closed, options),
+                errors,
+                options or GenerationOptions(),
+            ),
             name="llm-generate",
             daemon=True,
         )
@@ -163,10 +208,20 @@ class TransformersChatModel:
 
     # --- internals ----------------------------------------------------------------------------------
 
-    def _generation_kwargs(self) -> dict[str, Any]:
-        from transformers import GenerationConfig
+    def _stopper(
+        self, stop: threading.Event, closed: threading.Event, options: GenerationOptions | None
+    ) -> _StopOnEvents:
+        return _StopOnEvents(stop, closed, gate=options.gate if options else None, slots=self._slots)
+
+    def _generation_kwargs(self, prompt_length: int, options: GenerationOptions) -> dict[str, Any]:
+        from transformers import GenerationConfig, LogitsProcessorList
 
         s = self.settings
+        penalty, processors = s.repetition_penalty, LogitsProcessorList()
+        scope = options.repetition_penalty_scope or transformers_options(s).repetition_penalty_scope
+        if penalty != 1.0 and scope == "reply":
+            penalty = 1.0
+            processors.append(_ReplyRepetitionPenalty(s.repetition_penalty, prompt_length))
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
         sampling: dict[str, Any] = {"do_sample": False}
@@ -174,12 +229,12 @@ class TransformersChatModel:
             sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
         config = GenerationConfig(
             max_new_tokens=s.max_new_tokens,
-            repetition_penalty=s.repetition_penalty,
+            repetition_penalty=penalty,
             eos_token_id=eos,
             pad_token_id=pad,
             **sampling,
         )
-        return {"generation_config": config}
+        return {"generation_config": config, "logits_processor": processors}
 
     def _generate(
         self,
@@ -188,6 +243,7 @@ class TransformersChatModel:
         streamer: Any,
         stopper: _StopOnEvents,
         errors: list[BaseException],
+        options: GenerationOptions,
     ) -> None:
         import torch
         from transformers import DynamicCache, StoppingCriteriaList
@@ -200,7 +256,7 @@ class TransformersChatModel:
                     past_key_values=cache,
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([stopper]),
-                    **self._generation_kwargs(),
+                    **self._generation_kwargs(int(inputs["input_ids"].shape[1]), options),
                 )
                 # The cache now holds the prompt and the reply but the last token: keep it for the next prompt.
                 self.prefix_cache.put(sequences[0, : cache.get_seq_length()].tolist(), cache)

@@ -1,0 +1,226 @@
+"""LLMScheduler: the first words of every waiting reply before the rest of any reply (event-loop logic, fake
+tickets), and two replies through ReplySpeaker sharing one slot on the fake LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from backend.engines.protocols import ChatMessage, VoiceStyle
+from backend.pipeline.llm_scheduler import LLMScheduler, Priority, Ticket
+from backend.pipeline.reply_speaker import ReplySpeaker
+from backend.pipeline.turn_types import TurnInput, TurnState
+from tests.pipeline.recording import RecordingOutput, pipeline_harness, run_async
+
+pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
+
+
+def _scheduler(slots: int = 1) -> tuple[LLMScheduler, Gauge]:
+    registry = CollectorRegistry()
+    waiting = Gauge("waiting", "w", registry=registry)
+    return LLMScheduler(slots, waiting, Histogram("waited", "w", registry=registry)), waiting
+
+
+class _Holder:
+    """Holds a scheduler slot in a task until ``done`` is set; ``ticket`` once it has the slot."""
+
+    def __init__(
+        self, scheduler: LLMScheduler, *, pausable: bool = True, priority: Priority = Priority.FIRST_WORDS
+    ) -> None:
+        self.stop = threading.Event()
+        self.got = asyncio.Event()
+        self.done = asyncio.Event()
+        self.ticket: Ticket | None = None
+        self.task = asyncio.ensure_future(self._hold(scheduler, pausable, priority))
+
+    async def _hold(self, scheduler: LLMScheduler, pausable: bool, priority: Priority) -> None:
+        async with scheduler.generation(self.stop, pausable=pausable, priority=priority) as ticket:
+            self.ticket = ticket
+            self.got.set()
+            await self.done.wait()
+
+    async def finish(self) -> None:
+        self.done.set()
+        await self.task
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_a_reply_past_its_first_words_gives_way_and_continues_after() -> None:
+    """A waits for nobody; B waits for the one slot; A's first words out -> A pauses and B runs; B's first words
+    with nobody waiting -> B runs on; B ends -> A continues."""
+
+    async def scenario() -> None:
+        scheduler, waiting = _scheduler()
+        a = _Holder(scheduler)
+        await a.got.wait()
+        b = _Holder(scheduler)
+        await _settle()
+        assert not b.got.is_set() and waiting._value.get() == 1
+        assert a.ticket is not None
+        scheduler.first_words_out(a.ticket)
+        await b.got.wait()
+        assert a.ticket.must_pause() and scheduler.paused == 1
+        assert b.ticket is not None
+        scheduler.first_words_out(b.ticket)
+        assert not b.ticket.must_pause()
+        await b.finish()
+        assert not a.ticket.must_pause() and scheduler.paused == 0 and a.ticket.pauses == 1
+        await a.finish()
+
+    run_async(scenario())
+
+
+def test_a_new_reply_pauses_a_running_one_that_is_past_its_first_words() -> None:
+    """Nobody waited when A's first words went out, so A ran on; B arrives and takes A's slot at once."""
+
+    async def scenario() -> None:
+        scheduler, _ = _scheduler()
+        a = _Holder(scheduler)
+        await a.got.wait()
+        assert a.ticket is not None
+        scheduler.first_words_out(a.ticket)
+        assert not a.ticket.must_pause()
+        b = _Holder(scheduler)
+        await b.got.wait()
+        assert a.ticket.must_pause()
+        await b.finish()
+        assert not a.ticket.must_pause()
+        await a.finish()
+
+    run_async(scenario())
+
+
+def test_work_that_cannot_pause_keeps_its_slot_and_background_work_waits_for_replies() -> None:
+    """A non-pausable generation is never paused; warming (background) waits behind waiting and paused
+    replies, then runs."""
+
+    async def scenario() -> None:
+        scheduler, _ = _scheduler()
+        a = _Holder(scheduler, pausable=False)
+        await a.got.wait()
+        assert a.ticket is not None
+        warm = _Holder(scheduler, priority=Priority.BACKGROUND)
+        b = _Holder(scheduler)
+        scheduler.first_words_out(a.ticket)
+        await _settle()
+        assert not a.ticket.must_pause() and not b.got.is_set() and not warm.got.is_set()
+        await a.finish()
+        await b.got.wait()
+        await _settle()
+        assert not warm.got.is_set()
+        await b.finish()
+        await warm.got.wait()
+        await warm.finish()
+
+    run_async(scenario())
+
+
+def test_cancelled_waiters_and_stopped_paused_replies_free_their_places() -> None:
+    """A waiter cancelled before its turn leaves the queue; a paused reply that is stopped returns from wait()
+    and, ending, frees no slot it does not hold; the slot count stays right for later replies."""
+
+    async def scenario() -> None:
+        scheduler, waiting = _scheduler()
+        a = _Holder(scheduler)
+        await a.got.wait()
+        gone = _Holder(scheduler)
+        await _settle()
+        gone.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone.task
+        assert waiting._value.get() == 0
+        b = _Holder(scheduler)
+        assert a.ticket is not None
+        scheduler.first_words_out(a.ticket)
+        await b.got.wait()
+        a.stop.set()
+        waiter = threading.Thread(target=a.ticket.wait)
+        waiter.start()
+        waiter.join(10)
+        assert not waiter.is_alive()
+        await a.finish()  # ends while paused
+        assert scheduler.paused == 0
+        c = _Holder(scheduler)
+        await _settle()
+        assert not c.got.is_set()  # b still holds the only slot
+        await b.finish()
+        await c.got.wait()
+        await c.finish()
+
+    run_async(scenario())
+
+
+def test_two_slots_run_two_first_words_at_once() -> None:
+    async def scenario() -> None:
+        scheduler, _ = _scheduler(2)
+        a, b = _Holder(scheduler), _Holder(scheduler)
+        await a.got.wait()
+        await b.got.wait()
+        await a.finish()
+        await b.finish()
+
+    run_async(scenario())
+
+
+@contextlib.asynccontextmanager
+async def _speaking(speaker: ReplySpeaker) -> AsyncIterator[asyncio.Future[str]]:
+    task = asyncio.ensure_future(speaker.run())
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def test_a_second_reply_gets_its_first_words_before_the_first_reply_goes_on(tmp_path: Path) -> None:
+    """Two replies share one LLM slot. A's first chunk ("That sounds hard.") is out and it is held at its fourth
+    word when B arrives: B's first words come next, then B's rest, then A's rest. Both replies are whole."""
+    with pipeline_harness(tmp_path) as h:
+        llm = h.fakes.llm
+        llm.hold_after = 4
+
+        def speaker(name: str) -> tuple[ReplySpeaker, RecordingOutput]:
+            turn = TurnInput(name, h.session_id, time.perf_counter(), text=name, speak=True)
+            out = RecordingOutput()
+            return ReplySpeaker(
+                turn,
+                out,
+                TurnState(name),
+                [ChatMessage("user", name)],
+                VoiceStyle(),
+                h.models,
+                h.pipeline.executors,
+                h.pipeline.llm_scheduler,
+                h.settings,
+                {},
+            ), out
+
+        async def scenario() -> tuple[str, str]:
+            first, _ = speaker("A")
+            second, _ = speaker("B")
+            async with _speaking(first) as a:
+                while ("A", 3) not in llm.produced:
+                    await asyncio.sleep(0.01)
+                async with _speaking(second) as b:
+                    while ("B", 3) not in llm.produced:
+                        await asyncio.sleep(0.01)
+                    llm.release.set()
+                    return await a, await b
+
+        reply_a, reply_b = run_async(scenario())
+        assert reply_a == reply_b == llm.reply
+        order = llm.produced
+        a_rest = [n for n, item in enumerate(order) if item[0] == "A" and item[1] >= 4]
+        b_all = [n for n, item in enumerate(order) if item[0] == "B"]
+        assert max(b_all) < min(a_rest), order

@@ -137,6 +137,10 @@ class PipelineSettings(BaseModel):
     # While the person speaks, what was heard so far is transcribed every this much speech and sent
     # (transcript.delta on /ws/voice); 0 = off. Costs one short transcription per interval per speaker.
     partial_transcript_ms: int = Field(700, ge=0)
+    # When replies wait for the LLM (llm.max_concurrent), a reply whose first chunk went to speech pauses while
+    # another waits for its first words (pipeline/llm_scheduler.py; engines that can pause: transformers).
+    # false = one reply after another, each whole (round 1's way).
+    first_words_first: bool = True
 
 
 class LimitsSettings(BaseModel):

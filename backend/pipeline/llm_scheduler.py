@@ -80,6 +80,10 @@ class LLMScheduler:
     def paused(self) -> int:
         return len(self._paused)
 
+    @property
+    def waiting(self) -> int:
+        return sum(len(queue) for queue in self._waiting.values())
+
     @asynccontextmanager
     async def generation(
         self, stop: threading.Event, *, pausable: bool, priority: Priority = Priority.FIRST_WORDS

@@ -78,7 +78,7 @@ class ReplySpeaker:
         emitted: list[str] = []
         sentences = 0
         try:
-            pausable = bool(getattr(self.models.llm, "pausable", False))
+            pausable = self.settings.pipeline.first_words_first and bool(getattr(self.models.llm, "pausable", False))
             async with self.llm_scheduler.generation(stop, pausable=pausable) as ticket:
                 options = replace(self.options or GenerationOptions(), gate=ticket)
                 start = time.perf_counter()

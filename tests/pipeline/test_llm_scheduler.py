@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -183,44 +183,58 @@ async def _speaking(speaker: ReplySpeaker) -> AsyncIterator[asyncio.Future[str]]
             task.cancel()
 
 
-def test_a_second_reply_gets_its_first_words_before_the_first_reply_goes_on(tmp_path: Path) -> None:
-    """Two replies share one LLM slot. A's first chunk ("That sounds hard.") is out and it is held at its fourth
-    word when B arrives: B's first words come next, then B's rest, then A's rest. Both replies are whole."""
-    with pipeline_harness(tmp_path) as h:
+def _two_replies(tmp_path: Path, *, first_words_first: bool) -> list[tuple[str, int]]:
+    """Reply A is held at its fourth word (its first chunk, "That sounds hard.", is out) when reply B starts;
+    then A is released. Returns the order the fake LLM made their words in; both replies must be whole."""
+    with pipeline_harness(tmp_path, pipeline__first_words_first=first_words_first) as h:
         llm = h.fakes.llm
         llm.hold_after = 4
+        scheduler = h.pipeline.llm_scheduler
 
-        def speaker(name: str) -> tuple[ReplySpeaker, RecordingOutput]:
+        def speaker(name: str) -> ReplySpeaker:
             turn = TurnInput(name, h.session_id, time.perf_counter(), text=name, speak=True)
-            out = RecordingOutput()
             return ReplySpeaker(
                 turn,
-                out,
+                RecordingOutput(),
                 TurnState(name),
                 [ChatMessage("user", name)],
                 VoiceStyle(),
                 h.models,
                 h.pipeline.executors,
-                h.pipeline.llm_scheduler,
+                scheduler,
                 h.settings,
                 {},
-            ), out
+            )
+
+        async def until(condition: Callable[[], bool]) -> None:
+            while not condition():
+                await asyncio.sleep(0.01)
 
         async def scenario() -> tuple[str, str]:
-            first, _ = speaker("A")
-            second, _ = speaker("B")
-            async with _speaking(first) as a:
-                while ("A", 3) not in llm.produced:
-                    await asyncio.sleep(0.01)
-                async with _speaking(second) as b:
-                    while ("B", 3) not in llm.produced:
-                        await asyncio.sleep(0.01)
+            async with _speaking(speaker("A")) as a:
+                await until(lambda: ("A", 3) in llm.produced)
+                async with _speaking(speaker("B")) as b:
+                    if first_words_first:
+                        await until(lambda: ("B", 3) in llm.produced)  # B's first words while A waits
+                    else:
+                        await until(lambda: scheduler.waiting == 1)  # B waits for the whole of A
                     llm.release.set()
                     return await a, await b
 
-        reply_a, reply_b = run_async(scenario())
-        assert reply_a == reply_b == llm.reply
-        order = llm.produced
-        a_rest = [n for n, item in enumerate(order) if item[0] == "A" and item[1] >= 4]
-        b_all = [n for n, item in enumerate(order) if item[0] == "B"]
-        assert max(b_all) < min(a_rest), order
+        assert run_async(scenario()) == (llm.reply, llm.reply)
+        return list(llm.produced)
+
+
+def test_a_second_reply_gets_its_first_words_before_the_first_reply_goes_on(tmp_path: Path) -> None:
+    """Two replies share one LLM slot: B's first words come before A's rest, and B's rest too (nobody waits)."""
+    order = _two_replies(tmp_path, first_words_first=True)
+    a_rest = [n for n, item in enumerate(order) if item[0] == "A" and item[1] >= 4]
+    b_all = [n for n, item in enumerate(order) if item[0] == "B"]
+    assert max(b_all) < min(a_rest), order
+
+
+def test_without_first_words_first_replies_run_one_after_another(tmp_path: Path) -> None:
+    """pipeline.first_words_first: false (round 1's way): B starts only once A is whole."""
+    order = _two_replies(tmp_path, first_words_first=False)
+    names = [name for name, _ in order]
+    assert names == sorted(names), order

@@ -1,14 +1,19 @@
-"""Who generates next: the first words of every waiting reply before the rest of any reply.
+"""Who generates next when replies share the LLM: whoever would otherwise fall silent first.
 
 With one generation at a time (``llm.max_concurrent``) and several people talking at once, a plain queue makes
-the last of them wait for every earlier reply in full. Here a reply that has sent its first words to speech
-gives way: if another reply is waiting for its first words, the first one pauses between two tokens (its state
-kept) and continues once no reply is waiting for first words. Its audio already playing covers the pause.
+the last of them wait for every earlier reply in full. Here every reply has a deadline, and the slots go to the
+earliest deadlines (earliest deadline first):
 
-A generation holds a ``Ticket``; engines that can pause (``pausable``) call ``ticket.must_pause()`` and
-``ticket.wait()`` between tokens, in their own thread. Everything else happens on the event loop. Work that
-cannot pause (warming the next prompt, sequential replies, engines that cannot pause) takes a slot for its
-whole length; warming takes it only when no reply is waiting.
+- a reply waiting for its first words is due since it asked (the person is already waiting);
+- a reply whose first words are spoken is due when its audio sent so far will have played out.
+
+So a reply with audio still to play pauses between two tokens (its state kept) while another waits for its
+first words, and goes on before its own audio runs out, or as soon as nothing earlier is due. A reply that
+cannot pause (an engine without ``pausable``, sequential mode, ``pipeline.first_words_first: false``) keeps its
+slot to the end; warming the next prompt (background) runs only when no reply waits.
+
+A generation holds a ``Ticket``; engines that can pause call ``ticket.must_pause()`` and ``ticket.wait()`` between
+tokens, in their own thread. Everything else happens on the event loop.
 """
 
 from __future__ import annotations
@@ -17,31 +22,40 @@ import asyncio
 import enum
 import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from prometheus_client import Gauge, Histogram
 
 _POLL_S = 0.05  # how often a paused generation re-checks its stop event
+# Until its first audio is measured, a reply's first chunk (2-3 words) is taken to play this long.
+FIRST_CHUNK_GUESS_S = 0.8
 
 
 class Priority(enum.IntEnum):
-    FIRST_WORDS = 0  # a reply before its first words (may pause later, when ``pausable``)
+    REPLY = 0
     BACKGROUND = 1  # warming a prompt between turns: only when no reply waits
 
 
 class Ticket:
     """One generation's place in the scheduler; the engine's thread pauses on it between tokens."""
 
-    def __init__(self, stop: threading.Event, *, pausable: bool) -> None:
+    def __init__(self, stop: threading.Event, *, pausable: bool, priority: Priority, deadline: float) -> None:
         self.stop = stop
         self.pausable = pausable
+        self.priority = priority
+        self.deadline = deadline  # perf_counter time this generation is due (module docstring)
         self.first_words_out = False
         self.holds_slot = False
+        self.playing_until: float | None = None  # when the audio sent so far will have played out
+        self.pauses = 0
+        self._granted: asyncio.Future[None] | None = None  # set while it waits for a slot it never had
         self._may_run = threading.Event()
         self._may_run.set()
-        self.pauses = 0
+
+    @property
+    def preemptible(self) -> bool:
+        return self.pausable and self.first_words_out
 
     # --- the engine's side (its generation thread) ---------------------------------------------------
 
@@ -54,68 +68,63 @@ class Ticket:
             if self.stop.is_set():
                 return
 
-    # --- the scheduler's side (event loop) -------------------------------------------------------------
-
-    def _pause(self) -> None:
-        self.pauses += 1
-        self._may_run.clear()
-
-    def _resume(self) -> None:
-        self._may_run.set()
-
 
 class LLMScheduler:
-    """``slots`` generations at once; first words first (module docstring). Event-loop only."""
+    """``slots`` generations at once, earliest deadline first (module docstring). Event-loop only."""
 
-    def __init__(self, slots: int, waiting: Gauge, waited: Histogram) -> None:
+    def __init__(
+        self, slots: int, waiting: Gauge, waited: Histogram, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.slots = max(1, slots)
         self._free = self.slots
-        self._waiting: dict[Priority, deque[tuple[Ticket, asyncio.Future[None]]]] = {p: deque() for p in Priority}
-        self._running_rest: list[Ticket] = []  # running, past their first words, pausable: may give way
-        self._paused: deque[Ticket] = deque()  # gave way; continue in order when a slot frees
+        self._running: list[Ticket] = []
+        self._waiting: list[Ticket] = []  # new generations and paused replies, waiting for a slot
         self._gauge = waiting
         self._histogram = waited
+        self.clock = clock  # perf_counter; tests set their own
 
     @property
     def paused(self) -> int:
-        return len(self._paused)
+        return sum(t.first_words_out for t in self._waiting)
 
     @property
     def waiting(self) -> int:
-        return sum(len(queue) for queue in self._waiting.values())
+        return sum(not t.first_words_out for t in self._waiting)
 
     @asynccontextmanager
     async def generation(
-        self, stop: threading.Event, *, pausable: bool, priority: Priority = Priority.FIRST_WORDS
+        self, stop: threading.Event, *, pausable: bool, priority: Priority = Priority.REPLY
     ) -> AsyncIterator[Ticket]:
         """Hold a slot for one generation; the ticket pauses it when ``pausable`` (module docstring)."""
-        ticket = Ticket(stop, pausable=pausable)
-        await self._acquire(ticket, priority)
+        ticket = Ticket(stop, pausable=pausable, priority=priority, deadline=self.clock())
+        await self._acquire(ticket)
         try:
             yield ticket
         finally:
             self._release(ticket)
 
     def first_words_out(self, ticket: Ticket) -> None:
-        """The reply's first words went to speech: from now on it gives way to replies waiting for theirs."""
+        """The reply's first words went to speech: from now on it is due when its audio runs out."""
         if ticket.first_words_out:
             return
         ticket.first_words_out = True
-        if not ticket.pausable or not ticket.holds_slot:
-            return
-        if self._waiting[Priority.FIRST_WORDS]:
-            self._give_way(ticket)
-        else:
-            self._running_rest.append(ticket)
+        ticket.deadline = self.clock() + FIRST_CHUNK_GUESS_S
+        self._balance()
+
+    def audio_sent(self, ticket: Ticket, seconds: float) -> None:
+        """``seconds`` more of the reply's audio went out: it is due that much later."""
+        now = self.clock()
+        ticket.playing_until = max(ticket.playing_until or now, now) + seconds
+        ticket.deadline = ticket.playing_until
+        self._balance()
 
     # --- internals -------------------------------------------------------------------------------------
 
-    async def _acquire(self, ticket: Ticket, priority: Priority) -> None:
+    async def _acquire(self, ticket: Ticket) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[priority].append((ticket, future))
-        self._dispatch()
-        if not future.done() and priority is Priority.FIRST_WORDS and self._running_rest:
-            self._give_way(self._running_rest.pop())  # the newest reply past its first words pauses
+        ticket._granted = future
+        self._waiting.append(ticket)
+        self._balance()
         if future.done():
             self._histogram.observe(0.0)
             return
@@ -126,51 +135,54 @@ class LLMScheduler:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():  # the slot came as we were cancelled: pass it on
                 self._release(ticket)
-            else:
-                self._waiting[priority].remove((ticket, future))
+            elif ticket in self._waiting:
+                self._waiting.remove(ticket)
             raise
         finally:
             self._gauge.dec()
             self._histogram.observe(time.perf_counter() - started)
 
-    def _take(self, ticket: Ticket) -> None:
+    def _release(self, ticket: Ticket) -> None:
+        if ticket in self._waiting:  # ended while paused (stopped): it held no slot
+            self._waiting.remove(ticket)
+        if ticket in self._running:
+            self._running.remove(ticket)
+            self._free += 1
+        ticket.holds_slot = False
+        ticket._may_run.set()  # never leave a thread waiting on a ticket nobody will resume
+        self._balance()
+
+    def _balance(self) -> None:
+        """Give free slots to the earliest deadlines; pause a running reply (past its first words, able to
+        pause) for a waiting generation that is due before it. Background work only when no reply waits."""
+        while self._waiting:
+            replies = [t for t in self._waiting if t.priority is Priority.REPLY]
+            best = min(replies or self._waiting, key=lambda t: t.deadline)
+            if self._free > 0:
+                self._start(best)
+                continue
+            preemptible = [t for t in self._running if t.preemptible]
+            if best.priority is Priority.BACKGROUND or not preemptible:
+                return
+            latest = max(preemptible, key=lambda t: t.deadline)
+            if latest.deadline <= best.deadline:
+                return
+            self._pause(latest)
+
+    def _start(self, ticket: Ticket) -> None:
+        self._waiting.remove(ticket)
+        self._running.append(ticket)
         self._free -= 1
         ticket.holds_slot = True
+        if ticket._granted is not None and not ticket._granted.done():
+            ticket._granted.set_result(None)
+        ticket._granted = None
+        ticket._may_run.set()
 
-    def _give_way(self, ticket: Ticket) -> None:
-        """Pause a running reply past its first words and free its slot for a waiting one."""
-        ticket._pause()
-        ticket.holds_slot = False
-        self._paused.append(ticket)
+    def _pause(self, ticket: Ticket) -> None:
+        self._running.remove(ticket)
         self._free += 1
-        self._dispatch()
-
-    def _release(self, ticket: Ticket) -> None:
-        if ticket in self._running_rest:
-            self._running_rest.remove(ticket)
-        if ticket in self._paused:  # ended while paused (stopped): it held no slot
-            self._paused.remove(ticket)
-        if ticket.holds_slot:
-            ticket.holds_slot = False
-            self._free += 1
-        ticket._resume()  # never leave a thread waiting on a ticket nobody will resume
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        """Hand free slots out: first words, then paused replies, then background work."""
-        while self._free > 0:
-            if self._waiting[Priority.FIRST_WORDS]:
-                ticket, future = self._waiting[Priority.FIRST_WORDS].popleft()
-                self._take(ticket)
-                future.set_result(None)
-            elif self._paused:
-                ticket = self._paused.popleft()
-                self._take(ticket)
-                self._running_rest.append(ticket)
-                ticket._resume()
-            elif self._waiting[Priority.BACKGROUND]:
-                ticket, future = self._waiting[Priority.BACKGROUND].popleft()
-                self._take(ticket)
-                future.set_result(None)
-            else:
-                return
+        ticket.holds_slot = False
+        ticket.pauses += 1
+        ticket._may_run.clear()
+        self._waiting.append(ticket)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from backend.config import Settings
 from backend.core.async_bridge import iterate_in_thread, run_blocking
@@ -25,7 +25,7 @@ from backend.pipeline.events import (
     ReplyTextDone,
     StageStarted,
 )
-from backend.pipeline.llm_scheduler import LLMScheduler
+from backend.pipeline.llm_scheduler import LLMScheduler, Ticket
 from backend.pipeline.sentence_chunker import SentenceChunker
 from backend.pipeline.turn_types import Executors, TurnInput, TurnOutput, TurnState
 
@@ -56,6 +56,7 @@ class ReplySpeaker:
     settings: Settings
     stages: dict[str, float]
     options: GenerationOptions | None = None  # the persona's (pipeline/turn_pipeline.py)
+    _ticket: Ticket | None = field(default=None, init=False)  # the generation's, while it runs
 
     def mark(self, name: str) -> None:
         self.turn.marks[name] = round(time.perf_counter() - self.turn.t0, 4)
@@ -80,6 +81,7 @@ class ReplySpeaker:
         try:
             pausable = self.settings.pipeline.first_words_first and bool(getattr(self.models.llm, "pausable", False))
             async with self.llm_scheduler.generation(stop, pausable=pausable) as ticket:
+                self._ticket = ticket
                 options = replace(self.options or GenerationOptions(), gate=ticket)
                 start = time.perf_counter()
                 async for piece in iterate_in_thread(
@@ -94,12 +96,13 @@ class ReplySpeaker:
                     for chunk in chunker.push(piece):
                         emitted.append(chunk)
                         speech_queue.put_nowait(_Chunk(chunk))
-                        self.llm_scheduler.first_words_out(ticket)  # later words give way to others' first ones
+                        self.llm_scheduler.first_words_out(ticket)  # now due when its audio runs out
                         sentences += chunk.rstrip().endswith(SENTENCE_ENDS)
                     if sentences >= MAX_REPLY_SENTENCES:
                         stop.set()
                         break
                 self.stages["llm_total"] = time.perf_counter() - start
+                self._ticket = None
             capped = sentences >= MAX_REPLY_SENTENCES
             if not capped:
                 for chunk in chunker.flush():
@@ -156,6 +159,8 @@ class ReplySpeaker:
             tts_time += time.perf_counter() - start
             if not speech.pcm:
                 continue
+            if self._ticket is not None:  # the reply is due again when this audio has played
+                self.llm_scheduler.audio_sent(self._ticket, len(speech.pcm) / 2 / speech.sample_rate)
             index = len(state.chunks)
             state.chunks.append(item.text)
             if sent_bytes == 0:

@@ -22,18 +22,25 @@ from tests.pipeline.recording import RecordingOutput, pipeline_harness, run_asyn
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
 
 
-def _scheduler(slots: int = 1) -> tuple[LLMScheduler, Gauge]:
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _scheduler(slots: int = 1) -> tuple[LLMScheduler, Gauge, _Clock]:
     registry = CollectorRegistry()
     waiting = Gauge("waiting", "w", registry=registry)
-    return LLMScheduler(slots, waiting, Histogram("waited", "w", registry=registry)), waiting
+    clock = _Clock()
+    return LLMScheduler(slots, waiting, Histogram("waited", "w", registry=registry), clock), waiting, clock
 
 
 class _Holder:
     """Holds a scheduler slot in a task until ``done`` is set; ``ticket`` once it has the slot."""
 
-    def __init__(
-        self, scheduler: LLMScheduler, *, pausable: bool = True, priority: Priority = Priority.FIRST_WORDS
-    ) -> None:
+    def __init__(self, scheduler: LLMScheduler, *, pausable: bool = True, priority: Priority = Priority.REPLY) -> None:
         self.stop = threading.Event()
         self.got = asyncio.Event()
         self.done = asyncio.Event()
@@ -50,53 +57,75 @@ class _Holder:
         self.done.set()
         await self.task
 
+    @property
+    def running(self) -> bool:
+        return self.ticket is not None and self.ticket.holds_slot and not self.ticket.must_pause()
+
 
 async def _settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
 
 
-def test_a_reply_past_its_first_words_gives_way_and_continues_after() -> None:
-    """A waits for nobody; B waits for the one slot; A's first words out -> A pauses and B runs; B's first words
-    with nobody waiting -> B runs on; B ends -> A continues."""
+def test_earliest_deadline_first_between_first_words_and_audio_running_out() -> None:
+    """A reply waiting for its first words is due since it asked; one whose first words are out is due when its
+    audio runs out. The slot goes to the earliest, pausing a reply with audio still to play."""
 
     async def scenario() -> None:
-        scheduler, waiting = _scheduler()
+        scheduler, waiting, clock = _scheduler()
         a = _Holder(scheduler)
         await a.got.wait()
-        b = _Holder(scheduler)
+        clock.now = 0.1
+        b = _Holder(scheduler)  # due at 0.1
         await _settle()
         assert not b.got.is_set() and waiting._value.get() == 1
         assert a.ticket is not None
-        scheduler.first_words_out(a.ticket)
+        clock.now = 0.2
+        scheduler.first_words_out(a.ticket)  # A due at 1.0: B first
         await b.got.wait()
-        assert a.ticket.must_pause() and scheduler.paused == 1
+        assert b.running and a.ticket.must_pause() and scheduler.paused == 1
         assert b.ticket is not None
-        scheduler.first_words_out(b.ticket)
-        assert not b.ticket.must_pause()
+        clock.now = 0.5
+        scheduler.first_words_out(b.ticket)  # B due at 1.3, A at 1.0: A goes on
+        assert a.running and b.ticket.must_pause()
+        clock.now = 0.6
+        scheduler.audio_sent(a.ticket, 3.0)  # A's audio plays until 3.6: B (1.3) first
+        assert b.running and a.ticket.must_pause()
         await b.finish()
-        assert not a.ticket.must_pause() and scheduler.paused == 0 and a.ticket.pauses == 1
+        assert a.running and scheduler.paused == 0 and a.ticket.pauses == 2
         await a.finish()
 
     run_async(scenario())
 
 
-def test_a_new_reply_pauses_a_running_one_that_is_past_its_first_words() -> None:
-    """Nobody waited when A's first words went out, so A ran on; B arrives and takes A's slot at once."""
+def test_a_new_reply_pauses_only_a_reply_whose_audio_is_still_playing() -> None:
+    """B arrives while A's audio plays: A pauses. C arrives after A's audio ran out: A keeps the slot."""
 
     async def scenario() -> None:
-        scheduler, _ = _scheduler()
+        scheduler, _, clock = _scheduler()
         a = _Holder(scheduler)
         await a.got.wait()
         assert a.ticket is not None
         scheduler.first_words_out(a.ticket)
-        assert not a.ticket.must_pause()
+        scheduler.audio_sent(a.ticket, 2.0)  # due at 2.0
+        assert a.running
+        clock.now = 1.0
         b = _Holder(scheduler)
         await b.got.wait()
         assert a.ticket.must_pause()
+        assert b.ticket is not None
+        clock.now = 1.2
+        scheduler.first_words_out(b.ticket)  # due at 2.0, as A: no swap on a tie
+        assert b.running
         await b.finish()
-        assert not a.ticket.must_pause()
+        assert a.running
+        clock.now = 5.0
+        c = _Holder(scheduler)  # A has been silent since 2.0: it is due first
+        await _settle()
+        assert a.running and not c.got.is_set()
         await a.finish()
+        await c.got.wait()
+        await c.finish()
 
     run_async(scenario())
 
@@ -106,19 +135,22 @@ def test_work_that_cannot_pause_keeps_its_slot_and_background_work_waits_for_rep
     replies, then runs."""
 
     async def scenario() -> None:
-        scheduler, _ = _scheduler()
+        scheduler, _, clock = _scheduler()
         a = _Holder(scheduler, pausable=False)
         await a.got.wait()
         assert a.ticket is not None
         warm = _Holder(scheduler, priority=Priority.BACKGROUND)
+        clock.now = 1.0
         b = _Holder(scheduler)
         scheduler.first_words_out(a.ticket)
         await _settle()
-        assert not a.ticket.must_pause() and not b.got.is_set() and not warm.got.is_set()
+        assert a.running and not b.got.is_set() and not warm.got.is_set()
         await a.finish()
         await b.got.wait()
+        assert b.ticket is not None
+        scheduler.first_words_out(b.ticket)
         await _settle()
-        assert not warm.got.is_set()
+        assert b.running and not warm.got.is_set()  # background never pauses a reply
         await b.finish()
         await warm.got.wait()
         await warm.finish()
@@ -131,7 +163,7 @@ def test_cancelled_waiters_and_stopped_paused_replies_free_their_places() -> Non
     and, ending, frees no slot it does not hold; the slot count stays right for later replies."""
 
     async def scenario() -> None:
-        scheduler, waiting = _scheduler()
+        scheduler, waiting, clock = _scheduler()
         a = _Holder(scheduler)
         await a.got.wait()
         gone = _Holder(scheduler)
@@ -142,6 +174,7 @@ def test_cancelled_waiters_and_stopped_paused_replies_free_their_places() -> Non
         assert waiting._value.get() == 0
         b = _Holder(scheduler)
         assert a.ticket is not None
+        clock.now = 0.1
         scheduler.first_words_out(a.ticket)
         await b.got.wait()
         a.stop.set()
@@ -163,7 +196,7 @@ def test_cancelled_waiters_and_stopped_paused_replies_free_their_places() -> Non
 
 def test_two_slots_run_two_first_words_at_once() -> None:
     async def scenario() -> None:
-        scheduler, _ = _scheduler(2)
+        scheduler, _, _ = _scheduler(2)
         a, b = _Holder(scheduler), _Holder(scheduler)
         await a.got.wait()
         await b.got.wait()
@@ -190,6 +223,7 @@ def _two_replies(tmp_path: Path, *, first_words_first: bool) -> list[tuple[str, 
         llm = h.fakes.llm
         llm.hold_after = 4
         scheduler = h.pipeline.llm_scheduler
+        scheduler.clock = lambda: 0.0  # B asks while A's first chunk (0.3 s of fake audio) plays
 
         def speaker(name: str) -> ReplySpeaker:
             turn = TurnInput(name, h.session_id, time.perf_counter(), text=name, speak=True)
@@ -226,11 +260,10 @@ def _two_replies(tmp_path: Path, *, first_words_first: bool) -> list[tuple[str, 
 
 
 def test_a_second_reply_gets_its_first_words_before_the_first_reply_goes_on(tmp_path: Path) -> None:
-    """Two replies share one LLM slot: B's first words come before A's rest, and B's rest too (nobody waits)."""
+    """Two replies share one LLM slot: B's first words come before A's rest."""
     order = _two_replies(tmp_path, first_words_first=True)
     a_rest = [n for n, item in enumerate(order) if item[0] == "A" and item[1] >= 4]
-    b_all = [n for n, item in enumerate(order) if item[0] == "B"]
-    assert max(b_all) < min(a_rest), order
+    assert order.index(("B", 3)) < min(a_rest), order
 
 
 def test_without_first_words_first_replies_run_one_after_another(tmp_path: Path) -> None:

@@ -27,8 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,6 +38,7 @@ from backend.mentor.speakable import clean_for_speech, split_sentences, trim_rep
 from backend.mentor.voice_style import voice_style_for
 from backend.pipeline.reply_speaker import MAX_REPLY_SENTENCES
 from backend.pipeline.sentence_chunker import SentenceChunker
+from scripts.figures import percentile
 from scripts.mentor_data import exchanges, load_conversations
 from scripts.speech_tools.wer import normalize_words, word_error_rate
 
@@ -124,10 +123,6 @@ def measure_reply(
         transcript=transcript,
         wer=word_error_rate(text, transcript),
     )
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
 
 
 def summarize(measures: Sequence[ReplyMeasure]) -> dict[str, float | int]:

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import REPO_ROOT, LLMSettings, Settings
+from backend.mentor.prompt_builder import guidance_emotion
 from backend.mentor.speakable import clean_for_speech
+from scripts.figures import percentile
 from scripts.mentor_data import Exchange, word_count
 from scripts.mentor_rubric import Verdict, agreement, distinct_opener_share, is_shaped, judge
 
@@ -53,7 +55,7 @@ def detect_emotions(sentences: Sequence[Sentence], settings: Settings) -> list[D
     out: list[Detected] = []
     for s in sentences:
         result = detector.detect(s.text, None)
-        guidance = result.label if result.confidence >= settings.emotion.min_confidence else "neutral"
+        guidance = guidance_emotion(result, settings.emotion.min_confidence)
         out.append(Detected(result.label, result.confidence, guidance))
     return out
 
@@ -132,16 +134,6 @@ def fit_figures(
         "mean_words": sum(word_count(clean_for_speech(r)) for r in replies) / n,
         "mean_seconds": sum(seconds) / max(1, len(seconds)),
     }
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def shape_study(replies: Sequence[str], judged: Sequence[Verdict]) -> dict[str, float]:
@@ -232,8 +224,8 @@ def evaluate_fit(
             timings = {
                 "repetition_penalty": llm.repetition_penalty,
                 "mean_seconds": figures["mean_seconds"],
-                "first_words_p50": _percentile(first_words, 50),
-                "first_words_p95": _percentile(first_words, 95),
+                "first_words_p50": percentile(first_words, 50, empty=0.0),
+                "first_words_p95": percentile(first_words, 95, empty=0.0),
             }
         pooled_replies += replies
         pooled_verdicts += judged

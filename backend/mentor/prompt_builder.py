@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import yaml
 
 from backend.config import MentorSettings, resolve_path
-from backend.engines.protocols import EMOTIONS, ChatMessage
+from backend.engines.protocols import EMOTIONS, ChatMessage, EmotionResult
 from backend.store.records import HistoryTurn
 
 NEUTRAL = "neutral"
@@ -39,6 +39,12 @@ def load_mentor_prompt(settings: MentorSettings) -> MentorPrompt:
     if missing:
         raise ValueError(f"{settings.emotion_guidance_path}: no guidance for {', '.join(missing)}")
     return MentorPrompt(system_prompt=system_prompt, emotion_guidance=guidance)
+
+
+def guidance_emotion(emotion: EmotionResult, min_confidence: float) -> str:
+    """The emotion the reply is guided by: the detected one, or neutral when the detector is unsure (below
+    ``emotion.min_confidence``). The server and the evaluations (scripts/reply_fit.py) both use this."""
+    return emotion.label if emotion.confidence >= min_confidence else "neutral"
 
 
 def guidance_for(prompt: MentorPrompt, emotion: str | None) -> str:

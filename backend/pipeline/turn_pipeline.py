@@ -21,7 +21,13 @@ from backend.engines.model_service import ModelService
 from backend.engines.protocols import EmotionResult, FloatAudio, Transcription
 from backend.mentor.memory import Recalled, recall
 from backend.mentor.personas import Persona, PersonaCatalog, load_personas
-from backend.mentor.prompt_builder import MentorPrompt, build_messages, load_mentor_prompt, next_prompt_prefix
+from backend.mentor.prompt_builder import (
+    MentorPrompt,
+    build_messages,
+    guidance_emotion,
+    load_mentor_prompt,
+    next_prompt_prefix,
+)
 from backend.mentor.speakable import clean_for_speech
 from backend.mentor.voice_style import voice_style_for
 from backend.pipeline.events import EmotionDetected, StageStarted, TranscriptFinal, TurnDone
@@ -180,7 +186,7 @@ class TurnPipeline:
         memories = await self._recall(turn, text, history, memory_task)
         if memory_task.result() is not None:
             stages["memory"] = time.perf_counter() - start
-        guidance = emotion.label if emotion.confidence >= self.settings.emotion.min_confidence else "neutral"
+        guidance = guidance_emotion(emotion, self.settings.emotion.min_confidence)
         messages = build_messages(
             self.prompt_for(persona),
             history,

@@ -286,7 +286,8 @@ def load_text_emotion(
         return np.asarray(model.encode(texts, normalize_embeddings=True, show_progress_bar=False))
 
     embed = CachedEmbedder(encode)
-    vectors = cached_embeddings(encode, embedding_model, ordered_texts(examples), cache_dir)
+    texts = ordered_texts(examples)
+    vectors = cached_embeddings(encode, embedding_model, texts, cache_dir)
     classifier = EmbeddingEmotionClassifier(embed, examples, valence=vader_valence(), example_embeddings=vectors)
     classifier.embedder = embed
     logger.info(
@@ -295,7 +296,7 @@ def load_text_emotion(
             "seconds": round(time.perf_counter() - start, 3),
             "temperature": classifier.temperature,
             "loo_accuracy": round(classifier.loo_accuracy, 3),
-            "examples": len(ordered_texts(examples)),
+            "examples": len(texts),
         },
     )
     return classifier

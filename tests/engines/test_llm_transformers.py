@@ -232,3 +232,46 @@ def test_penalty_scope_from_settings_or_per_reply_options(parts: tuple[Any, Any]
         else:
             assert kwargs["generation_config"].repetition_penalty == 1.3 and not processors
         assert list(chat.stream(MESSAGES, threading.Event(), options))  # and a reply streams with it
+
+
+class _Gate:
+    """A GenerationGate the test drives: pause from the start, resume on demand; ``reached`` once paused."""
+
+    def __init__(self) -> None:
+        self.resume = threading.Event()
+        self.reached = threading.Event()
+
+    def must_pause(self) -> bool:
+        return not self.resume.is_set()
+
+    def wait(self) -> None:
+        self.reached.set()
+        self.resume.wait(30)
+
+
+def test_a_paused_generation_gives_its_slot_away_and_resumes_unchanged(parts: tuple[Any, Any]) -> None:
+    """One engine slot (llm.max_concurrent 1). A pauses at its gate after its first token; B then runs to the end,
+    which it could not if A kept the slot; A resumes and its greedy reply is the same as without a pause."""
+    other = [ChatMessage("system", "calm"), ChatMessage("user", "hello friend")]
+    chat = _chat(parts, 12)
+    reference_a = "".join(chat.stream(MESSAGES, threading.Event()))
+    reference_b = "".join(chat.stream(other, threading.Event()))
+    chat = _chat(parts, 12)
+    gate = _Gate()
+    got: dict[str, str] = {}
+
+    def run_a() -> None:
+        got["a"] = "".join(chat.stream(MESSAGES, threading.Event(), GenerationOptions(gate=gate)))
+
+    a = threading.Thread(target=run_a, daemon=True)
+    a.start()
+    assert gate.reached.wait(30), "A never reached its gate"
+
+    def run_b() -> None:
+        got["b"] = "".join(chat.stream(other, threading.Event()))
+
+    assert _finishes(run_b), "B could not run while A was paused"
+    assert "a" not in got  # A is still paused
+    gate.resume.set()
+    a.join(30)
+    assert got == {"a": reference_a, "b": reference_b}

@@ -152,6 +152,9 @@ to real help (a trusted person, a doctor, a local emergency number or a crisis l
   as the server does. The loss covers only the reply
   tokens and the end-of-turn token.
 - Serving: the server loads this folder (`llm.adapter_path`) with peft and merges it into the base weights.
+  Greedy, repetition penalty 1.15 counting only the reply's own tokens (`llm.repetition_penalty_scope: reply`;
+  the study coach and career mentor personas count the prompt's too). The validation-split figures below
+  were measured before this setting (penalty counting the prompt); the fit table names each column's setting.
 - Reproduce: the `command` below (`python3 scripts/train_lora.py` alone trains 2 epochs over every
   example), then `python3 scripts/eval_mentor.py --update-card`,
   `python3 scripts/eval_mentor.py --fit --compare round-1=<its folder> --update-card --update-readme`,

@@ -275,3 +275,23 @@ def test_a_paused_generation_gives_its_slot_away_and_resumes_unchanged(parts: tu
     gate.resume.set()
     a.join(30)
     assert got == {"a": reference_a, "b": reference_b}
+
+
+def test_a_generation_stopped_while_paused_ends_without_waiting_for_the_slot(parts: tuple[Any, Any]) -> None:
+    """Barge-in on a paused reply: it ends at once even though another generation holds the engine's one slot
+    (it does not take the slot back first), and the slot count stays right afterwards."""
+    chat = _chat(parts, 12)
+    gate, stop = _Gate(), threading.Event()
+    a = threading.Thread(target=lambda: list(chat.stream(MESSAGES, stop, GenerationOptions(gate=gate))), daemon=True)
+    a.start()
+    assert gate.reached.wait(30)
+    assert chat._slots.acquire(timeout=30)  # another generation takes the slot A gave away
+    try:
+        stop.set()
+        gate.resume.set()
+        a.join(30)
+        assert not a.is_alive(), "the stopped generation waited for the slot"
+    finally:
+        chat._slots.release()
+    assert _finishes(lambda: list(chat.stream(MESSAGES, threading.Event())))
+    assert chat._slots.acquire(blocking=False)  # one slot, free again

@@ -36,7 +36,8 @@ _POLL_S = 0.05  # how often the consumer re-checks the stop event while waiting 
 
 class _StopOnEvents:
     """A transformers StoppingCriteria, called after every token: ends generation once any of the events is set,
-    and pauses it while its gate says so (giving the engine's slot to another generation meanwhile)."""
+    and pauses it while its gate says so, giving the engine's slot to another generation meanwhile (a generation
+    stopped while paused ends without taking the slot back; ``holds_slot`` says whether it has it)."""
 
     def __init__(
         self, *events: threading.Event, gate: GenerationGate | None = None, slots: threading.Semaphore | None = None
@@ -44,6 +45,7 @@ class _StopOnEvents:
         self._events = events
         self._gate = gate
         self._slots = slots
+        self.holds_slot = True
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
@@ -51,11 +53,11 @@ class _StopOnEvents:
         if self._gate is not None and self._gate.must_pause():
             if self._slots is not None:
                 self._slots.release()
-            try:
-                self._gate.wait()
-            finally:
-                if self._slots is not None:
-                    self._slots.acquire()
+                self.holds_slot = False
+            self._gate.wait()
+            if self._slots is not None and not any(e.is_set() for e in self._events):
+                self._slots.acquire()
+                self.holds_slot = True
         flag = any(e.is_set() for e in self._events)
         return torch.full((input_ids.shape[0],), flag, dtype=torch.bool, device=input_ids.device)
 
@@ -248,8 +250,9 @@ class TransformersChatModel:
         import torch
         from transformers import DynamicCache, StoppingCriteriaList
 
+        self._slots.acquire()
         try:
-            with self._slots, torch.inference_mode():
+            with torch.inference_mode():
                 cache = cache if cache is not None else DynamicCache()
                 sequences = self.model.generate(
                     **inputs,
@@ -264,6 +267,8 @@ class TransformersChatModel:
             errors.append(exc)
             logger.exception("language model generation failed")
         finally:
+            if stopper.holds_slot:
+                self._slots.release()
             streamer.end()
 
 

@@ -51,6 +51,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.paused_replies = Gauge(
+            "claritymentor_paused_replies",
+            "Replies paused mid-way while another reply gets the LLM (pipeline/llm_scheduler.py)",
+            registry=self.registry,
+        )
+
     def slots(self, queue: str, value: int) -> MeteredSemaphore:
         """A semaphore of ``value`` slots whose waiters are counted and timed as ``queue``."""
         return MeteredSemaphore(value, *self.queue(queue))

@@ -73,7 +73,12 @@ class LLMScheduler:
     """``slots`` generations at once, earliest deadline first (module docstring). Event-loop only."""
 
     def __init__(
-        self, slots: int, waiting: Gauge, waited: Histogram, clock: Callable[[], float] = time.perf_counter
+        self,
+        slots: int,
+        waiting: Gauge,
+        waited: Histogram,
+        clock: Callable[[], float] = time.perf_counter,
+        paused: Gauge | None = None,
     ) -> None:
         self.slots = max(1, slots)
         self._free = self.slots
@@ -82,6 +87,7 @@ class LLMScheduler:
         self._gauge = waiting
         self._histogram = waited
         self.clock = clock  # perf_counter; tests set their own
+        self._paused_gauge = paused
 
     @property
     def paused(self) -> int:
@@ -155,6 +161,11 @@ class LLMScheduler:
     def _balance(self) -> None:
         """Give free slots to the earliest deadlines; pause a running reply (past its first words, able to
         pause) for a waiting generation that is due before it. Background work only when no reply waits."""
+        self._assign()
+        if self._paused_gauge is not None:
+            self._paused_gauge.set(self.paused)
+
+    def _assign(self) -> None:
         while self._waiting:
             replies = [t for t in self._waiting if t.priority is Priority.REPLY]
             best = min(replies or self._waiting, key=lambda t: t.deadline)

@@ -61,7 +61,9 @@ class TurnPipeline:
         self.settings = settings
         self.metrics = metrics
         self.executors = Executors(settings)
-        self.llm_scheduler = LLMScheduler(settings.llm.max_concurrent, *metrics.queue("llm"))
+        self.llm_scheduler = LLMScheduler(
+            settings.llm.max_concurrent, *metrics.queue("llm"), paused=metrics.paused_replies
+        )
         self._turn_slots = metrics.slots("turn", max(1, settings.limits.max_active_turns))
         self._background: set[asyncio.Future[None]] = set()
         self.running = RunningTurns()  # generations by session, for POST /api/sessions/{id}/cancel

@@ -32,9 +32,11 @@ class _Clock:
 
 def _scheduler(slots: int = 1) -> tuple[LLMScheduler, Gauge, _Clock]:
     registry = CollectorRegistry()
-    waiting = Gauge("waiting", "w", registry=registry)
+    waiting, paused = Gauge("waiting", "w", registry=registry), Gauge("paused", "p", registry=registry)
     clock = _Clock()
-    return LLMScheduler(slots, waiting, Histogram("waited", "w", registry=registry), clock), waiting, clock
+    waited = Histogram("waited", "w", registry=registry)
+    scheduler = LLMScheduler(slots, waiting, waited, clock, paused=paused)
+    return scheduler, waiting, clock
 
 
 class _Holder:
@@ -84,6 +86,7 @@ def test_earliest_deadline_first_between_first_words_and_audio_running_out() -> 
         scheduler.first_words_out(a.ticket)  # A due at 1.0: B first
         await b.got.wait()
         assert b.running and a.ticket.must_pause() and scheduler.paused == 1
+        assert scheduler._paused_gauge is not None and scheduler._paused_gauge._value.get() == 1  # /metrics
         assert b.ticket is not None
         clock.now = 0.5
         scheduler.first_words_out(b.ticket)  # B due at 1.3, A at 1.0: A goes on
@@ -93,6 +96,7 @@ def test_earliest_deadline_first_between_first_words_and_audio_running_out() -> 
         assert b.running and a.ticket.must_pause()
         await b.finish()
         assert a.running and scheduler.paused == 0 and a.ticket.pauses == 2
+        assert scheduler._paused_gauge is not None and scheduler._paused_gauge._value.get() == 0
         await a.finish()
 
     run_async(scenario())

@@ -87,7 +87,7 @@ class LLMSettings(EngineSection):
     # Which tokens it counts is the engine's llm.repetition_penalty_scope (transformers: the reply's own by default,
     # so the reply may use the person's words; see README) and a persona's.
     repetition_penalty: float = 1.15
-    # Generations running at once; more replies wait, first words first (pipeline/llm_scheduler.py).
+    # Generations running at once; more replies share them by deadline (pipeline/llm_scheduler.py).
     max_concurrent: int = 1
     # After each turn, prefill the next prompt's start (system prompt + history) while the user talks, so the
     # next turn only prefills its guidance and user message (needs the prefix cache).
@@ -137,8 +137,8 @@ class PipelineSettings(BaseModel):
     # While the person speaks, what was heard so far is transcribed every this much speech and sent
     # (transcript.delta on /ws/voice); 0 = off. Costs one short transcription per interval per speaker.
     partial_transcript_ms: int = Field(700, ge=0)
-    # When replies wait for the LLM (llm.max_concurrent), a reply whose first chunk went to speech pauses while
-    # another waits for its first words (pipeline/llm_scheduler.py; engines that can pause: transformers).
+    # When replies wait for the LLM (llm.max_concurrent), a reply with audio still to play pauses while another
+    # waits for its first words (pipeline/llm_scheduler.py; engines that can pause: transformers).
     # false = one reply after another, each whole (round 1's way).
     first_words_first: bool = True
 

@@ -213,20 +213,17 @@ def evaluate_fit(
         raise ValueError("the report to reuse covers other sentences or other detected emotions")
     for name, llm in models.items():
         if name in earlier:  # the replies and timings of the earlier run, judged again by today's rubric
-            replies = list(earlier[name]["replies"])
-            judged = verdicts(sentences, replies)
-            figures = fit_figures(replies, judged, given_verdicts(sentences, detected, replies), [])
+            replies, seconds = list(earlier[name]["replies"]), list[float]()
             timings = {k: earlier[name][k] for k in TIMING_KEYS if k in earlier[name]}
         else:
             replies, first_words, seconds = generate_replies(llm, settings, sentences, detected)
-            judged = verdicts(sentences, replies)
-            figures = fit_figures(replies, judged, given_verdicts(sentences, detected, replies), seconds)
             timings = {
                 "repetition_penalty": llm.repetition_penalty,
-                "mean_seconds": figures["mean_seconds"],
                 "first_words_p50": percentile(first_words, 50, empty=0.0),
                 "first_words_p95": percentile(first_words, 95, empty=0.0),
             }
+        judged = verdicts(sentences, replies)
+        figures = fit_figures(replies, judged, given_verdicts(sentences, detected, replies), seconds)
         pooled_replies += replies
         pooled_verdicts += judged
         report["models"][name] = {

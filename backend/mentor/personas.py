@@ -87,8 +87,17 @@ def parse_persona(persona_id: str, raw: Any, where: str) -> Persona:
         raise ConfigError(f"{where}: a persona file name must match {PERSONA_ID.pattern} (it is the persona id)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    known = {"name", "title", "description", "system_prompt", "reminder", "emotion_guidance", "voice"}
-    unknown = set(raw) - known - {"repetition_penalty_scope"}
+    known = {
+        "name",
+        "title",
+        "description",
+        "system_prompt",
+        "reminder",
+        "emotion_guidance",
+        "voice",
+        "repetition_penalty_scope",
+    }
+    unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
     guidance_raw = raw.get("emotion_guidance") or {}

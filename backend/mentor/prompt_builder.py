@@ -44,7 +44,7 @@ def load_mentor_prompt(settings: MentorSettings) -> MentorPrompt:
 def guidance_emotion(emotion: EmotionResult, min_confidence: float) -> str:
     """The emotion the reply is guided by: the detected one, or neutral when the detector is unsure (below
     ``emotion.min_confidence``). The server and the evaluations (scripts/reply_fit.py) both use this."""
-    return emotion.label if emotion.confidence >= min_confidence else "neutral"
+    return emotion.label if emotion.confidence >= min_confidence else NEUTRAL
 
 
 def guidance_for(prompt: MentorPrompt, emotion: str | None) -> str:

@@ -46,7 +46,6 @@ class Ticket:
         self.priority = priority
         self.deadline = deadline  # perf_counter time this generation is due (module docstring)
         self.first_words_out = False
-        self.holds_slot = False
         self.playing_until: float | None = None  # when the audio sent so far will have played out
         self.pauses = 0
         self._granted: asyncio.Future[None] | None = None  # set while it waits for a slot it never had
@@ -92,6 +91,9 @@ class LLMScheduler:
     @property
     def paused(self) -> int:
         return sum(t.first_words_out for t in self._waiting)
+
+    def holds_slot(self, ticket: Ticket) -> bool:
+        return ticket in self._running
 
     @property
     def waiting(self) -> int:
@@ -154,7 +156,6 @@ class LLMScheduler:
         if ticket in self._running:
             self._running.remove(ticket)
             self._free += 1
-        ticket.holds_slot = False
         ticket._may_run.set()  # never leave a thread waiting on a ticket nobody will resume
         self._balance()
 
@@ -184,7 +185,6 @@ class LLMScheduler:
         self._waiting.remove(ticket)
         self._running.append(ticket)
         self._free -= 1
-        ticket.holds_slot = True
         if ticket._granted is not None and not ticket._granted.done():
             ticket._granted.set_result(None)
         ticket._granted = None
@@ -193,7 +193,6 @@ class LLMScheduler:
     def _pause(self, ticket: Ticket) -> None:
         self._running.remove(ticket)
         self._free += 1
-        ticket.holds_slot = False
         ticket.pauses += 1
         ticket._may_run.clear()
         self._waiting.append(ticket)

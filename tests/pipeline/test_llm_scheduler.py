@@ -47,6 +47,7 @@ class _Holder:
         self.got = asyncio.Event()
         self.done = asyncio.Event()
         self.ticket: Ticket | None = None
+        self.scheduler = scheduler
         self.task = asyncio.ensure_future(self._hold(scheduler, pausable, priority))
 
     async def _hold(self, scheduler: LLMScheduler, pausable: bool, priority: Priority) -> None:
@@ -61,7 +62,7 @@ class _Holder:
 
     @property
     def running(self) -> bool:
-        return self.ticket is not None and self.ticket.holds_slot and not self.ticket.must_pause()
+        return self.ticket is not None and self.scheduler.holds_slot(self.ticket) and not self.ticket.must_pause()
 
 
 async def _settle() -> None:

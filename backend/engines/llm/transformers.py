@@ -55,11 +55,14 @@ class _StopOnEvents:
                 self._slots.release()
                 self.holds_slot = False
             self._gate.wait()
-            if self._slots is not None and not any(e.is_set() for e in self._events):
+            if self._slots is not None and not self._stopped():
                 self._slots.acquire()
                 self.holds_slot = True
-        flag = any(e.is_set() for e in self._events)
+        flag = self._stopped()
         return torch.full((input_ids.shape[0],), flag, dtype=torch.bool, device=input_ids.device)
+
+    def _stopped(self) -> bool:
+        return any(e.is_set() for e in self._events)
 
 
 class _ReplyRepetitionPenalty:

@@ -109,6 +109,7 @@ class MentorSettings(BaseModel):
     max_history_turns: int = 12  # turns read from the store before the token budget trims further
     personas_dir: Path = Path("config/personas")  # one YAML file per persona (backend/mentor/personas.py)
     default_persona: str = "wellbeing"
+    openers_path: Path = Path("config/openers.yaml")  # opening clauses of spoken replies (pipeline.opening_clause)
 
 
 class MemorySettings(BaseModel):
@@ -141,6 +142,10 @@ class PipelineSettings(BaseModel):
     # waits for its first words (pipeline/llm_scheduler.py; engines that can pause: transformers).
     # false = one reply after another, each whole (round 1's way).
     first_words_first: bool = True
+    # Spoken replies (streaming) begin with an opening clause matched to the guidance emotion (mentor.openers_path),
+    # spoken as soon as the end of speech is confirmed; the LLM writes the rest as its continuation. Engines that
+    # cannot continue a given reply start (openai) answer without one. false = the LLM's own first words.
+    opening_clause: bool = True
 
 
 class LimitsSettings(BaseModel):

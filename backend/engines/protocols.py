@@ -162,6 +162,9 @@ class GenerationOptions:
     repetition_penalty_scope: PenaltyScope | None = None
     # Checked between tokens by engines whose ``pausable`` attribute is true (transformers).
     gate: GenerationGate | None = field(default=None, compare=False)
+    # The reply's first words, already chosen (an opening clause): the engine writes what follows them and
+    # yields only that. Engines whose ``continues_prefix`` attribute is not true ignore it.
+    reply_prefix: str = ""
 
 
 @dataclass(frozen=True)

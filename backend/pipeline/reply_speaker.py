@@ -16,6 +16,7 @@ from backend.config import Settings
 from backend.core.async_bridge import iterate_in_thread, run_blocking
 from backend.engines.model_service import ModelService
 from backend.engines.protocols import ChatMessage, GenerationOptions, VoiceStyle
+from backend.mentor.openers import continue_after
 from backend.mentor.speakable import clean_for_speech
 from backend.pipeline.events import (
     ReplyAudioChunk,
@@ -56,7 +57,9 @@ class ReplySpeaker:
     settings: Settings
     stages: dict[str, float]
     options: GenerationOptions | None = None  # the persona's (pipeline/turn_pipeline.py)
+    opener: str = ""  # the reply's opening clause (mentor/openers.py): spoken first, continued by the LLM
     _ticket: Ticket | None = field(default=None, init=False)  # the generation's, while it runs
+    _audio_s: float = field(default=0.0, init=False)  # seconds of reply audio sent so far
 
     def mark(self, name: str) -> None:
         self.turn.marks[name] = round(time.perf_counter() - self.turn.t0, 4)
@@ -78,11 +81,19 @@ class ReplySpeaker:
         parts: list[str] = []
         emitted: list[str] = []
         sentences = 0
+        if self.opener:  # spoken now, before the LLM has its slot; the gate holds it until the end of speech
+            emitted.append(self.opener)
+            speech_queue.put_nowait(_Chunk(self.opener))
+            state.reply_text = self.opener
+            await self.out.emit(ReplyTextDelta(turn.turn_id, self.opener))
         try:
             pausable = self.settings.pipeline.first_words_first and bool(getattr(self.models.llm, "pausable", False))
             async with self.llm_scheduler.generation(stop, pausable=pausable) as ticket:
                 self._ticket = ticket
-                options = replace(self.options or GenerationOptions(), gate=ticket)
+                if self.opener:  # its first words are out already: due when the opener's audio runs out
+                    self.llm_scheduler.first_words_out(ticket)
+                    self.llm_scheduler.audio_sent(ticket, self._audio_s)
+                options = replace(self.options or GenerationOptions(), gate=ticket, reply_prefix=self.opener)
                 start = time.perf_counter()
                 async for piece in iterate_in_thread(
                     self.executors.llm, lambda: self.models.llm.stream(self.messages, stop, options), stop
@@ -90,8 +101,10 @@ class ReplySpeaker:
                     if not parts:
                         self.mark("first_token")
                         self.stages["llm_first_token"] = time.perf_counter() - start
+                        if self.opener and not piece[:1].isspace():
+                            piece = " " + piece
                     parts.append(piece)
-                    state.reply_text = "".join(parts)
+                    state.reply_text = continue_after(self.opener, "".join(parts))
                     await self.out.emit(ReplyTextDelta(turn.turn_id, piece))
                     for chunk in chunker.push(piece):
                         emitted.append(chunk)
@@ -110,7 +123,7 @@ class ReplySpeaker:
                     speech_queue.put_nowait(_Chunk(chunk))
             speech_queue.put_nowait(_EndOfReply())
             # A reply cut at the sentence cap is exactly what will be spoken.
-            reply = clean_for_speech(" ".join(emitted) if capped else "".join(parts))
+            reply = clean_for_speech(" ".join(emitted) if capped else continue_after(self.opener, "".join(parts)))
             state.reply_text = reply
             self.mark("response")
             await self.out.emit(ReplyTextDone(turn.turn_id, reply))
@@ -159,8 +172,10 @@ class ReplySpeaker:
             tts_time += time.perf_counter() - start
             if not speech.pcm:
                 continue
+            seconds = len(speech.pcm) / 2 / speech.sample_rate
+            self._audio_s += seconds
             if self._ticket is not None:  # the reply is due again when this audio has played
-                self.llm_scheduler.audio_sent(self._ticket, len(speech.pcm) / 2 / speech.sample_rate)
+                self.llm_scheduler.audio_sent(self._ticket, seconds)
             index = len(state.chunks)
             state.chunks.append(item.text)
             if sent_bytes == 0:
@@ -171,6 +186,8 @@ class ReplySpeaker:
             for offset in range(0, len(speech.pcm), step):
                 if "first_audio" not in turn.marks:
                     self.mark("first_audio")
+                if "first_llm_audio" not in turn.marks and (index > 0 or not self.opener):
+                    self.mark("first_llm_audio")  # the first audio of words the LLM wrote
                 await self.out.emit(ReplyAudioChunk(turn.turn_id, speech.pcm[offset : offset + step], index))
             sent_bytes += len(speech.pcm)
         self.stages["tts_total"] = tts_time

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TypeVar
 
-from backend.config import Settings
+from backend.config import Settings, resolve_path
 from backend.core.async_bridge import run_blocking
 from backend.core.audio_utils import pcm16_to_float32
 from backend.core.exceptions import BusyError
@@ -20,6 +20,7 @@ from backend.core.metrics import Metrics
 from backend.engines.model_service import ModelService
 from backend.engines.protocols import EmotionResult, FloatAudio, Transcription
 from backend.mentor.memory import Recalled, recall
+from backend.mentor.openers import choose_opener, load_openers
 from backend.mentor.personas import Persona, PersonaCatalog, load_personas
 from backend.mentor.prompt_builder import (
     MentorPrompt,
@@ -60,6 +61,7 @@ class TurnPipeline:
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        self.openers = load_openers(resolve_path(settings.mentor.openers_path)) if self._opens_replies() else {}
         self.executors = Executors(settings)
         self.llm_scheduler = LLMScheduler(
             settings.llm.max_concurrent, *metrics.queue("llm"), paused=metrics.paused_replies
@@ -74,6 +76,17 @@ class TurnPipeline:
             task.cancel()
         self.follow_ups.close()
         self.executors.shutdown()
+
+    def _opens_replies(self) -> bool:
+        pipeline = self.settings.pipeline
+        return pipeline.opening_clause and pipeline.mode == "streaming"
+
+    def opener_for(self, turn: TurnInput, guidance: str, text: str, history: list[HistoryTurn]) -> str:
+        """The opening clause of this turn's spoken reply ("" for none: pipeline.opening_clause off, sequential
+        mode, a text reply, or an engine that cannot continue a given reply start)."""
+        if not turn.speak or not self.openers or not getattr(self.models.llm, "continues_prefix", False):
+            return ""
+        return choose_opener(self.openers, guidance, text, [t.text for t in history if t.role == "assistant"])
 
     def prompt_for(self, persona: Persona) -> MentorPrompt:
         """The prompt of ``persona`` (its system prompt and guidance over the base ones)."""
@@ -215,6 +228,7 @@ class TurnPipeline:
                 self.settings,
                 stages,
                 persona.generation,
+                opener=self.opener_for(turn, guidance, text, history),
             )
             reply = await speaker.run()
             await out.flush()

@@ -295,3 +295,20 @@ def test_a_generation_stopped_while_paused_ends_without_waiting_for_the_slot(par
         chat._slots.release()
     assert _finishes(lambda: list(chat.stream(MESSAGES, threading.Event())))
     assert chat._slots.acquire(blocking=False)  # one slot, free again
+
+
+def test_a_reply_prefix_is_continued_and_not_repeated(parts: tuple[Any, Any]) -> None:
+    """With ``reply_prefix`` the engine yields only what follows it: exactly the greedy continuation of the prompt
+    with the prefix appended (an opening clause the pipeline already spoke)."""
+    import torch
+
+    model, tok = parts
+    chat = _chat(parts, 6)
+    assert chat.continues_prefix
+    prefix = "you are"
+    got = "".join(chat.stream(MESSAGES, threading.Event(), GenerationOptions(reply_prefix=prefix)))
+    ids = tok(chat.prompt_text(MESSAGES) + prefix, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        ref = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
+    expected = tok.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
+    assert got.split() == expected.split() != []

@@ -11,7 +11,7 @@ from backend.config import LLMSettings, MentorSettings
 from backend.engines.llm.ctranslate2 import CTranslate2ChatModel, converted_dir
 from backend.engines.llm.ctranslate2 import load as load_ct2
 from backend.engines.llm.transformers import load as load_transformers
-from backend.engines.protocols import ChatMessage
+from backend.engines.protocols import ChatMessage, GenerationOptions
 from backend.mentor.prompt_builder import build_messages, load_mentor_prompt
 from backend.mentor.speakable import clean_for_speech
 from backend.store.records import HistoryTurn
@@ -44,6 +44,19 @@ def test_greedy_reply_matches_transformers_without_repetition_penalty(chat: CTra
     messages = _messages(chat)
     assert chat.generate(messages) == reference.generate(messages)
     chat.settings = _settings()
+
+
+def test_both_engines_continue_an_opening_clause_alike(chat: CTranslate2ChatModel) -> None:
+    """Given the reply's opening clause (pipeline.opening_clause), both engines yield only its continuation, the
+    same greedy tokens at penalty 1.0, and the whole reads as one reply."""
+    chat.settings = _settings(repetition_penalty=1.0)
+    reference = load_transformers(LLMSettings(max_new_tokens=32, repetition_penalty=1.0))
+    messages, options = _messages(chat), GenerationOptions(reply_prefix="I'm so sorry,")
+    continuation = "".join(chat.stream(messages, threading.Event(), options))
+    chat.settings = _settings()
+    assert continuation == "".join(reference.stream(messages, threading.Event(), options))
+    assert not continuation.lstrip().lower().startswith("i'm so sorry")
+    assert len(clean_for_speech(continuation).split()) >= 4
 
 
 def test_reply_is_speakable_and_reuses_the_system_prompt(chat: CTranslate2ChatModel) -> None:

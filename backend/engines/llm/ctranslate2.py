@@ -111,6 +111,8 @@ class CTranslate2ChatModel:
     ``make_generator`` builds a generator (with an empty static-prompt cache); it is called once at load and again
     whenever the cache is full."""
 
+    continues_prefix = True  # honours GenerationOptions.reply_prefix
+
     def __init__(
         self,
         make_generator: Callable[[], Any],
@@ -137,10 +139,10 @@ class CTranslate2ChatModel:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _tokens(self, messages: Sequence[ChatMessage], *, generation_prompt: bool) -> list[str]:
+    def _tokens(self, messages: Sequence[ChatMessage], *, generation_prompt: bool, prefix: str = "") -> list[str]:
         chat = [{"role": m.role, "content": m.content} for m in messages]
         text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt)
-        ids = self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(str(text) + prefix, add_special_tokens=False)["input_ids"]
         return list(self.tokenizer.convert_ids_to_tokens(ids))
 
     def _cached_start(self, tokens: list[str]) -> tuple[Any, tuple[str, ...]]:
@@ -159,10 +161,11 @@ class CTranslate2ChatModel:
     def stream(
         self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
     ) -> Iterator[str]:
-        """Yield text pieces of the reply. Blocking; stops soon after ``stop`` is set or the iterator closes.
-        ``options`` are ignored: CTranslate2's repetition penalty only ever counts the reply."""
+        """Yield text pieces of the reply (after ``options.reply_prefix``, when given). Blocking; stops soon after
+        ``stop`` is set or the iterator closes. The penalty scope and the gate are ignored: CTranslate2's
+        repetition penalty only ever counts the reply, and a generation cannot pause."""
         try:
-            tokens = self._tokens(messages, generation_prompt=True)
+            tokens = self._tokens(messages, generation_prompt=True, prefix=options.reply_prefix if options else "")
         except Exception as exc:
             raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
         generator, static = self._cached_start(tokens)

@@ -90,6 +90,7 @@ class TransformersChatModel:
     """ChatModel over a loaded transformers causal LM and its tokenizer (with a chat template)."""
 
     pausable = True  # honours GenerationOptions.gate between tokens
+    continues_prefix = True  # honours GenerationOptions.reply_prefix
 
     def __init__(
         self,
@@ -125,15 +126,18 @@ class TransformersChatModel:
     def stream(
         self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
     ) -> Generator[str, None, None]:
-        """Yield text pieces of the reply. Blocking; ends soon after ``stop`` is set or the generator closes.
+        """Yield text pieces of the reply (after ``options.reply_prefix``, when given). Blocking; ends soon
+        after ``stop`` is set or the generator closes.
 
         Errors of the generation thread are raised here as ModelError. Closing the generator early stops
         generation and joins its thread.
         """
         from transformers import TextIteratorStreamer
 
+        prefix = options.reply_prefix if options else ""
         try:
-            inputs = self.tokenizer(self.prompt_text(messages), return_tensors="pt", add_special_tokens=False)
+            text = self.prompt_text(messages) + prefix
+            inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         except Exception as exc:
             raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
         inputs = {k: v.to(self.model.device) for k, v in inputs.items()}

@@ -62,6 +62,12 @@ class VADSettings(EngineSection):
     preroll_ms: int = 300  # audio kept from before speech_started
     min_speech_ms: int = 250  # shorter bursts are ignored (clicks, coughs)
     barge_in_ms: int = 300  # speech needed to interrupt the mentor
+    # Turn-end model: at a pause, the LLM reads the words so far (transcribed by the early start); when it rates
+    # them a finished turn at least this likely, the end of speech is confirmed after turn_end_hangover_ms of
+    # silence instead of hangover_ms. null = off; engines without end_of_turn_probability (ctranslate2, openai),
+    # a model error or an unsure reading keep hangover_ms.
+    turn_end_threshold: float | None = Field(0.2, ge=0.0, le=1.0)
+    turn_end_hangover_ms: int = Field(300, ge=30)
 
 
 class EmotionSettings(EngineSection):

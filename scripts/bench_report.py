@@ -25,6 +25,7 @@ SERVER_KEYS: tuple[str, ...] = (
     "tts_first_chunk_s",
     "tts_total_s",
     "first_audio",
+    "first_llm_audio",  # with an opening clause: the first audio of words the LLM wrote
     "turn_total_s",
 )
 RATE_KEYS: tuple[str, ...] = ("stt_rtf", "tts_rtf", "llm_words_per_s", "llm_pieces_per_s")

@@ -81,6 +81,7 @@ class _Provisional:
     state: TurnState
     gate: GatedOutput
     task: asyncio.Task[None]
+    judge: asyncio.Task[None] | None = None  # the turn-end model's reading of its words
 
 
 @dataclass(frozen=True)
@@ -371,6 +372,8 @@ class Conversation:
             self._utterance_id = None
             provisional, self._provisional = self._provisional, None
             if provisional is not None:
+                if provisional.judge is not None and provisional.judge is not asyncio.current_task():
+                    provisional.judge.cancel()
                 if event.reason == "silence" and provisional.voiced_frames == event.voiced_frames:
                     await self._confirm(provisional, event)
                     return
@@ -406,6 +409,7 @@ class Conversation:
     def _start_provisional(self, event: SpeechPaused) -> None:
         """Run the turn from the pause on; the end of speech was ``pause_ms`` ago if the user does not go on."""
         gate = GatedOutput(self)
+        judged = self.settings.vad.turn_end_threshold is not None
         turn = TurnInput(
             self._utterance_id or new_id(),
             self.session.session_id,
@@ -414,15 +418,42 @@ class Conversation:
             duration_s=round(len(event.audio) / 32000, 3),
             confirmed=gate.opened,
             speak=self.turn_taking.speak,
+            transcribed=asyncio.get_running_loop().create_future() if judged else None,
         )
         self._stamp(turn)
         state = TurnState(turn.turn_id)
         task = asyncio.create_task(self._run_gated(turn, state, gate), name=f"early-{turn.turn_id}")
         self._provisional = _Provisional(event.voiced_frames, turn, state, gate, task)
+        if turn.transcribed is not None:
+            self._provisional.judge = asyncio.create_task(
+                self._judge_turn_end(event.voiced_frames, turn.transcribed), name=f"turn-end-{turn.turn_id}"
+            )
+
+    async def _judge_turn_end(self, voiced_frames: int, transcribed: asyncio.Future[str]) -> None:
+        """Turn-end model: when the words up to this pause read as a finished turn (vad.turn_end_threshold), the
+        end of speech comes after vad.turn_end_hangover_ms of silence. Unsure, or a model error: the hangover."""
+        vad = self.settings.vad
+        try:
+            probability = await self.pipeline.end_of_turn_probability(await transcribed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("the turn-end model failed; the full hangover applies", exc_info=True)
+            return
+        threshold = vad.turn_end_threshold
+        complete = probability is not None and threshold is not None and probability >= threshold
+        logger.debug("turn end judged", extra={"probability": probability, "complete": complete})
+        provisional = self._provisional
+        if not complete or provisional is None or provisional.voiced_frames != voiced_frames:
+            return
+        for event in self._detector.expect_end(voiced_frames, vad.turn_end_hangover_ms):
+            await self._on_turn_event(event)
 
     def _cancel_provisional(self) -> None:
         if self._provisional is not None:
             self._provisional.task.cancel()
+            if self._provisional.judge is not None:
+                self._provisional.judge.cancel()
             self._provisional = None
 
     async def _confirm(self, provisional: _Provisional, event: SpeechStopped) -> None:

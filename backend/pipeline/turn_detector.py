@@ -122,6 +122,7 @@ class TurnDetector:
         self._voiced = 0  # voiced frames in the utterance
         self._silence_run = 0  # consecutive unvoiced frames at its end
         self._sustained_sent = False
+        self._end_after: int | None = None  # a shorter hangover for this pause (expect_end), in frames
 
     # --- public -----------------------------------------------------------------------------------------
 
@@ -150,6 +151,18 @@ class TurnDetector:
         if self._utt_start is None:
             return self._idle_frame(index, voiced)
         return self._speech_frame(index, voiced)
+
+    def expect_end(self, voiced_frames: int, hangover_ms: float) -> list[TurnEvent]:
+        """The words up to the pause at ``voiced_frames`` read as a finished turn: end the utterance after
+        ``hangover_ms`` of silence instead of the full hangover, unless speech comes back first. Returns the
+        SpeechStopped at once when that much silence has passed already; nothing changes when the utterance has
+        moved on since that pause."""
+        if self._utt_start is None or self._voiced != voiced_frames or self._silence_run == 0:
+            return []
+        self._end_after = _frames(hangover_ms, self.frame_ms)
+        if self._silence_run >= self._end_after:
+            return [self._finish("silence")]
+        return []
 
     def buffer_frame(self, frame: bytes) -> None:
         """Keep a frame for ``commit()`` without judging it (turn detection off: the client ends turns)."""
@@ -204,12 +217,14 @@ class TurnDetector:
                 events.append(SpeechResumed())
             self._voiced += 1
             self._silence_run = 0
+            self._end_after = None
         else:
             self._silence_run += 1
         events.extend(self._maybe_sustained(index))
         if self._silence_run == self._pause_frames < self._hangover_frames and self._voiced >= self._min_voiced_frames:
             events.append(SpeechPaused(audio=self.current_audio(), voiced_frames=self._voiced))
-        if self._silence_run >= self._hangover_frames:
+        hangover = min(self._hangover_frames, self._end_after or self._hangover_frames)
+        if self._silence_run >= hangover:
             events.append(self._finish("silence"))
         elif index + 1 - self._utt_start >= self._max_frames:
             events.append(self._finish("max_length"))
@@ -239,6 +254,7 @@ class TurnDetector:
         self._voiced = 0
         self._silence_run = 0
         self._sustained_sent = False
+        self._end_after = None
         self._flags.clear()
 
     def _end_turn(self) -> None:

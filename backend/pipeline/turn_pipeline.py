@@ -136,6 +136,15 @@ class TurnPipeline:
         except Exception:  # only a lost speed-up: the next turn prefills it itself
             logger.warning("warming the next prompt failed", extra={"session_id": session_id}, exc_info=True)
 
+    async def end_of_turn_probability(self, text: str) -> float | None:
+        """How likely ``text`` is a finished turn, by the LLM (vad.turn_end_threshold); None when the engine
+        cannot tell. A short forward pass in the LLM pool, beside any running generation."""
+        judge = getattr(self.models.llm, "end_of_turn_probability", None)
+        if judge is None:
+            return None
+        probability: float = await run_blocking(self.executors.llm, judge, text)
+        return probability
+
     def transcribe_soon(self, pcm: bytes, *, preview: bool = False) -> asyncio.Future[Transcription]:
         """Start transcribing in the STT pool now; the turn awaits the result later (speculative STT).
         ``preview``: a partial transcript, in its own one-thread pool so it never delays a turn's."""
@@ -180,6 +189,8 @@ class TurnPipeline:
             stages["stt"] = time.perf_counter() - start
             text = transcription.text.strip()
             mark("transcript")
+            if turn.transcribed is not None and not turn.transcribed.done():
+                turn.transcribed.set_result(text)
         else:
             text = (turn.text or "").strip()
         await out.emit(TranscriptFinal(turn.turn_id, text))

@@ -29,6 +29,7 @@ class TurnInput:
     audio: bytes | None = None  # PCM16 mono 16 kHz utterance
     transcript: asyncio.Future[Transcription] | None = None  # started speculatively during the hangover
     confirmed: asyncio.Event | None = None  # set when a turn started early at a pause is confirmed
+    transcribed: asyncio.Future[str] | None = None  # an early start's transcript, for the turn-end model
     duration_s: float | None = None
     speak: bool = True
     marks: dict[str, float] = field(default_factory=dict)

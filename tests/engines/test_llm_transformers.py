@@ -312,3 +312,22 @@ def test_a_reply_prefix_is_continued_and_not_repeated(parts: tuple[Any, Any]) ->
         ref = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
     expected = tok.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
     assert got.split() == expected.split() != []
+
+
+def test_end_of_turn_probability_reuses_the_template_start_exactly(parts: tuple[Any, Any]) -> None:
+    """The turn-end reading is a probability, is the same call after call (the cached template start is cropped
+    back each time) and equals a forward pass of the whole text without any cache."""
+    import torch
+
+    model, tok = parts
+    chat = _chat(parts, 4)
+    first = chat.end_of_turn_probability("I feel sad today.")
+    assert 0.0 <= first <= 1.0
+    assert chat.end_of_turn_probability("you are not alone") != first
+    assert chat.end_of_turn_probability("I feel sad today") == pytest.approx(first, abs=1e-6)
+    start = chat.prompt_text([ChatMessage("user", "\u2063")], generation_prompt=False).split("\u2063")[0]
+    ids = tok(start + "I feel sad today", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        probabilities = torch.softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
+    assert first == pytest.approx(float(probabilities[chat._turn_end_ids()].sum()), abs=1e-5)
+    assert chat.end_of_turn_probability(" ... ") == 0.0

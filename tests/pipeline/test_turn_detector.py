@@ -239,3 +239,37 @@ def test_speech_after_a_pause_changes_the_voiced_count() -> None:
     first_pause = kinds_in_order.index("speech_paused")
     assert kinds_in_order[first_pause + 1] == "speech_resumed"
     assert kinds_in_order.count("speech_resumed") == 1
+
+
+def _paused(det: TurnDetector, frames: list[bytes]) -> SpeechPaused:
+    return next(e for e in feed(det, frames) if isinstance(e, SpeechPaused))
+
+
+def test_expect_end_confirms_a_finished_turn_after_the_shorter_hangover() -> None:
+    """A turn read as finished at its pause ends after the shorter hangover (here 150 of 300 ms)."""
+    det = TurnDetector(EnergyVad(), settings(pause_ms=90), max_turn_s=30)
+    paused = _paused(det, silence(300) + tone(900) + silence(90))
+    assert det.expect_end(paused.voiced_frames, 150) == []  # 90 ms of silence so far: not yet
+    events = feed(det, silence(60))
+    stopped = [e for e in events if isinstance(e, SpeechStopped)]
+    assert len(stopped) == 1 and stopped[0].voiced_frames == paused.voiced_frames
+    assert stopped[0].duration_s == pytest.approx(0.15 + 0.9 + 0.15)
+
+
+def test_expect_end_after_enough_silence_stops_at_once() -> None:
+    det = TurnDetector(EnergyVad(), settings(pause_ms=90), max_turn_s=30)
+    paused = _paused(det, silence(300) + tone(900) + silence(90))
+    feed(det, silence(120))  # 210 ms of silence: the reading came late
+    events = det.expect_end(paused.voiced_frames, 150)
+    assert [e.type for e in events] == ["speech_stopped"] and not det.in_speech
+
+
+def test_expect_end_is_forgotten_when_speech_comes_back_or_the_pause_is_old() -> None:
+    det = TurnDetector(EnergyVad(), settings(pause_ms=90), max_turn_s=30)
+    paused = _paused(det, silence(300) + tone(900) + silence(90))
+    assert det.expect_end(paused.voiced_frames, 120) == []
+    feed(det, tone(300))  # the person goes on: the full hangover again
+    assert det.expect_end(paused.voiced_frames, 120) == []  # a reading of the old pause changes nothing
+    events = feed(det, silence(270))
+    assert not any(isinstance(e, SpeechStopped) for e in events)
+    assert [e.type for e in feed(det, silence(30))] == ["speech_stopped"]

@@ -31,6 +31,8 @@ Options = TransformersOptions  # the registry validates ``llm.*`` engine keys ag
 
 logger = logging.getLogger(__name__)
 
+_SENTINEL = "\u2063"  # marks where the user's words go in the chat template (end_of_turn_probability)
+_TRAILING_MARKS = ".?!,;:\u2026- "  # punctuation STT may put at the end: the model judges the words alone
 _POLL_S = 0.05  # how often the consumer re-checks the stop event while waiting for the next piece
 
 
@@ -111,6 +113,9 @@ class TransformersChatModel:
         self._slots = threading.Semaphore(max(1, settings.max_concurrent))
         self.prefix_cache = PrefixCache(transformers_options(settings).prefix_cache_entries)
         self.last_reused_tokens = 0  # prompt tokens served from the prefix cache in the latest generation
+        self._end_ids: list[int] | None = None
+        self._turn_end_lock = threading.Lock()
+        self._turn_start: tuple[list[int], Any] | None = None  # end_of_turn_probability's cached template start
 
     # --- public API ---------------------------------------------------------------------------------
 
@@ -204,6 +209,62 @@ class TransformersChatModel:
             self.prefix_cache.put(ids, cache)
         return len(ids) - reused
 
+    def end_of_turn_probability(self, text: str) -> float:
+        """How likely the person has finished their turn after saying ``text``: the model's probability that
+        their message (or its sentence) ends right here, read before its final punctuation. One forward pass of
+        the message's few tokens, on no slot. Blocking."""
+        import torch
+
+        words = text.strip().rstrip(_TRAILING_MARKS).strip()
+        if not words:
+            return 0.0
+        try:
+            start = self.prompt_text([ChatMessage("user", _SENTINEL)], generation_prompt=False).split(_SENTINEL)[0]
+            ids: list[int] = self.tokenizer(start + words, add_special_tokens=False)["input_ids"]
+            with self._turn_end_lock, torch.inference_mode():
+                cache, cached = self._turn_start_state(ids)
+                todo = torch.tensor([ids[cached:]], device=self.model.device)
+                out = self.model(input_ids=todo, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                cache.crop(-(len(ids) - cached))  # back to the template's start, for the next call
+            probabilities = torch.softmax(out.logits[0, -1].float(), dim=-1)
+            return float(probabilities[self._turn_end_ids()].sum())
+        except Exception as exc:
+            self._turn_start = None  # its state may be half-cropped: computed again next time
+            raise ModelError(f"language model '{self.name}' could not judge the end of the turn") from exc
+
+    def _turn_start_state(self, ids: list[int]) -> tuple[Any, int]:
+        """The KV state of the chat template's start before the user's words (the same every call), computed
+        once; returns it and its length in tokens (0 when ``ids`` does not begin with it). Under the lock."""
+        from transformers import DynamicCache
+
+        if self._turn_start is None:
+            start = self.prompt_text([ChatMessage("user", _SENTINEL)], generation_prompt=False).split(_SENTINEL)[0]
+            start_ids: list[int] = self.tokenizer(start, add_special_tokens=False)["input_ids"][:-1]
+            cache = DynamicCache()
+            if start_ids:
+                self.model(input_ids=torch_tensor(start_ids, self.model.device), past_key_values=cache, use_cache=True)
+            self._turn_start = (start_ids, cache)
+        start_ids, cache = self._turn_start
+        if ids[: len(start_ids)] != start_ids or len(ids) <= len(start_ids):
+            return DynamicCache(), 0
+        return cache, len(start_ids)
+
+    def _turn_end_ids(self) -> list[int]:
+        """Tokens that end a message or its sentence: the end of message, and . ? ! (alone or after a space)."""
+        if self._end_ids is None:
+            ids = {self.tokenizer.eos_token_id}
+            for token in ("<|im_end|>", "<|eot_id|>"):
+                found = self.tokenizer.convert_tokens_to_ids(token)
+                if isinstance(found, int) and found != self.tokenizer.unk_token_id:
+                    ids.add(found)
+            for mark in (".", "?", "!", "..", "..."):
+                for variant in (mark, " " + mark):
+                    encoded = self.tokenizer.encode(variant, add_special_tokens=False)
+                    if len(encoded) == 1:
+                        ids.add(encoded[0])
+            self._end_ids = sorted(i for i in ids if isinstance(i, int))
+        return self._end_ids
+
     def generate(self, messages: Sequence[ChatMessage]) -> str:
         """The whole reply at once. Blocking."""
         return "".join(self.stream(messages, threading.Event()))
@@ -277,6 +338,12 @@ class TransformersChatModel:
             if stopper.holds_slot:
                 self._slots.release()
             streamer.end()
+
+
+def torch_tensor(ids: list[int], device: Any) -> Any:
+    import torch
+
+    return torch.tensor([ids], device=device)
 
 
 def load(settings: LLMSettings) -> TransformersChatModel:

@@ -1,0 +1,115 @@
+"""The turn-end model in a Conversation, with fakes: a confident "complete" confirms the end of speech after
+vad.turn_end_hangover_ms, an "incomplete" or a model error keeps vad.hangover_ms, and a reading of a pause the
+person talked on from changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from backend.pipeline import events
+from backend.pipeline.conversation import Conversation
+from tests.fakes import FakeLLM, FakeModels, silence_pcm, tone_pcm
+from tests.pipeline.recording import pipeline_harness, run_async
+from tests.pipeline.test_conversation import LEAD_IN, SPEECH, connect, feed
+
+pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
+
+
+@dataclass
+class JudgingLLM(FakeLLM):
+    """A fake LLM that also reads whether a turn is finished: ``readings`` in order (an Exception is raised)."""
+
+    readings: list[float | Exception] = field(default_factory=list)
+    judged: list[str] = field(default_factory=list)
+    judged_event: threading.Event = field(default_factory=threading.Event)
+
+    def end_of_turn_probability(self, text: str) -> float:
+        self.judged.append(text)
+        self.judged_event.set()
+        reading = self.readings.pop(0)
+        if isinstance(reading, Exception):
+            raise reading
+        return reading
+
+
+async def _judged(llm: JudgingLLM, count: int) -> None:
+    """Wait (in a thread, never sleeping on the loop) until the model has read ``count`` pauses."""
+
+    def wait() -> None:
+        while len(llm.judged) < count:
+            llm.judged_event.wait(5)
+            llm.judged_event.clear()
+
+    await asyncio.to_thread(wait)
+
+
+def _stopped_after(
+    tmp_path: Path, readings: list[float | Exception], *parts: bytes, tail: bytes
+) -> tuple[float, JudgingLLM]:
+    """Feed ``parts`` (ending in a pause), wait for the model's reading(s), feed ``tail``; returns the stopped
+    utterance's length (pre-roll + speech + the silence that ended it) and the fake."""
+    llm = JudgingLLM(readings=list(readings))
+    with pipeline_harness(tmp_path, FakeModels(llm=llm)) as h:
+
+        async def scenario() -> float:
+            async with connect(h) as c:
+                conversation: Conversation = c.conversation
+                await feed(conversation, *parts)
+                await _judged(llm, len(readings))
+                await feed(conversation, tail)
+                await c.received.wait_for_type(events.TurnDone)
+                return c.received.of_type(events.SpeechStopped)[0].duration_s
+
+        return run_async(scenario()), llm
+
+
+def test_a_confident_complete_ends_the_turn_after_the_shorter_hangover(tmp_path: Path) -> None:
+    # 0.3 s of silence: the reading arrives after it, so the turn ends at once (300 ms turn_end_hangover_ms).
+    duration, llm = _stopped_after(tmp_path, [0.9], LEAD_IN, SPEECH, silence_pcm(0.3), tail=silence_pcm(0.3))
+    assert duration == pytest.approx(0.3 + 0.99 + 0.3)
+    assert llm.judged == [FakeModels().stt.transcript]  # the early start's transcript
+
+
+@pytest.mark.parametrize("reading", [0.05, RuntimeError("turn-end model failed")])
+def test_an_incomplete_reading_or_a_model_error_keeps_the_hangover(tmp_path: Path, reading: float | Exception) -> None:
+    duration, _ = _stopped_after(tmp_path, [reading], LEAD_IN, SPEECH, silence_pcm(0.3), tail=silence_pcm(0.51))
+    assert duration == pytest.approx(0.3 + 0.99 + 0.51)  # 17 frames of 30 ms: vad.hangover_ms
+
+
+def test_a_reading_of_a_pause_the_person_talked_on_from_is_forgotten(tmp_path: Path) -> None:
+    # First pause read as complete but the person goes on before 300 ms; the second pause reads incomplete.
+    parts = (LEAD_IN, SPEECH, silence_pcm(0.24))
+    llm = JudgingLLM(readings=[0.9, 0.01])
+    with pipeline_harness(tmp_path, FakeModels(llm=llm)) as h:
+
+        async def scenario() -> float:
+            async with connect(h) as c:
+                await feed(c.conversation, *parts)
+                await _judged(llm, 1)
+                await feed(c.conversation, tone_pcm(0.99), silence_pcm(0.3))
+                await _judged(llm, 2)
+                await feed(c.conversation, silence_pcm(0.51))
+                await c.received.wait_for_type(events.TurnDone)
+                return c.received.of_type(events.SpeechStopped)[0].duration_s
+
+        duration = run_async(scenario())
+    assert duration == pytest.approx(0.3 + 0.99 + 0.24 + 0.99 + 0.51)
+
+
+def test_turn_end_off_never_asks_the_model(tmp_path: Path) -> None:
+    llm = JudgingLLM(readings=[0.9])
+    with pipeline_harness(tmp_path, FakeModels(llm=llm), vad__turn_end_threshold=None) as h:
+
+        async def scenario() -> float:
+            async with connect(h) as c:
+                await feed(c.conversation, LEAD_IN, SPEECH, silence_pcm(0.81))
+                await c.received.wait_for_type(events.TurnDone)
+                return c.received.of_type(events.SpeechStopped)[0].duration_s
+
+        assert run_async(scenario()) == pytest.approx(0.3 + 0.99 + 0.51)
+    assert llm.judged == []

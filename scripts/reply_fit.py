@@ -1,8 +1,9 @@
 """Do the replies fit the person? Fresh sentences (data/mentor/test.jsonl, never read by training), each
 answered as the server answers a first turn: the real emotion detector labels the text, the guidance falls back
-to neutral below ``emotion.min_confidence``, the default persona's prompt, greedy generation. Every reply is
-judged by the rubric (scripts/mentor_rubric.py); the rubric's agreement with a person's reading is measured on
-the labelled replies in data/mentor/test_labels.jsonl. Used by ``scripts/eval_mentor.py --fit``.
+to neutral below ``emotion.min_confidence``, the default persona's prompt, greedy generation, and the spoken
+reply's opening clause (pipeline.opening_clause; CM_PIPELINE__OPENING_CLAUSE=false for the LLM's own words).
+Every reply is judged by the rubric (scripts/mentor_rubric.py); the rubric's agreement with a person's reading
+is measured on the labelled replies in data/mentor/test_labels.jsonl. Used by ``scripts/eval_mentor.py --fit``.
 """
 
 from __future__ import annotations
@@ -64,17 +65,21 @@ TIMING_KEYS = ("repetition_penalty", "mean_seconds", "first_words_p50", "first_w
 FIRST_WORDS = 3  # the server speaks once the first clause or the first three words are there
 
 
-def stream_reply(chat: Any, messages: Any) -> tuple[str, float, float]:
-    """The streamed reply, the seconds until its first FIRST_WORDS words and the seconds for all of it."""
+def stream_reply(chat: Any, messages: Any, opener: str = "") -> tuple[str, float, float]:
+    """The streamed reply (after ``opener``, its opening clause, when given), the seconds until the LLM's first
+    FIRST_WORDS words and the seconds for all of it."""
+    from backend.engines.protocols import GenerationOptions
+    from backend.mentor.openers import continue_after
+
     started = time.perf_counter()
     first: float | None = None
     text = ""
-    for piece in chat.stream(messages, threading.Event()):
+    for piece in chat.stream(messages, threading.Event(), GenerationOptions(reply_prefix=opener)):
         text += piece
         if first is None and len(text.split()) >= FIRST_WORDS:
             first = time.perf_counter() - started
     total = time.perf_counter() - started
-    return " ".join(text.split()), total if first is None else first, total
+    return " ".join(continue_after(opener, text).split()), total if first is None else first, total
 
 
 def generate_replies(
@@ -82,18 +87,24 @@ def generate_replies(
 ) -> tuple[list[str], list[float], list[float]]:
     """A first-turn reply to each sentence, through the server's prompt code, greedy (server settings),
     streamed as the server streams it: replies, seconds to the first words, seconds in all."""
+    from backend.config import resolve_path
     from backend.engines.llm.transformers import load as load_llm
+    from backend.mentor.openers import choose_opener, load_openers
     from backend.mentor.personas import load_personas
     from backend.mentor.prompt_builder import load_mentor_prompt
     from scripts.train_lora import PromptRenderer
 
     chat = load_llm(llm)
     renderer = PromptRenderer(chat.tokenizer, llm, load_mentor_prompt(settings.mentor), load_personas(settings.mentor))
+    openers = load_openers(resolve_path(settings.mentor.openers_path)) if settings.pipeline.opening_clause else {}
     replies: list[str] = []
     first_words: list[float] = []
     seconds: list[float] = []
     for s, d in zip(sentences, detected, strict=True):
-        reply, first, total = stream_reply(chat, renderer.messages(Exchange(s.id, 0, (), s.text, d.guidance, "")))
+        opener = choose_opener(openers, d.guidance, s.text) if openers else ""  # as the server speaks it
+        reply, first, total = stream_reply(
+            chat, renderer.messages(Exchange(s.id, 0, (), s.text, d.guidance, "")), opener
+        )
         replies.append(reply)
         first_words.append(first)
         seconds.append(total)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from backend.config import REPO_ROOT
-from backend.engines.protocols import EMOTIONS
+from backend.engines.protocols import EMOTIONS, GenerationOptions
 from scripts.mentor_rubric import judge
 from scripts.reply_fit import (
     LABELS,
@@ -127,12 +127,20 @@ def test_first_words_are_timed_while_streaming() -> None:
     """stream_reply joins the streamed pieces and times the first three words (the server's first chunk)."""
 
     class Streaming:
-        def stream(self, messages: object, stop: object) -> Iterator[str]:
+        def __init__(self) -> None:
+            self.prefixes: list[str] = []
+
+        def stream(self, messages: object, stop: object, options: GenerationOptions) -> Iterator[str]:
+            self.prefixes.append(options.reply_prefix)
             yield from ["I'm", " so", " sorry", " about", " that. What happened?"]
 
-    text, first, total = stream_reply(Streaming(), [])
+    chat = Streaming()
+    text, first, total = stream_reply(chat, [])
     assert text == "I'm so sorry about that. What happened?"
     assert 0 <= first <= total
+    text, _, _ = stream_reply(chat, [], "Oh,")  # an opening clause, continued by the model
+    assert text == "Oh, I'm so sorry about that. What happened?"
+    assert chat.prefixes == ["", "Oh,"]
 
 
 def test_an_earlier_report_is_reused_only_for_the_same_sentences(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,8 @@ SERVER_KEYS: tuple[str, ...] = (
     "llm_total_s",
     "tts_first_chunk_s",
     "tts_total_s",
+    "turn_end_read",  # the turn-end model's reading of the early start's transcript is in
+    "speech_stopped",  # the end of speech confirmed (server clock, from the end of speech)
     "first_audio",
     "first_llm_audio",  # with an opening clause: the first audio of words the LLM wrote
     "turn_total_s",

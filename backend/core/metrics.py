@@ -30,6 +30,19 @@ class Metrics:
             buckets=STAGE_BUCKETS,
             registry=self.registry,
         )
+        self.first_llm_audio_seconds = Histogram(
+            "claritymentor_first_llm_audio_seconds",
+            "Seconds from the end of the user's speech to the first audio of words the LLM wrote (after the "
+            "opening clause when there is one; the same as the time to first audio when there is none)",
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.turn_end_readings = Counter(
+            "claritymentor_turn_end_readings",
+            "Turn-end model readings at a pause: complete (the end of speech comes sooner), unsure, error",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.turns = Counter("claritymentor_turns", "Turns completed", ["kind", "outcome"], registry=self.registry)
         self.interruptions = Counter(
             "claritymentor_interruptions", "Replies cut short by barge-in or cancel", registry=self.registry

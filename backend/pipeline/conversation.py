@@ -418,30 +418,35 @@ class Conversation:
             duration_s=round(len(event.audio) / 32000, 3),
             confirmed=gate.opened,
             speak=self.turn_taking.speak,
-            transcribed=asyncio.get_running_loop().create_future() if judged else None,
+            turn_end=asyncio.get_running_loop().create_future() if judged else None,
         )
         self._stamp(turn)
         state = TurnState(turn.turn_id)
         task = asyncio.create_task(self._run_gated(turn, state, gate), name=f"early-{turn.turn_id}")
         self._provisional = _Provisional(event.voiced_frames, turn, state, gate, task)
-        if turn.transcribed is not None:
+        if turn.turn_end is not None:
+            turn.turn_end.add_done_callback(lambda f: f.cancelled() or f.exception())  # read by the judge, or not
             self._provisional.judge = asyncio.create_task(
-                self._judge_turn_end(event.voiced_frames, turn.transcribed), name=f"turn-end-{turn.turn_id}"
+                self._judge_turn_end(event.voiced_frames, turn.turn_end), name=f"turn-end-{turn.turn_id}"
             )
 
-    async def _judge_turn_end(self, voiced_frames: int, transcribed: asyncio.Future[str]) -> None:
-        """Turn-end model: when the words up to this pause read as a finished turn (vad.turn_end_threshold), the
-        end of speech comes after vad.turn_end_hangover_ms of silence. Unsure, or a model error: the hangover."""
+    async def _judge_turn_end(self, voiced_frames: int, reading: asyncio.Future[float | None]) -> None:
+        """Turn-end model: when the words up to this pause read as a finished turn (vad.turn_end_threshold; the
+        pipeline reads them right after transcribing), the end of speech comes after vad.turn_end_hangover_ms of
+        silence. Unsure, or a model error: the hangover."""
         vad = self.settings.vad
         try:
-            probability = await self.pipeline.end_of_turn_probability(await transcribed)
+            probability = await reading
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.warning("the turn-end model failed; the full hangover applies", exc_info=True)
+            self.pipeline.metrics.turn_end_readings.labels(outcome="error").inc()
             return
         threshold = vad.turn_end_threshold
         complete = probability is not None and threshold is not None and probability >= threshold
+        if probability is not None:
+            self.pipeline.metrics.turn_end_readings.labels(outcome="complete" if complete else "unsure").inc()
         logger.debug("turn end judged", extra={"probability": probability, "complete": complete})
         provisional = self._provisional
         if not complete or provisional is None or provisional.voiced_frames != voiced_frames:

@@ -136,14 +136,30 @@ class TurnPipeline:
         except Exception:  # only a lost speed-up: the next turn prefills it itself
             logger.warning("warming the next prompt failed", extra={"session_id": session_id}, exc_info=True)
 
-    async def end_of_turn_probability(self, text: str) -> float | None:
-        """How likely ``text`` is a finished turn, by the LLM (vad.turn_end_threshold); None when the engine
-        cannot tell. A short forward pass in the LLM pool, beside any running generation."""
-        judge = getattr(self.models.llm, "end_of_turn_probability", None)
-        if judge is None:
+    def _read_turn_end(self, turn: TurnInput, text: str) -> asyncio.Future[None] | None:
+        """For an early start that asks (``turn.turn_end``): how likely ``text`` is a finished turn, by the LLM
+        (None when the engine cannot tell), into that future. Started right after transcription, so it runs
+        beside emotion detection and not against the reply's prefill; the turn waits for it before its LLM."""
+        target = turn.turn_end
+        if target is None or target.done():
             return None
-        probability: float = await run_blocking(self.executors.llm, judge, text)
-        return probability
+        judge = getattr(self.models.llm, "end_of_turn_probability", None)
+
+        async def read() -> None:
+            try:
+                probability = None if judge is None else await run_blocking(self.executors.llm, judge, text)
+            except asyncio.CancelledError:
+                target.cancel()
+                raise
+            except Exception as exc:
+                if not target.done():
+                    target.set_exception(exc)
+                return
+            turn.marks["turn_end_read"] = round(time.perf_counter() - turn.t0, 4)
+            if not target.done():
+                target.set_result(probability)
+
+        return asyncio.ensure_future(read())
 
     def transcribe_soon(self, pcm: bytes, *, preview: bool = False) -> asyncio.Future[Transcription]:
         """Start transcribing in the STT pool now; the turn awaits the result later (speculative STT).
@@ -189,8 +205,6 @@ class TurnPipeline:
             stages["stt"] = time.perf_counter() - start
             text = transcription.text.strip()
             mark("transcript")
-            if turn.transcribed is not None and not turn.transcribed.done():
-                turn.transcribed.set_result(text)
         else:
             text = (turn.text or "").strip()
         await out.emit(TranscriptFinal(turn.turn_id, text))
@@ -199,6 +213,7 @@ class TurnPipeline:
             memory_task.cancel()
             raise NoSpeechError("no words were recognised in that audio; please say it again")
 
+        reading = self._read_turn_end(turn, text)  # beside emotion, before the LLM takes the cores
         await out.emit(StageStarted(turn.turn_id, "detecting_emotion"))
         start = time.perf_counter()
         emotion = await run_blocking(self.executors.emotion, self.models.emotion.detect, text, audio)
@@ -207,6 +222,8 @@ class TurnPipeline:
         await out.emit(EmotionDetected(turn.turn_id, emotion))
 
         history = await history_task
+        if reading is not None:
+            await asyncio.wait([reading])
         user_stored = asyncio.ensure_future(self._store_user(turn, text, emotion))
         start = time.perf_counter()
         memories = await self._recall(turn, text, history, memory_task)
@@ -259,6 +276,8 @@ class TurnPipeline:
         self.metrics.observe_timings(stages)
         if "first_audio" in marks:
             self.metrics.ttfa_seconds.labels(mode=self.settings.pipeline.mode).observe(marks["first_audio"])
+        if "first_llm_audio" in marks:
+            self.metrics.first_llm_audio_seconds.observe(marks["first_llm_audio"])
         self.metrics.turns.labels(kind="voice" if turn.audio is not None else "text", outcome="ok").inc()
         await out.emit(
             TurnDone(

@@ -29,7 +29,9 @@ class TurnInput:
     audio: bytes | None = None  # PCM16 mono 16 kHz utterance
     transcript: asyncio.Future[Transcription] | None = None  # started speculatively during the hangover
     confirmed: asyncio.Event | None = None  # set when a turn started early at a pause is confirmed
-    transcribed: asyncio.Future[str] | None = None  # an early start's transcript, for the turn-end model
+    # An early start's turn-end reading (vad.turn_end_threshold): how likely its transcript is a finished turn,
+    # set by the pipeline before the LLM starts (None: the engine cannot tell).
+    turn_end: asyncio.Future[float | None] | None = None
     duration_s: float | None = None
     speak: bool = True
     marks: dict[str, float] = field(default_factory=dict)

@@ -50,6 +50,8 @@ def test_the_opener_is_spoken_first_and_the_llm_continues_it(tmp_path: Path) -> 
         assert h.history()[-1].text == reply
         # The opener went out before the LLM's first words; both moments are marked.
         assert turn.marks["first_audio"] < turn.marks["first_llm_audio"]
+        registry = h.pipeline.metrics.registry
+        assert registry.get_sample_value("claritymentor_first_llm_audio_seconds_count") == 1.0
 
 
 def test_the_next_reply_of_the_session_opens_differently(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.core.metrics import Metrics
 from backend.pipeline import events
 from backend.pipeline.conversation import Conversation
 from tests.fakes import FakeLLM, FakeModels, silence_pcm, tone_pcm
@@ -37,8 +38,9 @@ class JudgingLLM(FakeLLM):
         return reading
 
 
-async def _judged(llm: JudgingLLM, count: int) -> None:
-    """Wait (in a thread, never sleeping on the loop) until the model has read ``count`` pauses."""
+async def _judged(llm: JudgingLLM, count: int, metrics: Metrics) -> None:
+    """Wait until the model has read ``count`` pauses (in a thread) and the conversation has acted on every
+    reading (each is counted in /metrics once acted on; the loop only yields, it never sleeps on a timer)."""
 
     def wait() -> None:
         while len(llm.judged) < count:
@@ -46,13 +48,27 @@ async def _judged(llm: JudgingLLM, count: int) -> None:
             llm.judged_event.clear()
 
     await asyncio.to_thread(wait)
+    for _ in range(100_000):
+        if sum(_counted(metrics).values()) >= count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the conversation never acted on the turn-end reading")
+
+
+def _counted(metrics: Metrics) -> dict[str, float]:
+    """Turn-end readings counted in /metrics, by outcome."""
+    return {
+        o: metrics.registry.get_sample_value("claritymentor_turn_end_readings_total", {"outcome": o}) or 0.0
+        for o in ("complete", "unsure", "error")
+    }
 
 
 def _stopped_after(
     tmp_path: Path, readings: list[float | Exception], *parts: bytes, tail: bytes
-) -> tuple[float, JudgingLLM]:
+) -> tuple[float, JudgingLLM, dict[str, float]]:
     """Feed ``parts`` (ending in a pause), wait for the model's reading(s), feed ``tail``; returns the stopped
-    utterance's length (pre-roll + speech + the silence that ended it) and the fake."""
+    utterance's length (pre-roll + speech + the silence that ended it), the fake and the readings counted in
+    /metrics by outcome."""
     llm = JudgingLLM(readings=list(readings))
     with pipeline_harness(tmp_path, FakeModels(llm=llm)) as h:
 
@@ -60,25 +76,29 @@ def _stopped_after(
             async with connect(h) as c:
                 conversation: Conversation = c.conversation
                 await feed(conversation, *parts)
-                await _judged(llm, len(readings))
+                await _judged(llm, len(readings), h.pipeline.metrics)
                 await feed(conversation, tail)
                 await c.received.wait_for_type(events.TurnDone)
                 return c.received.of_type(events.SpeechStopped)[0].duration_s
 
-        return run_async(scenario()), llm
+        return run_async(scenario()), llm, _counted(h.pipeline.metrics)
 
 
 def test_a_confident_complete_ends_the_turn_after_the_shorter_hangover(tmp_path: Path) -> None:
     # 0.3 s of silence: the reading arrives after it, so the turn ends at once (300 ms turn_end_hangover_ms).
-    duration, llm = _stopped_after(tmp_path, [0.9], LEAD_IN, SPEECH, silence_pcm(0.3), tail=silence_pcm(0.3))
+    duration, llm, counted = _stopped_after(tmp_path, [0.9], LEAD_IN, SPEECH, silence_pcm(0.3), tail=silence_pcm(0.3))
     assert duration == pytest.approx(0.3 + 0.99 + 0.3)
     assert llm.judged == [FakeModels().stt.transcript]  # the early start's transcript
+    assert counted == {"complete": 1.0, "unsure": 0.0, "error": 0.0}
 
 
 @pytest.mark.parametrize("reading", [0.05, RuntimeError("turn-end model failed")])
 def test_an_incomplete_reading_or_a_model_error_keeps_the_hangover(tmp_path: Path, reading: float | Exception) -> None:
-    duration, _ = _stopped_after(tmp_path, [reading], LEAD_IN, SPEECH, silence_pcm(0.3), tail=silence_pcm(0.51))
+    duration, _, counted = _stopped_after(
+        tmp_path, [reading], LEAD_IN, SPEECH, silence_pcm(0.3), tail=silence_pcm(0.51)
+    )
     assert duration == pytest.approx(0.3 + 0.99 + 0.51)  # 17 frames of 30 ms: vad.hangover_ms
+    assert counted["error" if isinstance(reading, Exception) else "unsure"] == 1.0
 
 
 def test_a_reading_of_a_pause_the_person_talked_on_from_is_forgotten(tmp_path: Path) -> None:
@@ -90,9 +110,9 @@ def test_a_reading_of_a_pause_the_person_talked_on_from_is_forgotten(tmp_path: P
         async def scenario() -> float:
             async with connect(h) as c:
                 await feed(c.conversation, *parts)
-                await _judged(llm, 1)
+                await _judged(llm, 1, h.pipeline.metrics)
                 await feed(c.conversation, tone_pcm(0.99), silence_pcm(0.3))
-                await _judged(llm, 2)
+                await _judged(llm, 2, h.pipeline.metrics)
                 await feed(c.conversation, silence_pcm(0.51))
                 await c.received.wait_for_type(events.TurnDone)
                 return c.received.of_type(events.SpeechStopped)[0].duration_s

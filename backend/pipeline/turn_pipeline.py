@@ -138,8 +138,8 @@ class TurnPipeline:
 
     def _read_turn_end(self, turn: TurnInput, text: str) -> asyncio.Future[None] | None:
         """For an early start that asks (``turn.turn_end``): how likely ``text`` is a finished turn, by the LLM
-        (None when the engine cannot tell), into that future. Started right after transcription, so it runs
-        beside emotion detection and not against the reply's prefill; the turn waits for it before its LLM."""
+        (None when the engine cannot tell), into that future. The turn awaits it right after transcription, so
+        it never competes with emotion detection or the reply's prefill for the cores."""
         target = turn.turn_end
         if target is None or target.done():
             return None
@@ -213,7 +213,11 @@ class TurnPipeline:
             memory_task.cancel()
             raise NoSpeechError("no words were recognised in that audio; please say it again")
 
-        reading = self._read_turn_end(turn, text)  # beside emotion, before the LLM takes the cores
+        # The turn-end reading first, alone on the cores: it decides when the person is done (run beside emotion
+        # detection, both slowed each other down), and the opening clause is held until then anyway.
+        reading = self._read_turn_end(turn, text)
+        if reading is not None:
+            await asyncio.wait([reading])
         await out.emit(StageStarted(turn.turn_id, "detecting_emotion"))
         start = time.perf_counter()
         emotion = await run_blocking(self.executors.emotion, self.models.emotion.detect, text, audio)
@@ -222,8 +226,6 @@ class TurnPipeline:
         await out.emit(EmotionDetected(turn.turn_id, emotion))
 
         history = await history_task
-        if reading is not None:
-            await asyncio.wait([reading])
         user_stored = asyncio.ensure_future(self._store_user(turn, text, emotion))
         start = time.perf_counter()
         memories = await self._recall(turn, text, history, memory_task)

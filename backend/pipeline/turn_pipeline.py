@@ -136,30 +136,26 @@ class TurnPipeline:
         except Exception:  # only a lost speed-up: the next turn prefills it itself
             logger.warning("warming the next prompt failed", extra={"session_id": session_id}, exc_info=True)
 
-    def _read_turn_end(self, turn: TurnInput, text: str) -> asyncio.Future[None] | None:
+    async def _read_turn_end(self, turn: TurnInput, text: str) -> None:
         """For an early start that asks (``turn.turn_end``): how likely ``text`` is a finished turn, by the LLM
-        (None when the engine cannot tell), into that future. The turn awaits it right after transcription, so
-        it never competes with emotion detection or the reply's prefill for the cores."""
+        (None when the engine cannot tell), into that future; a model error goes into it too. Awaited right after
+        transcription, so it never competes with emotion detection or the reply's prefill for the cores."""
         target = turn.turn_end
         if target is None or target.done():
-            return None
+            return
         judge = getattr(self.models.llm, "end_of_turn_probability", None)
-
-        async def read() -> None:
-            try:
-                probability = None if judge is None else await run_blocking(self.executors.llm, judge, text)
-            except asyncio.CancelledError:
-                target.cancel()
-                raise
-            except Exception as exc:
-                if not target.done():
-                    target.set_exception(exc)
-                return
-            turn.marks["turn_end_read"] = round(time.perf_counter() - turn.t0, 4)
-            if not target.done():
-                target.set_result(probability)
-
-        return asyncio.ensure_future(read())
+        try:
+            probability = None if judge is None else await run_blocking(self.executors.llm, judge, text)
+        except asyncio.CancelledError:
+            target.cancel()
+            raise
+        except Exception as exc:
+            if not target.done():  # cancelled when the turn was confirmed or dropped before the reading came
+                target.set_exception(exc)
+            return
+        turn.marks["turn_end_read"] = round(time.perf_counter() - turn.t0, 4)
+        if not target.done():
+            target.set_result(probability)
 
     def transcribe_soon(self, pcm: bytes, *, preview: bool = False) -> asyncio.Future[Transcription]:
         """Start transcribing in the STT pool now; the turn awaits the result later (speculative STT).
@@ -215,9 +211,7 @@ class TurnPipeline:
 
         # The turn-end reading first, alone on the cores: it decides when the person is done (run beside emotion
         # detection, both slowed each other down), and the opening clause is held until then anyway.
-        reading = self._read_turn_end(turn, text)
-        if reading is not None:
-            await asyncio.wait([reading])
+        await self._read_turn_end(turn, text)
         await out.emit(StageStarted(turn.turn_id, "detecting_emotion"))
         start = time.perf_counter()
         emotion = await run_blocking(self.executors.emotion, self.models.emotion.detect, text, audio)

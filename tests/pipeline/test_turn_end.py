@@ -29,9 +29,13 @@ class JudgingLLM(FakeLLM):
     judged: list[str] = field(default_factory=list)
     judged_event: threading.Event = field(default_factory=threading.Event)
 
+    hold: threading.Event | None = None  # when given, a reading waits for it (a slow model)
+
     def end_of_turn_probability(self, text: str) -> float:
         self.judged.append(text)
         self.judged_event.set()
+        if self.hold is not None:
+            self.hold.wait(10)
         reading = self.readings.pop(0)
         if isinstance(reading, Exception):
             raise reading
@@ -133,3 +137,23 @@ def test_turn_end_off_never_asks_the_model(tmp_path: Path) -> None:
 
         assert run_async(scenario()) == pytest.approx(0.3 + 0.99 + 0.51)
     assert llm.judged == []
+
+
+def test_a_reading_that_comes_after_the_hangover_changes_nothing(tmp_path: Path) -> None:
+    """A slow model: the hangover confirms the turn first; the late reading is dropped and the turn completes."""
+    llm = JudgingLLM(readings=[0.9], hold=threading.Event())
+    with pipeline_harness(tmp_path, FakeModels(llm=llm)) as h:
+
+        async def scenario() -> float:
+            async with connect(h) as c:
+                await feed(c.conversation, LEAD_IN, SPEECH, silence_pcm(0.3))
+                await asyncio.to_thread(llm.judged_event.wait, 5)  # the reading has started, and waits
+                await feed(c.conversation, silence_pcm(0.51))
+                await c.received.wait_for_type(events.SpeechStopped)
+                assert llm.hold is not None
+                llm.hold.set()
+                await c.received.wait_for_type(events.TurnDone)
+                assert not c.received.of_type(events.ErrorOccurred)
+                return c.received.of_type(events.SpeechStopped)[0].duration_s
+
+        assert run_async(scenario()) == pytest.approx(0.3 + 0.99 + 0.51)

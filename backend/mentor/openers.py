@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from backend.engines.protocols import EMOTIONS
+from backend.mentor.prompt_builder import NEUTRAL
 
-NEUTRAL = "neutral"
 Openers = Mapping[str, tuple[str, ...]]
 
 

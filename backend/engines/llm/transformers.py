@@ -115,7 +115,7 @@ class TransformersChatModel:
         self.last_reused_tokens = 0  # prompt tokens served from the prefix cache in the latest generation
         self._end_ids: list[int] | None = None
         self._turn_end_lock = threading.Lock()
-        self._turn_start: tuple[list[int], Any] | None = None  # end_of_turn_probability's cached template start
+        self._turn_start: tuple[str, list[int], Any] | None = None  # end_of_turn_probability's template start
 
     # --- public API ---------------------------------------------------------------------------------
 
@@ -214,15 +214,19 @@ class TransformersChatModel:
         their message (or its sentence) ends right here, read before its final punctuation. One forward pass of
         the message's few tokens, on no slot. Blocking."""
         import torch
+        from transformers import DynamicCache
 
         words = text.strip().rstrip(_TRAILING_MARKS).strip()
         if not words:
             return 0.0
         try:
-            start = self.prompt_text([ChatMessage("user", _SENTINEL)], generation_prompt=False).split(_SENTINEL)[0]
-            ids: list[int] = self.tokenizer(start + words, add_special_tokens=False)["input_ids"]
             with self._turn_end_lock, torch.inference_mode():
-                cache, cached = self._turn_start_state(ids)
+                start, start_ids, cache = self._turn_start_state()
+                ids: list[int] = self.tokenizer(start + words, add_special_tokens=False)["input_ids"]
+                if ids[: len(start_ids)] != start_ids or len(ids) <= len(start_ids):
+                    cache, cached = DynamicCache(), 0  # the words merged into the start's last token
+                else:
+                    cached = len(start_ids)
                 todo = torch.tensor([ids[cached:]], device=self.model.device)
                 out = self.model(input_ids=todo, past_key_values=cache, use_cache=True, logits_to_keep=1)
                 cache.crop(-(len(ids) - cached))  # back to the template's start, for the next call
@@ -232,9 +236,10 @@ class TransformersChatModel:
             self._turn_start = None  # its state may be half-cropped: computed again next time
             raise ModelError(f"language model '{self.name}' could not judge the end of the turn") from exc
 
-    def _turn_start_state(self, ids: list[int]) -> tuple[Any, int]:
-        """The KV state of the chat template's start before the user's words (the same every call), computed
-        once; returns it and its length in tokens (0 when ``ids`` does not begin with it). Under the lock."""
+    def _turn_start_state(self) -> tuple[str, list[int], Any]:
+        """The chat template's text before the user's words (the same every call), its tokens but the last (which
+        may merge with the first word) and their KV state, computed once. Under the lock."""
+        import torch
         from transformers import DynamicCache
 
         if self._turn_start is None:
@@ -242,12 +247,10 @@ class TransformersChatModel:
             start_ids: list[int] = self.tokenizer(start, add_special_tokens=False)["input_ids"][:-1]
             cache = DynamicCache()
             if start_ids:
-                self.model(input_ids=torch_tensor(start_ids, self.model.device), past_key_values=cache, use_cache=True)
-            self._turn_start = (start_ids, cache)
-        start_ids, cache = self._turn_start
-        if ids[: len(start_ids)] != start_ids or len(ids) <= len(start_ids):
-            return DynamicCache(), 0
-        return cache, len(start_ids)
+                todo = torch.tensor([start_ids], device=self.model.device)
+                self.model(input_ids=todo, past_key_values=cache, use_cache=True)
+            self._turn_start = (start, start_ids, cache)
+        return self._turn_start
 
     def _turn_end_ids(self) -> list[int]:
         """Tokens that end a message or its sentence: the end of message, and . ? ! (alone or after a space)."""
@@ -338,12 +341,6 @@ class TransformersChatModel:
             if stopper.holds_slot:
                 self._slots.release()
             streamer.end()
-
-
-def torch_tensor(ids: list[int], device: Any) -> Any:
-    import torch
-
-    return torch.tensor([ids], device=device)
 
 
 def load(settings: LLMSettings) -> TransformersChatModel:

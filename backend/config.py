@@ -57,11 +57,16 @@ class VADSettings(EngineSection):
     # Turn detection (any VAD engine):
     frame_ms: Literal[10, 20, 30] = 30
     start_ms: int = 90  # voiced audio needed to declare speech_started
-    hangover_ms: int = 500  # trailing silence that ends an utterance
+    hangover_ms: int = 600  # trailing silence that ends an utterance
     pause_ms: int = 150  # a pause this long starts the turn early (see pipeline.early_start)
     preroll_ms: int = 300  # audio kept from before speech_started
     min_speech_ms: int = 250  # shorter bursts are ignored (clicks, coughs)
     barge_in_ms: int = 300  # speech needed to interrupt the mentor
+    # In speech, a frame the VAD calls voiced counts as silence when it is this many dB below the loudest voiced
+    # frame of the utterance: webrtcvad keeps calling about 0.1 s of quiet after the last word voiced, which
+    # delayed every end of speech. Room noise well under the voice is silence; louder noise keeps the VAD's call.
+    # null = the VAD alone.
+    silence_below_peak_db: float | None = Field(40.0, gt=0.0)
     # Turn-end model: at a pause, the LLM reads the words so far (transcribed by the early start); when it rates
     # them a finished turn at least this likely, the end of speech is confirmed after turn_end_hangover_ms of
     # silence instead of hangover_ms. null = off; engines without end_of_turn_probability (ctranslate2, openai),

@@ -85,6 +85,8 @@ def create_app(
         pipeline = TurnPipeline(model_service, session_store, current, metrics)
         if model_service.loaded:
             pipeline.warm_next_turn(None)  # the system prompt, before the first session's first turn
+            if models is None:  # models given to create_app (tests, embedders) are not spent on warm-ups
+                pipeline.warm_openers()  # the opening clauses' speech
         app.state.services = AppServices(current, model_service, session_store, pipeline, metrics)
         metrics.sessions.set_function(session_store.sync.count)
         logger.info("server ready", extra={"device": model_service.device, "mode": current.pipeline.mode})

@@ -27,6 +27,7 @@ from backend.pipeline.events import (
     StageStarted,
 )
 from backend.pipeline.llm_scheduler import LLMScheduler, Ticket
+from backend.pipeline.phrase_audio import PhraseAudio
 from backend.pipeline.sentence_chunker import SentenceChunker
 from backend.pipeline.turn_types import Executors, TurnInput, TurnOutput, TurnState
 
@@ -37,6 +38,7 @@ SENTENCE_ENDS = (".", "!", "?")
 @dataclass(frozen=True)
 class _Chunk:
     text: str
+    phrase: bool = False  # the opening clause: its speech may be kept already (pipeline/phrase_audio.py)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class ReplySpeaker:
     stages: dict[str, float]
     options: GenerationOptions | None = None  # the persona's (pipeline/turn_pipeline.py)
     opener: str = ""  # the reply's opening clause (mentor/openers.py): spoken first, continued by the LLM
+    phrase_audio: PhraseAudio | None = None  # the clauses' speech, synthesized once
     _ticket: Ticket | None = field(default=None, init=False)  # the generation's, while it runs
     _audio_s: float = field(default=0.0, init=False)  # seconds of reply audio sent so far
 
@@ -83,7 +86,7 @@ class ReplySpeaker:
         sentences = 0
         if self.opener:  # spoken now, before the LLM has its slot; the gate holds it until the end of speech
             emitted.append(self.opener)
-            speech_queue.put_nowait(_Chunk(self.opener))
+            speech_queue.put_nowait(_Chunk(self.opener, phrase=True))
             state.reply_text = self.opener
             await self.out.emit(ReplyTextDelta(turn.turn_id, self.opener))
         try:
@@ -168,7 +171,10 @@ class ReplySpeaker:
             if isinstance(item, _EndOfReply):
                 break
             start = time.perf_counter()
-            speech = await run_blocking(self.executors.tts, tts.synthesize, item.text, self.style)
+            if item.phrase and self.phrase_audio is not None:
+                speech = await self.phrase_audio.speech(item.text, self.style)
+            else:
+                speech = await run_blocking(self.executors.tts, tts.synthesize, item.text, self.style)
             tts_time += time.perf_counter() - start
             if not speech.pcm:
                 continue

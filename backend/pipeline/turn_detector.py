@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Literal
 
+import numpy as np
+
 from backend.config import VADSettings
 from backend.engines.protocols import VoiceActivityDetector
 
@@ -78,6 +80,11 @@ class SpeechDiscarded:
 TurnEvent = SpeechStarted | SpeechSustained | SpeechPaused | SpeechResumed | SpeechStopped | SpeechDiscarded
 
 
+def _rms(frame: bytes) -> float:
+    samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+    return float(np.sqrt(np.mean(samples * samples)))
+
+
 def _frames(ms: float, frame_ms: int) -> int:
     return max(1, math.ceil(ms / frame_ms))
 
@@ -116,6 +123,10 @@ class TurnDetector:
         self._max_frames = max(self._window_frames + 1, int(max_turn_s * 1000) // self.frame_ms)
         self._history: deque[bytes] = deque(maxlen=self._max_frames)  # frames since the last turn ended
         self._flags: deque[bool] = deque(maxlen=self._window_frames)  # recent VAD flags while idle
+        self._levels: deque[float] = deque(maxlen=self._window_frames)  # and those frames' RMS
+        db = settings.silence_below_peak_db
+        self._quiet_ratio = None if db is None else 10 ** (-db / 20)  # of the peak: quieter is silence
+        self._peak = 0.0  # RMS of the loudest voiced frame of the utterance
         self._clock = 0  # frames seen since creation; never reset
         self._utt_start: int | None = None  # stream index of the utterance's first frame (pre-roll included)
         self._speech_start = 0  # stream index of the first voiced frame
@@ -145,11 +156,17 @@ class TurnDetector:
         if len(frame) != self.frame_bytes:
             raise ValueError(f"frame must be {self.frame_bytes} bytes, got {len(frame)}")
         voiced = self._vad.is_speech(frame, self.sample_rate)
+        level = _rms(frame) if self._quiet_ratio is not None else 0.0
         self._history.append(frame)
         index = self._clock
         self._clock += 1
         if self._utt_start is None:
-            return self._idle_frame(index, voiced)
+            return self._idle_frame(index, voiced, level)
+        if voiced and self._quiet_ratio is not None:
+            if level < self._peak * self._quiet_ratio:
+                voiced = False  # the VAD's trailing call on quiet after the words
+            else:
+                self._peak = max(self._peak, level)
         return self._speech_frame(index, voiced)
 
     def expect_end(self, voiced_frames: int, hangover_ms: float) -> list[TurnEvent]:
@@ -193,8 +210,9 @@ class TurnDetector:
 
     # --- state machine ----------------------------------------------------------------------------------
 
-    def _idle_frame(self, index: int, voiced: bool) -> list[TurnEvent]:
+    def _idle_frame(self, index: int, voiced: bool, level: float) -> list[TurnEvent]:
         self._flags.append(voiced)
+        self._levels.append(level)
         voiced_count = sum(self._flags)
         if voiced_count < self._start_frames:
             return []
@@ -204,7 +222,9 @@ class TurnDetector:
         self._utt_start = max(speech_start - self._preroll_frames, self._first_index())
         self._voiced = voiced_count
         self._silence_run = 0
+        self._peak = max(lvl for lvl, flag in zip(self._levels, self._flags, strict=True) if flag)
         self._flags.clear()
+        self._levels.clear()
         events: list[TurnEvent] = [SpeechStarted(offset_s=round(speech_start * self._frame_s, 3))]
         events.extend(self._maybe_sustained(index))
         return events
@@ -255,7 +275,9 @@ class TurnDetector:
         self._silence_run = 0
         self._sustained_sent = False
         self._end_after = None
+        self._peak = 0.0
         self._flags.clear()
+        self._levels.clear()
 
     def _end_turn(self) -> None:
         self._history.clear()

@@ -34,6 +34,7 @@ from backend.mentor.voice_style import voice_style_for
 from backend.pipeline.events import EmotionDetected, StageStarted, TranscriptFinal, TurnDone
 from backend.pipeline.follow_up import FollowUps
 from backend.pipeline.llm_scheduler import LLMScheduler, Priority
+from backend.pipeline.phrase_audio import PhraseAudio
 from backend.pipeline.reply_speaker import ReplySpeaker
 from backend.pipeline.running_turns import RunningTurns
 from backend.pipeline.turn_types import Executors, NoSpeechError, TurnInput, TurnOutput, TurnResult, TurnState
@@ -63,6 +64,12 @@ class TurnPipeline:
         self.metrics = metrics
         self.openers = load_openers(resolve_path(settings.mentor.openers_path)) if self._opens_replies() else {}
         self.executors = Executors(settings)
+        # The clauses' speech, kept (the TTS is looked up when first used: models may load after this).
+        self.phrase_audio = (
+            PhraseAudio(lambda text, style: self.models.tts.synthesize(text, style), self.executors.tts)
+            if self.openers
+            else None
+        )
         self.llm_scheduler = LLMScheduler(
             settings.llm.max_concurrent, *metrics.queue("llm"), paused=metrics.paused_replies
         )
@@ -87,6 +94,24 @@ class TurnPipeline:
         if not turn.speak or not self.openers or not getattr(self.models.llm, "continues_prefix", False):
             return ""
         return choose_opener(self.openers, guidance, text, [t.text for t in history if t.role == "assistant"])
+
+    def warm_openers(self) -> asyncio.Future[int] | None:
+        """Synthesize every opening clause in each persona's voice for its emotion, in the background (the
+        default persona first)."""
+        if self.phrase_audio is None:
+            return None
+        tts = self.settings.tts
+        default = self.personas.default
+        personas = [default, *(p for p in self.personas if p is not default)]
+        phrases = [
+            (text, voice_style_for(emotion, tts, persona.voice))
+            for persona in personas
+            for emotion, texts in self.openers.items()
+            for text in texts
+        ]
+        task = asyncio.ensure_future(self.phrase_audio.warm(phrases))
+        task.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure only loses the speed-up
+        return task
 
     def prompt_for(self, persona: Persona) -> MentorPrompt:
         """The prompt of ``persona`` (its system prompt and guidance over the base ones)."""
@@ -253,6 +278,7 @@ class TurnPipeline:
                 stages,
                 persona.generation,
                 opener=self.opener_for(turn, guidance, text, history),
+                phrase_audio=self.phrase_audio,
             )
             reply = await speaker.run()
             await out.flush()

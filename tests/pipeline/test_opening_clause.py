@@ -93,3 +93,25 @@ def test_no_opener_where_it_is_off_or_cannot_be_used(
         options = h.fakes.llm.options[-1]
         assert options is None or options.reply_prefix == ""
         assert out.of_type(ReplyTextDone)[0].text == h.fakes.llm.reply
+
+
+def test_warmed_openers_are_spoken_without_synthesis(tmp_path: Path) -> None:
+    """warm_openers synthesizes every clause in its emotion's voice; a reply then speaks its clause from there."""
+    with pipeline_harness(tmp_path) as h:
+        _continuing(h)
+
+        async def warm() -> int:
+            task = h.pipeline.warm_openers()
+            assert task is not None
+            return await task
+
+        count = run_async(warm())
+        assert count >= sum(len(v) for v in h.pipeline.openers.values())  # per persona voice
+        warmed = list(h.fakes.tts.texts)
+        out = _run(h, _voice_turn(h, "v1"))
+
+        opener = h.fakes.llm.options[-1].reply_prefix  # type: ignore[union-attr]
+        assert opener in warmed
+        spoken = h.fakes.tts.texts[len(warmed) :]
+        assert opener not in spoken and spoken  # the LLM's words are synthesized, the clause is not
+        assert out.of_type(ReplyAudioChunk)[0].chunk_index == 0

@@ -50,8 +50,8 @@ def silence(ms: int, marker: int = 1) -> list[bytes]:
     return [frame] * (ms // FRAME_MS)
 
 
-def settings(**overrides: int) -> VADSettings:
-    base = {
+def settings(**overrides: int | None) -> VADSettings:
+    base: dict[str, int | None] = {
         "frame_ms": FRAME_MS,
         "start_ms": 90,
         "hangover_ms": 300,
@@ -273,3 +273,69 @@ def test_expect_end_is_forgotten_when_speech_comes_back_or_the_pause_is_old() ->
     events = feed(det, silence(270))
     assert not any(isinstance(e, SpeechStopped) for e in events)
     assert [e.type for e in feed(det, silence(30))] == ["speech_stopped"]
+
+
+class TrailingVad(EnergyVad):
+    """Like webrtcvad: after loud frames it keeps calling the next ``tail`` frames voiced, however quiet."""
+
+    def __init__(self, tail: int = 4) -> None:
+        super().__init__()
+        self.tail = tail
+        self._left = 0
+
+    def is_speech(self, frame: bytes, sample_rate: int) -> bool:
+        if super().is_speech(frame, sample_rate):
+            self._left = self.tail
+            return True
+        self._left -= 1
+        return self._left >= 0
+
+
+def quiet(ms: int, rms: float) -> list[bytes]:
+    """Frames of noise at about ``rms`` (a 1 kHz tone: above the fake VAD's call only when rms > 500)."""
+    n = ms // FRAME_MS * FRAME_SAMPLES
+    pcm = (rms * np.sqrt(2) * np.sin(2 * np.pi * 1000 * np.arange(n) / RATE)).astype("<i2").tobytes()
+    return [pcm[i : i + FRAME_SAMPLES * 2] for i in range(0, len(pcm), FRAME_SAMPLES * 2)]
+
+
+def _stop_frame(det: TurnDetector, frames: list[bytes]) -> int:
+    """Index of the frame that ended the utterance."""
+    for index, frame in enumerate(frames):
+        if any(isinstance(e, SpeechStopped) for e in det.push_frame(frame)):
+            return index
+    raise AssertionError("the utterance did not end")
+
+
+def test_quiet_after_the_words_is_silence_though_the_vad_calls_it_voiced() -> None:
+    """The hangover counts from the last loud frame, not from the end of the VAD's trailing calls."""
+    frames = silence(300) + tone(600) + silence(900, marker=0)
+    gated = TurnDetector(TrailingVad(tail=4), settings(), max_turn_s=30)
+    vad_alone = TurnDetector(TrailingVad(tail=4), settings(silence_below_peak_db=None), max_turn_s=30)
+    end_of_tone = (300 + 600) // FRAME_MS
+    assert _stop_frame(gated, frames) == end_of_tone + 300 // FRAME_MS - 1
+    assert _stop_frame(vad_alone, frames) == end_of_tone + 4 + 300 // FRAME_MS - 1
+
+
+def test_the_pause_comes_at_the_last_loud_frame_too() -> None:
+    det = TurnDetector(TrailingVad(tail=4), settings(pause_ms=150), max_turn_s=30)
+    events = feed(det, silence(300) + tone(600) + silence(150, marker=0))
+    assert [e.type for e in events].count("speech_paused") == 1
+
+
+@pytest.mark.parametrize(("noise_rms", "gated"), [(40.0, True), (150.0, False)])
+def test_only_noise_well_under_the_voice_is_silence(noise_rms: float, gated: bool) -> None:
+    """The tone peaks at about RMS 5,700: 40 is 43 dB under it (silence), 150 is 32 dB under (the VAD decides)."""
+    frames = silence(300) + tone(600) + quiet(900, noise_rms)
+    det = TurnDetector(TrailingVad(tail=4), settings(), max_turn_s=30)
+    extra = 0 if gated else 4
+    assert _stop_frame(det, frames) == (300 + 600) // FRAME_MS + extra + 300 // FRAME_MS - 1
+
+
+def test_a_quiet_voice_sets_its_own_level() -> None:
+    """The level is the utterance's own: a soft speaker's words are not cut by a loud earlier one."""
+    det = TurnDetector(EnergyVad(threshold=100), settings(), max_turn_s=30)
+    feed(det, silence(300) + tone(600) + silence(300))  # a loud utterance ends
+    soft = [np.frombuffer(f, dtype="<i2").astype(np.float64) * 0.05 for f in tone(600)]
+    events = feed(det, silence(300) + [s.astype("<i2").tobytes() for s in soft] + silence(300))
+    stopped = [e for e in events if isinstance(e, SpeechStopped)]
+    assert len(stopped) == 1 and stopped[0].voiced_frames == 600 // FRAME_MS

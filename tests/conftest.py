@@ -43,11 +43,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Settings from the repo's YAML with a private database and no model loading. Partial transcripts are off
-    (tests that count transcriptions or events turn them on with ``pipeline__partial_transcript_ms``)."""
+    (tests that count transcriptions or events turn them on with ``pipeline__partial_transcript_ms``); the
+    hangover is 500 ms."""
     settings = Settings()
     settings.database.url = f"sqlite:///{tmp_path / 'test.db'}"
     settings.server.load_models = False
     settings.pipeline.partial_transcript_ms = 0
+    settings.vad.hangover_ms = 500  # tests count 30 ms frames against this (17 frames), whatever config ships
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         setattr(getattr(settings, section), key, value)

@@ -170,7 +170,15 @@ class TurnPipeline:
             return
         judge = getattr(self.models.llm, "end_of_turn_probability", None)
         try:
-            probability = None if judge is None else await run_blocking(self.executors.llm, judge, text)
+            if judge is None:
+                probability = None
+            else:
+                reading = asyncio.ensure_future(run_blocking(self.executors.llm, judge, text))
+                reading.add_done_callback(lambda f: f.cancelled() or f.exception())  # it may be left behind
+                await asyncio.wait({reading, target}, return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done():  # the hangover confirmed the turn first (with other turns reading on
+                    return  # the cores, a reading can queue): go on without it
+                probability = reading.result()
         except asyncio.CancelledError:
             target.cancel()
             raise

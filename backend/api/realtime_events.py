@@ -157,7 +157,7 @@ class RealtimeMapper:
         out: list[rt.ServerEvent] = []
         item_id = user_item_id(event.turn_id)
         if self.session.turn_detection is not None and not event.committed:
-            end = max(0, self.audio_ms - self.settings.vad.hangover_ms)
+            end = max(0, self.audio_ms - round(event.silence_s * 1000))  # where the words ended
             out.append(rt.SpeechStopped(audio_end_ms=end, item_id=item_id))
         if event.discarded:
             return out

@@ -378,13 +378,17 @@ class Conversation:
                     await self._confirm(provisional, event)
                     return
                 provisional.task.cancel()
-            lag = self.settings.vad.hangover_ms / 1000 if event.reason == "silence" else 0.0
+            lag = event.silence_s
             speculation, self._speculation = self._speculation, None
             transcript = None
             if speculation is not None and speculation[0] == event.voiced_frames:
                 transcript = speculation[1]  # nothing was said after the pause: reuse its transcription
             committed = event.reason == "commit"
-            await self.emit(events.SpeechStopped(turn_id, duration_s=round(event.duration_s, 3), committed=committed))
+            await self.emit(
+                events.SpeechStopped(
+                    turn_id, duration_s=round(event.duration_s, 3), committed=committed, silence_s=event.silence_s
+                )
+            )
             await self._queue_turn(
                 TurnInput(
                     turn_id,
@@ -466,7 +470,9 @@ class Conversation:
         turn = provisional.turn
         turn.marks["speech_stopped"] = round(time.perf_counter() - turn.t0, 4)
         turn.duration_s = event.duration_s
-        await self.emit(events.SpeechStopped(turn.turn_id, duration_s=round(event.duration_s, 3)))
+        await self.emit(
+            events.SpeechStopped(turn.turn_id, duration_s=round(event.duration_s, 3), silence_s=event.silence_s)
+        )
         await self._ensure_persisted()
         self._active, self._active_input = (provisional.task, provisional.state), turn
         self._turns.put_nowait(_Adopted(turn, provisional.state, provisional.task))

@@ -38,6 +38,7 @@ class SpeechStopped:
     duration_s: float
     discarded: bool = False  # too short to be speech (a click, a cough): no turn follows
     committed: bool = False  # ended by the client's commit, not by silence
+    silence_s: float = 0.0  # the silence after the words that ended it (0 for a commit)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class SpeechStopped:
     duration_s: float
     reason: StopReason
     voiced_frames: int = 0
+    silence_s: float = 0.0  # the trailing silence that ended it (the hangover or a shorter expected end)
     type: Literal["speech_stopped"] = "speech_stopped"
 
 
@@ -262,9 +263,11 @@ class TurnDetector:
             voiced_s = self._voiced * self._frame_s
             self._clear_speech()  # not a turn: the audio stays in the ring for a later commit
             return SpeechDiscarded(duration_s=self._seconds(audio), voiced_s=round(voiced_s, 3))
-        voiced = self._voiced
+        voiced, silence_s = self._voiced, round(self._silence_run * self._frame_s, 3)
         self._end_turn()
-        return SpeechStopped(audio=audio, duration_s=self._seconds(audio), reason=reason, voiced_frames=voiced)
+        return SpeechStopped(
+            audio=audio, duration_s=self._seconds(audio), reason=reason, voiced_frames=voiced, silence_s=silence_s
+        )
 
     # --- helpers ----------------------------------------------------------------------------------------
 

@@ -90,6 +90,7 @@ def test_start_and_stop_with_preroll_and_hangover() -> None:
     expected = b"".join(lead[-5:] + speech + trail[:10])  # 150 ms pre-roll, 300 ms hangover
     assert stopped.audio == expected
     assert stopped.duration_s == pytest.approx(0.15 + 0.9 + 0.3)
+    assert stopped.silence_s == pytest.approx(0.3)
     assert not det.in_speech
 
 
@@ -253,6 +254,7 @@ def test_expect_end_confirms_a_finished_turn_after_the_shorter_hangover() -> Non
     events = feed(det, silence(60))
     stopped = [e for e in events if isinstance(e, SpeechStopped)]
     assert len(stopped) == 1 and stopped[0].voiced_frames == paused.voiced_frames
+    assert stopped[0].silence_s == pytest.approx(0.15)  # the silence that ended it, for the wire's audio_end_ms
     assert stopped[0].duration_s == pytest.approx(0.15 + 0.9 + 0.15)
 
 

@@ -57,7 +57,7 @@ class VADSettings(EngineSection):
     # Turn detection (any VAD engine):
     frame_ms: Literal[10, 20, 30] = 30
     start_ms: int = 90  # voiced audio needed to declare speech_started
-    hangover_ms: int = 550  # trailing silence that ends an utterance
+    hangover_ms: int = 550  # trailing silence that ends an utterance (from the last loud frame, see below)
     pause_ms: int = 150  # a pause this long starts the turn early (see pipeline.early_start)
     preroll_ms: int = 300  # audio kept from before speech_started
     min_speech_ms: int = 250  # shorter bursts are ignored (clicks, coughs)

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 
 class PhraseAudio:
+    """Speech by (text, voice style), synthesized in ``executor`` when not kept yet."""
+
     def __init__(
         self,
         synthesize: Callable[[str, VoiceStyle], SynthesizedSpeech],

@@ -96,19 +96,13 @@ class TurnPipeline:
         return choose_opener(self.openers, guidance, text, [t.text for t in history if t.role == "assistant"])
 
     def warm_openers(self) -> asyncio.Future[int] | None:
-        """Synthesize every opening clause in each persona's voice for its emotion, in the background (the
-        default persona first)."""
+        """Synthesize every opening clause in the default persona's voice for its emotion, in the background.
+        Other personas' clauses are kept as they are first spoken (a slower voice, such as Piper, would keep the
+        cores busy for long at startup with all of them)."""
         if self.phrase_audio is None:
             return None
-        tts = self.settings.tts
-        default = self.personas.default
-        personas = [default, *(p for p in self.personas if p is not default)]
-        phrases = [
-            (text, voice_style_for(emotion, tts, persona.voice))
-            for persona in personas
-            for emotion, texts in self.openers.items()
-            for text in texts
-        ]
+        tts, voice = self.settings.tts, self.personas.default.voice
+        phrases = [(text, voice_style_for(e, tts, voice)) for e, texts in self.openers.items() for text in texts]
         task = asyncio.ensure_future(self.phrase_audio.warm(phrases))
         task.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure only loses the speed-up
         return task

@@ -106,7 +106,7 @@ def test_warmed_openers_are_spoken_without_synthesis(tmp_path: Path) -> None:
             return await task
 
         count = run_async(warm())
-        assert count >= sum(len(v) for v in h.pipeline.openers.values())  # per persona voice
+        assert count == sum(len(v) for v in h.pipeline.openers.values())
         warmed = list(h.fakes.tts.texts)
         out = _run(h, _voice_turn(h, "v1"))
 

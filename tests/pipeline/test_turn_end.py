@@ -139,8 +139,9 @@ def test_turn_end_off_never_asks_the_model(tmp_path: Path) -> None:
     assert llm.judged == []
 
 
-def test_a_reading_that_comes_after_the_hangover_changes_nothing(tmp_path: Path) -> None:
-    """A slow model: the hangover confirms the turn first; the late reading is dropped and the turn completes."""
+def test_a_confirmed_turn_does_not_wait_for_its_reading(tmp_path: Path) -> None:
+    """A slow model (queued behind other turns): the hangover confirms the turn first, and the turn goes on and
+    completes without its reading, which finishes later, unused."""
     llm = JudgingLLM(readings=[0.9], hold=threading.Event())
     with pipeline_harness(tmp_path, FakeModels(llm=llm)) as h:
 
@@ -149,36 +150,17 @@ def test_a_reading_that_comes_after_the_hangover_changes_nothing(tmp_path: Path)
                 await feed(c.conversation, LEAD_IN, SPEECH, silence_pcm(0.3))
                 await asyncio.to_thread(llm.judged_event.wait, 5)  # the reading has started, and waits
                 await feed(c.conversation, silence_pcm(0.51))
-                await c.received.wait_for_type(events.SpeechStopped)
-                assert llm.hold is not None
-                llm.hold.set()
-                await c.received.wait_for_type(events.TurnDone)
-                assert not c.received.of_type(events.ErrorOccurred)
-                return c.received.of_type(events.SpeechStopped)[0].duration_s
-
-        assert run_async(scenario()) == pytest.approx(0.3 + 0.99 + 0.51)
-
-
-def test_a_confirmed_turn_does_not_wait_for_its_reading(tmp_path: Path) -> None:
-    """The hangover confirmed the turn while the model still reads (queued behind other turns): the turn goes on
-    and completes; the reading finishes later, unused."""
-    llm = JudgingLLM(readings=[0.9], hold=threading.Event())
-    with pipeline_harness(tmp_path, FakeModels(llm=llm)) as h:
-
-        async def scenario() -> None:
-            async with connect(h) as c:
-                await feed(c.conversation, LEAD_IN, SPEECH, silence_pcm(0.3))
-                await asyncio.to_thread(llm.judged_event.wait, 5)  # the reading has started, and waits
-                await feed(c.conversation, silence_pcm(0.51))
                 done = await c.received.wait_for_type(events.TurnDone)  # with the reading still held
-                assert done.turn_id == c.received.of_type(events.SpeechStopped)[0].turn_id
+                stopped = c.received.of_type(events.SpeechStopped)[0]
+                assert done.turn_id == stopped.turn_id
                 assert not c.received.of_type(events.ErrorOccurred)
                 assert llm.readings == [0.9]  # not read yet
                 assert llm.hold is not None
-                llm.hold.set()
+                llm.hold.set()  # the late reading changes nothing
+                return stopped.duration_s
 
         try:
-            run_async(scenario())
+            assert run_async(scenario()) == pytest.approx(0.3 + 0.99 + 0.51)  # the full hangover
         finally:
             assert llm.hold is not None
             llm.hold.set()

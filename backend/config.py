@@ -69,7 +69,7 @@ class VADSettings(EngineSection):
     silence_below_peak_db: float | None = Field(40.0, gt=0.0)
     # Turn-end model: at a pause, the LLM reads the words so far (transcribed by the early start); when it rates
     # them a finished turn at least this likely, the end of speech is confirmed after turn_end_hangover_ms of
-    # silence instead of hangover_ms. null = off; engines without end_of_turn_probability (ctranslate2, openai),
+    # silence instead of hangover_ms. null = off; engines without end_of_turn_probability (openai),
     # a model error or an unsure reading keep hangover_ms.
     turn_end_threshold: float | None = Field(0.2, ge=0.0, le=1.0)
     turn_end_hangover_ms: int = Field(300, ge=30)

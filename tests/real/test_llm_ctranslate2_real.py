@@ -100,3 +100,11 @@ def test_converted_folder_follows_the_adapter(tmp_path: Path) -> None:
     assert converted_dir(_settings()) == converted_dir(_settings())
     assert converted_dir(_settings()) != converted_dir(_settings(adapter_path=None))
     assert converted_dir(_settings()) != converted_dir(_settings(compute_type="int8"))
+
+
+def test_the_turn_end_reading_matches_transformers(chat: CTranslate2ChatModel) -> None:
+    """vad.turn_end_threshold works with this engine too: its reading of the same words is transformers'."""
+    reference = load_transformers(LLMSettings())
+    for text in (USER, "When I get home from work", "I feel sad today."):
+        assert chat.end_of_turn_probability(text) == pytest.approx(reference.end_of_turn_probability(text), abs=0.02)
+    assert chat.end_of_turn_probability(" ... ") == 0.0

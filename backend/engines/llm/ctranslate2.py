@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.config import LLMSettings, resolve_path
@@ -35,6 +36,7 @@ from backend.engines.llm.model_files import (
     load_merged,
     resolve_llm_device,
 )
+from backend.engines.llm.turn_end import turn_end_ids, user_message_start, words_to_read
 from backend.engines.protocols import ChatMessage, GenerationOptions
 from backend.engines.registry import engine_options
 
@@ -135,14 +137,18 @@ class CTranslate2ChatModel:
         self._running = 0
         self.generators_made = 1
         self.last_reused_tokens = 0
+        self._reading: tuple[str, list[int]] | None = None  # the turn-end reading's template start, end tokens
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _tokens(self, messages: Sequence[ChatMessage], *, generation_prompt: bool, prefix: str = "") -> list[str]:
+    def _text(self, messages: Sequence[ChatMessage], *, generation_prompt: bool) -> str:
         chat = [{"role": m.role, "content": m.content} for m in messages]
-        text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt)
-        ids = self.tokenizer(str(text) + prefix, add_special_tokens=False)["input_ids"]
+        return str(self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt))
+
+    def _tokens(self, messages: Sequence[ChatMessage], *, generation_prompt: bool, prefix: str = "") -> list[str]:
+        text = self._text(messages, generation_prompt=generation_prompt)
+        ids = self.tokenizer(text + prefix, add_special_tokens=False)["input_ids"]
         return list(self.tokenizer.convert_ids_to_tokens(ids))
 
     def _cached_start(self, tokens: list[str]) -> tuple[Any, tuple[str, ...]]:
@@ -245,6 +251,36 @@ class CTranslate2ChatModel:
                 if generator is self.generator and start not in self._static:
                     self._static.append(start)
         return len(start)
+
+    def end_of_turn_probability(self, text: str) -> float:
+        """How likely the person has finished their turn after saying ``text``: the model's probability that
+        their message (or its sentence) ends right here, read before its final punctuation. One forward pass of
+        the template's start and the words (no cached state: CTranslate2 keeps none for a forward pass); it
+        queues behind a generation running on the same replica. Blocking."""
+        words = words_to_read(text)
+        if not words:
+            return 0.0
+        try:
+            if self._reading is None:
+                start = user_message_start(lambda messages: self._text(messages, generation_prompt=False))
+                self._reading = (start, turn_end_ids(self.tokenizer))
+            start, end_ids = self._reading
+            ids = self.tokenizer(start + words, add_special_tokens=False)["input_ids"]
+            generator, _ = self._cached_start([])  # counted as running, so it is not replaced meanwhile
+            try:
+                log_probs = generator.forward_batch([ids], return_log_probs=True)
+            finally:
+                with self._lock:
+                    self._running -= 1
+                    self._idle.notify_all()
+            if log_probs.device != "cpu":
+                import ctranslate2
+
+                log_probs = log_probs.to_device(ctranslate2.Device.cpu)
+            last = np.asarray(log_probs)[0, -1].astype(np.float64)
+            return float(np.exp(last[end_ids]).sum())
+        except Exception as exc:
+            raise ModelError(f"language model '{self.name}' could not judge the end of the turn") from exc
 
     def generate(self, messages: Sequence[ChatMessage]) -> str:
         return "".join(self.stream(messages, threading.Event()))

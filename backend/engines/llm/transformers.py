@@ -23,6 +23,7 @@ from backend.engines.llm.model_files import (
     transformers_options,
 )
 from backend.engines.llm.prefix_cache import PrefixCache
+from backend.engines.llm.turn_end import turn_end_ids, user_message_start, words_to_read
 from backend.engines.protocols import ChatMessage, GenerationGate, GenerationOptions
 
 __all__ = ["Options", "TransformersChatModel", "ensure_converted", "load", "load_base"]
@@ -31,8 +32,6 @@ Options = TransformersOptions  # the registry validates ``llm.*`` engine keys ag
 
 logger = logging.getLogger(__name__)
 
-_SENTINEL = "\u2063"  # marks where the user's words go in the chat template (end_of_turn_probability)
-_TRAILING_MARKS = ".?!,;:\u2026- "  # punctuation STT may put at the end: the model judges the words alone
 _POLL_S = 0.05  # how often the consumer re-checks the stop event while waiting for the next piece
 
 
@@ -216,7 +215,7 @@ class TransformersChatModel:
         import torch
         from transformers import DynamicCache
 
-        words = text.strip().rstrip(_TRAILING_MARKS).strip()
+        words = words_to_read(text)
         if not words:
             return 0.0
         try:
@@ -243,7 +242,7 @@ class TransformersChatModel:
         from transformers import DynamicCache
 
         if self._turn_start is None:
-            start = self.prompt_text([ChatMessage("user", _SENTINEL)], generation_prompt=False).split(_SENTINEL)[0]
+            start = user_message_start(lambda messages: self.prompt_text(messages, generation_prompt=False))
             start_ids: list[int] = self.tokenizer(start, add_special_tokens=False)["input_ids"][:-1]
             cache = DynamicCache()
             if start_ids:
@@ -253,19 +252,8 @@ class TransformersChatModel:
         return self._turn_start
 
     def _turn_end_ids(self) -> list[int]:
-        """Tokens that end a message or its sentence: the end of message, and . ? ! (alone or after a space)."""
         if self._end_ids is None:
-            ids = {self.tokenizer.eos_token_id}
-            for token in ("<|im_end|>", "<|eot_id|>"):
-                found = self.tokenizer.convert_tokens_to_ids(token)
-                if isinstance(found, int) and found != self.tokenizer.unk_token_id:
-                    ids.add(found)
-            for mark in (".", "?", "!", "..", "..."):
-                for variant in (mark, " " + mark):
-                    encoded = self.tokenizer.encode(variant, add_special_tokens=False)
-                    if len(encoded) == 1:
-                        ids.add(encoded[0])
-            self._end_ids = sorted(i for i in ids if isinstance(i, int))
+            self._end_ids = turn_end_ids(self.tokenizer)
         return self._end_ids
 
     def generate(self, messages: Sequence[ChatMessage]) -> str:

@@ -105,7 +105,7 @@ class RealtimeMapper:
                 self.created = True
                 return [rt.SessionCreated(session=self.render_session())]
             case ev.SpeechStarted() if self.session.turn_detection is not None:
-                start = max(0, self.audio_ms - self.settings.vad.start_ms)
+                start = max(0, self.audio_ms - round(event.ago_s * 1000))  # where the speech began
                 return [rt.SpeechStarted(audio_start_ms=start, item_id=user_item_id(event.turn_id))]
             case ev.SpeechStopped():
                 return self._speech_stopped(event)

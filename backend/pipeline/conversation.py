@@ -346,7 +346,7 @@ class Conversation:
     async def _on_turn_event(self, event: object) -> None:
         if isinstance(event, SpeechStarted):
             self._utterance_id = new_id()
-            await self.emit(events.SpeechStarted(self._utterance_id))
+            await self.emit(events.SpeechStarted(self._utterance_id, ago_s=event.ago_s))
         elif isinstance(event, SpeechSustained):
             if self.turn_taking.barge_in and self._active is not None and self._active[1].responding:
                 await self.interrupt()

@@ -30,6 +30,7 @@ class SessionReady:
 @dataclass(frozen=True)
 class SpeechStarted:
     turn_id: str
+    ago_s: float = 0.0  # the speech began this much audio before the event
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,11 @@ StopReason = Literal["silence", "max_length", "commit"]
 
 @dataclass(frozen=True)
 class SpeechStarted:
-    """Speech began ``offset_s`` seconds into the stream (first voiced frame of the start window)."""
+    """Speech began ``offset_s`` seconds into the stream (first voiced frame of the start window), ``ago_s``
+    seconds of audio before the frame that declared it."""
 
     offset_s: float
+    ago_s: float = 0.0
     type: Literal["speech_started"] = "speech_started"
 
 
@@ -226,7 +228,8 @@ class TurnDetector:
         self._peak = max(lvl for lvl, flag in zip(self._levels, self._flags, strict=True) if flag)
         self._flags.clear()
         self._levels.clear()
-        events: list[TurnEvent] = [SpeechStarted(offset_s=round(speech_start * self._frame_s, 3))]
+        ago_s = round((index + 1 - speech_start) * self._frame_s, 3)
+        events: list[TurnEvent] = [SpeechStarted(offset_s=round(speech_start * self._frame_s, 3), ago_s=ago_s)]
         events.extend(self._maybe_sustained(index))
         return events
 

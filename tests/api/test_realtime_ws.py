@@ -55,7 +55,8 @@ def test_spoken_turn_maps_to_the_ga_event_sequence(client: TestClient, fakes: Fa
     ]
     item_id = first(got, "input_audio_buffer.committed")["item_id"]
     assert first(got, "input_audio_buffer.speech_started")["item_id"] == item_id
-    # The words (the tone) end 1.3 s into the audio; the silence that ended the turn is not counted.
+    # The words (the tone) are 0.3-1.3 s into the audio; the silence that ended the turn is not counted.
+    assert abs(first(got, "input_audio_buffer.speech_started")["audio_start_ms"] - 300) <= 100
     assert abs(first(got, "input_audio_buffer.speech_stopped")["audio_end_ms"] - 1300) <= 100
     done = first(got, "conversation.item.input_audio_transcription.completed")
     assert done["item_id"] == item_id and done["transcript"] == fakes.stt.transcript

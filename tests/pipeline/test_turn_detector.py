@@ -85,6 +85,7 @@ def test_start_and_stop_with_preroll_and_hangover() -> None:
     assert kinds(events) == ["speech_started", "speech_sustained", "speech_stopped"]
     started, sustained, stopped = (e for e in events if e.type != "speech_paused")
     assert isinstance(started, SpeechStarted) and started.offset_s == pytest.approx(0.6)
+    assert started.ago_s == pytest.approx(0.09)  # declared on the third voiced frame
     assert isinstance(sustained, SpeechSustained) and sustained.duration_s == pytest.approx(0.3)
     assert isinstance(stopped, SpeechStopped) and stopped.reason == "silence"
     expected = b"".join(lead[-5:] + speech + trail[:10])  # 150 ms pre-roll, 300 ms hangover

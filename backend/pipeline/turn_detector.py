@@ -126,7 +126,7 @@ class TurnDetector:
         self._max_frames = max(self._window_frames + 1, int(max_turn_s * 1000) // self.frame_ms)
         self._history: deque[bytes] = deque(maxlen=self._max_frames)  # frames since the last turn ended
         self._flags: deque[bool] = deque(maxlen=self._window_frames)  # recent VAD flags while idle
-        self._levels: deque[float] = deque(maxlen=self._window_frames)  # and those frames' RMS
+        self._levels: deque[float] = deque(maxlen=self._window_frames)  # and those frames' RMS (0 if unvoiced)
         db = settings.silence_below_peak_db
         self._quiet_ratio = None if db is None else 10 ** (-db / 20)  # of the peak: quieter is silence
         self._peak = 0.0  # RMS of the loudest voiced frame of the utterance
@@ -159,7 +159,7 @@ class TurnDetector:
         if len(frame) != self.frame_bytes:
             raise ValueError(f"frame must be {self.frame_bytes} bytes, got {len(frame)}")
         voiced = self._vad.is_speech(frame, self.sample_rate)
-        level = _rms(frame) if self._quiet_ratio is not None else 0.0
+        level = _rms(frame) if voiced and self._quiet_ratio is not None else 0.0  # only voiced frames' count
         self._history.append(frame)
         index = self._clock
         self._clock += 1

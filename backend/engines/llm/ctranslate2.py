@@ -164,6 +164,12 @@ class CTranslate2ChatModel:
                     best = start
             return self.generator, best
 
+    def _done(self) -> None:
+        """A generation or reading counted by ``_cached_start`` has ended."""
+        with self._lock:
+            self._running -= 1
+            self._idle.notify_all()
+
     def stream(
         self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
     ) -> Iterator[str]:
@@ -178,9 +184,7 @@ class CTranslate2ChatModel:
         try:
             yield from self._generate(generator, tokens, static, stop)
         finally:
-            with self._lock:
-                self._running -= 1
-                self._idle.notify_all()
+            self._done()
 
     def _generate(
         self, generator: Any, tokens: list[str], static: tuple[str, ...], stop: threading.Event
@@ -270,9 +274,7 @@ class CTranslate2ChatModel:
             try:
                 log_probs = generator.forward_batch([ids], return_log_probs=True)
             finally:
-                with self._lock:
-                    self._running -= 1
-                    self._idle.notify_all()
+                self._done()
             if log_probs.device != "cpu":
                 import ctranslate2
 

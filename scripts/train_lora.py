@@ -243,6 +243,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=int, default=32)
     p.add_argument("--dropout", type=float, default=0.05)
+    p.add_argument(
+        "--target-modules",
+        default=",".join(TARGET_MODULES),
+        help="comma-separated module names to adapt (add gate_proj,up_proj,down_proj for the MLPs)",
+    )
     p.add_argument("--warmup", type=float, default=0.06, help="share of steps with a linear warm-up")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training exchanges")
     p.add_argument(
@@ -299,11 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         total_steps = args.max_steps  # wins over --epochs
     warmup = max(1, int(total_steps * args.warmup))
 
+    target_modules = [m.strip() for m in str(args.target_modules).split(",") if m.strip()]
     lora = LoraConfig(
         r=args.rank,
         lora_alpha=args.alpha,
         lora_dropout=args.dropout,
-        target_modules=list(TARGET_MODULES),
+        target_modules=target_modules,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -387,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rank": args.rank,
         "alpha": args.alpha,
         "dropout": args.dropout,
-        "target_modules": list(TARGET_MODULES),
+        "target_modules": target_modules,
         "trainable_parameters": trainable,
         "seed": args.seed,
         "device": str(device),

@@ -135,3 +135,15 @@ def test_eval_script_writes_a_complete_report(tiny_adapter: Path, tmp_path: Path
         assert report[side]["val_reply_ppl"] > 1.0
     assert report["adapter"]["adapter_loaded"] and not report["base"]["adapter_loaded"]
     assert (tmp_path / "samples.md").read_text().count("**Adapter:**") == 3
+
+
+def test_target_modules_choose_what_is_adapted(tmp_path: Path) -> None:
+    """--target-modules adapts the MLP projections too when asked; the card records the choice."""
+    from scripts.train_lora import main
+
+    out = tmp_path / "mlp"
+    args = ["--max-steps", "1", "--limit", "4", "--no-val", "--target-modules", "q_proj,gate_proj", "--out", str(out)]
+    assert main(args) == 0
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert set(config["target_modules"]) == {"q_proj", "gate_proj"}
+    assert json.loads((out / "training_args.json").read_text())["target_modules"] == ["q_proj", "gate_proj"]

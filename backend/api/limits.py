@@ -131,14 +131,18 @@ class InputGuard:
         self._rate = ByteRateLimiter(int(limits.max_bytes_per_s * rate_scale), limits.rate_window_s)
 
     async def receive(self, ws: WebSocket) -> Message:
-        """The next message. Raises IdleTimeoutError after ``idle_timeout_s`` without a message while no turn
-        runs (keepalive pings never reach the app, so they do not count), RateLimitedError when too fast."""
+        """The next message. Raises IdleTimeoutError after a whole ``idle_timeout_s`` without a message in which
+        no turn ran: a period that a turn was running at its start re-arms, so a client is never closed sooner
+        than that after its turn ends (keepalive pings never reach the app, so they do not count).
+        RateLimitedError when too fast."""
+        busy = self._busy()
         while True:
             try:
                 message = await asyncio.wait_for(ws.receive(), self._idle_s)
                 break
             except TimeoutError:
-                if not self._busy():
+                was_busy, busy = busy, self._busy()
+                if not (busy or was_busy):
                     raise IdleTimeoutError(f"no message for {self._idle_s:g} s; closing the idle connection") from None
         data = message.get("bytes") or message.get("text") or b""
         if not self._rate.add(len(data.encode() if isinstance(data, str) else data)):

@@ -134,7 +134,7 @@ def test_no_idle_timeout_while_busy() -> None:
         def busy() -> bool:
             nonlocal checks
             checks += 1
-            if checks == 3:  # the client speaks again after three idle periods
+            if checks == 4:  # the client speaks again after three idle periods (one check as it starts waiting)
                 ws.messages.put_nowait(late)
             return True
 
@@ -144,15 +144,16 @@ def test_no_idle_timeout_while_busy() -> None:
 
     message, checks, receives = run(scenario())
     assert message == _bytes(10)
-    assert checks == 3 and receives == 4
+    assert checks == 4 and receives == 4
 
 
 def test_idle_timeout_once_the_turn_is_over() -> None:
-    """A connection kept open by a turn is closed at the first idle period after the turn ends."""
+    """A connection kept open by a turn is closed after the first whole idle period after the turn ends: the
+    period in which it ended does not count (checks: as the wait starts, then at the end of each period)."""
 
     async def scenario() -> int:
         ws = FakeSocket()
-        answers = iter([True, True, False])
+        answers = iter([True, True, False, False])
         calls: list[bool] = []
 
         def busy() -> bool:
@@ -164,7 +165,7 @@ def test_idle_timeout_once_the_turn_is_over() -> None:
             await guard.receive(ws.as_websocket())
         return len(calls)
 
-    assert run(scenario()) == 3
+    assert run(scenario()) == 4
 
 
 def test_disconnect_message_is_returned_and_counts_no_bytes() -> None:

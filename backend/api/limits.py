@@ -5,7 +5,8 @@ Every close the server decides on is preceded by an ``error`` event with a stabl
 | code              | close | reason                 | when                                                   |
 |-------------------|-------|------------------------|--------------------------------------------------------|
 | rate_limited      | 1008  | "rate limit exceeded"  | input above limits.max_bytes_per_s over rate_window_s  |
-| idle_timeout      | 1001  | "idle timeout"         | no client message for limits.idle_timeout_s, no turn   |
+| idle_timeout      | 1001  | "idle timeout"         | no client message for a whole limits.idle_timeout_s    |
+|                   |       |                        | without a turn running (InputGuard.receive)            |
 | server_at_capacity| 1013  | "server at capacity"   | limits.max_connections already open                    |
 | server_draining   | 1012  | "server restarting"    | a connection that arrives while the server drains      |
 | (slow client)     | 1008  | "client not reading"   | a send missed limits.send_timeout_s (no event: it      |

@@ -33,6 +33,7 @@ from backend.api import (
 )
 from backend.api.auth import log_auth_mode
 from backend.api.deps import AppServices
+from backend.api.ws_size_limit import WebSocketSizeLimit
 from backend.config import Settings, get_settings
 from backend.core.exceptions import ClarityError
 from backend.core.logging_setup import configure_logging
@@ -87,12 +88,14 @@ def create_app(
             pipeline.warm_next_turn(None)  # the system prompt, before the first session's first turn
             if models is None:  # models given to create_app (tests, embedders) are not spent on warm-ups
                 pipeline.warm_openers()  # the opening clauses' speech
+                pipeline.warm_safety()  # the crisis protocol's sentences' speech
         app.state.services = AppServices(current, model_service, session_store, pipeline, metrics)
         metrics.sessions.set_function(session_store.sync.count)
         logger.info("server ready", extra={"device": model_service.device, "mode": current.pipeline.mode})
         try:
             yield
         finally:
+            await pipeline.safety.alerts.aclose()
             pipeline.close()
             if store is None:
                 session_store.close()
@@ -105,6 +108,8 @@ def create_app(
     )
     if settings is not None:
         app.state.settings = settings
+    # The WebSocket message cap however the server is started (plain uvicorn too), not only by backend/server.py.
+    app.add_middleware(WebSocketSizeLimit, max_bytes=lambda: app.state.settings.limits.ws_max_message_bytes)
 
     @app.exception_handler(ClarityError)
     async def clarity_error(_: Request, exc: ClarityError) -> JSONResponse:

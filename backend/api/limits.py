@@ -12,7 +12,7 @@ Every close the server decides on is preceded by an ``error`` event with a stabl
 | (slow client)     | 1008  | "client not reading"   | a send missed limits.send_timeout_s (no event: it      |
 |                   |       |                        | could not be delivered)                                |
 
-A message over limits.ws_max_message_bytes is closed 1009 by the WebSocket library before it reaches us.
+A message over limits.ws_max_message_bytes is closed 1009 before it reaches a handler (ws_size_limit.py).
 """
 
 from __future__ import annotations

@@ -14,19 +14,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvicorn
 from fastapi import FastAPI
 
 from backend.api.deps import AppServices
 from backend.config import REPO_ROOT, Settings
 from backend.main import create_app
-from backend.server import DrainingServer, build_server
+from backend.server import build_server
 from tests.fakes import FakeModels
 
 
 @dataclass
 class Served:
     app: FastAPI
-    server: DrainingServer
+    server: uvicorn.Server
     port: int
 
     @property
@@ -40,14 +41,20 @@ class Served:
 
 
 @contextmanager
-def serve(settings: Settings, fakes: FakeModels | None = None) -> Iterator[Served]:
-    """Run the app (fake models) under ``build_server`` on an ephemeral port until the block ends."""
+def serve(settings: Settings, fakes: FakeModels | None = None, *, plain: bool = False) -> Iterator[Served]:
+    """Run the app (fake models) under ``build_server`` on an ephemeral port until the block ends. ``plain``:
+    under uvicorn with its own defaults instead, as ``uvicorn backend.main:app`` runs it (no WebSocket message
+    cap of ours, permessage-deflate on, no drain, no stall abort)."""
     fakes = fakes or FakeModels()
     app = create_app(settings, models=fakes.service(settings))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(256)
-    server = build_server(settings, app, log_level="warning")
+    server: uvicorn.Server = (
+        uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        if plain
+        else build_server(settings, app, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -114,13 +121,19 @@ def start_child(db_path: Path, *env_pairs: tuple[str, str]) -> Child:
         proc.wait()
         raise AssertionError(f"the server child did not start: {line!r}")
     port = int(line.split()[1])
-    deadline = time.monotonic() + 30
-    while True:  # "port" is printed before uvicorn starts listening on the bound socket: wait for the lifespan
+    wait_ready(proc, port)  # "port" is printed before uvicorn starts listening on the bound socket
+    return Child(proc, port)
+
+
+def wait_ready(proc: subprocess.Popen[str], port: int, timeout_s: float = 30.0) -> None:
+    """Wait until the server process on ``port`` answers ``GET /api/health`` (its lifespan has run)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                 s.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 if s.recv(64).startswith(b"HTTP/1.1 200"):
-                    return Child(proc, port)
+                    return
         except OSError:
             pass
         assert proc.poll() is None and time.monotonic() < deadline, "the server child did not become ready"

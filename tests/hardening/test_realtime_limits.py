@@ -1,6 +1,7 @@
 """The existing WebSocket limits hold on /v1/realtime too, on a real uvicorn built like the product's server:
 message size (1009), input byte rate (error rate_limited, 1008), idle timeout (1001), the connection cap (1013)
-and the Origin check (handshake 403)."""
+and the Origin check (handshake 403); each also under uvicorn with its own defaults (``plain``: as
+``uvicorn backend.main:app`` runs the app)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from tests.conftest import make_settings
 from tests.hardening.harness import serve
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
+
+both_servers = pytest.mark.parametrize("plain", [False, True], ids=["server", "plain-uvicorn"])
 
 
 def _open(port: int, headers: dict[str, str] | None = None) -> ClientConnection:
@@ -38,9 +41,10 @@ def _append(seconds: float) -> str:
     return json.dumps({"type": "input_audio_buffer.append", "audio": audio})
 
 
-def test_oversized_message_closes_1009(tmp_path: Path) -> None:
+@both_servers
+def test_oversized_message_closes_1009(tmp_path: Path, plain: bool) -> None:
     """An append bigger than limits.ws_max_message_bytes is closed 1009 by the server; a smaller one is fine."""
-    with serve(make_settings(tmp_path)) as served, _open(served.port) as ws:
+    with serve(make_settings(tmp_path), plain=plain) as served, _open(served.port) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "session.created"
         ws.send(_append(0.5))  # about 32 KB of JSON: under the 64 KiB limit
         ws.send(_append(1.5))  # about 96 KB
@@ -48,11 +52,12 @@ def test_oversized_message_closes_1009(tmp_path: Path) -> None:
     assert code == 1009 and not [e for e in events if e["type"] == "error"]
 
 
-def test_input_faster_than_the_byte_rate_is_closed_1008(tmp_path: Path) -> None:
+@both_servers
+def test_input_faster_than_the_byte_rate_is_closed_1008(tmp_path: Path, plain: bool) -> None:
     """Audio appended far faster than real time trips the byte-rate limit (scaled for base64 24 kHz): an error
     event rate_limited, then close 1008."""
     settings = make_settings(tmp_path, limits__max_bytes_per_s=8000, limits__rate_window_s=1.0)
-    with serve(settings) as served, _open(served.port) as ws:
+    with serve(settings, plain=plain) as served, _open(served.port) as ws:
         ws.recv(timeout=10)
         for _ in range(10):
             ws.send(_append(0.2))
@@ -61,12 +66,13 @@ def test_input_faster_than_the_byte_rate_is_closed_1008(tmp_path: Path) -> None:
     assert [e["error"]["code"] for e in events if e["type"] == "error"] == ["rate_limited"]  # type: ignore[index]
 
 
-def test_idle_client_closed_1001_and_cap_1013_and_origin_403(tmp_path: Path) -> None:
+@both_servers
+def test_idle_client_closed_1001_and_cap_1013_and_origin_403(tmp_path: Path, plain: bool) -> None:
     """A silent client is closed 1001 after idle_timeout_s; past max_connections a client is closed 1013;
     with auth on, a foreign Origin is refused at the handshake."""
     settings = make_settings(tmp_path, limits__idle_timeout_s=0.5, limits__max_connections=1, auth__api_keys=["k-1"])
     headers = {"Authorization": "Bearer k-1"}
-    with serve(settings) as served:
+    with serve(settings, plain=plain) as served:
         with _open(served.port, headers) as first:
             first.recv(timeout=10)
             with _open(served.port, headers) as second:

@@ -1,6 +1,8 @@
 """A slow reader on a real uvicorn: a raw-socket client with a tiny receive buffer asks for a long spoken reply
 and never reads. The handler is released within seconds, the transport is aborted (no connection left
-waiting on a full TCP buffer), memory stays bounded, and the partial reply is stored as interrupted.
+waiting on a full TCP buffer), memory stays bounded, and the partial reply is stored as interrupted. Under
+uvicorn with its own defaults (``plain``, as ``uvicorn backend.main:app``) all of it holds but the transport abort,
+which needs backend/server.py's protocol (uvicorn leaves the stalled connection open until the peer goes).
 
 ``slow``: it waits out the send deadline and the stall abort (about 4 s)."""
 
@@ -66,13 +68,14 @@ def _non_reading_client(port: int) -> socket.socket:
     return sock
 
 
-def test_slow_reader_is_dropped_with_bounded_memory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("plain", [False, True], ids=["server", "plain-uvicorn"])
+def test_slow_reader_is_dropped_with_bounded_memory(tmp_path: Path, plain: bool) -> None:
     """A ~10 MB reply to a client that never reads: handler released and transport aborted within seconds,
     RSS growth bounded, assistant turn stored with interrupted=True, and the server keeps serving others."""
     fakes = FakeModels(tts=CheapTTS())
     fakes.tts.seconds_per_word = 20.0  # 15 words -> 300 s of 16 kHz PCM16 = 9.6 MB of reply audio
     settings = make_settings(tmp_path, limits__send_timeout_s=SEND_TIMEOUT_S)
-    with serve(settings, fakes) as served:
+    with serve(settings, fakes, plain=plain) as served:
         services = served.services
         before = rss_bytes()
         sock = _non_reading_client(served.port)
@@ -87,8 +90,10 @@ def test_slow_reader_is_dropped_with_bounded_memory(tmp_path: Path) -> None:
                 peak = max(peak, rss_bytes())
                 time.sleep(0.02)
             released_s = time.monotonic() - start
-            wait_for(lambda: not served.server.server_state.connections, 10, "the transport to be aborted")
-            aborted_s = time.monotonic() - start
+            aborted_s = released_s
+            if not plain:  # only backend/server.py's protocol aborts a stalled transport (uvicorn's never does)
+                wait_for(lambda: not served.server.server_state.connections, 10, "the transport to be aborted")
+                aborted_s = time.monotonic() - start
         finally:
             sock.close()
         growth_mb = (peak - before) / 2**20

@@ -1,14 +1,19 @@
-"""llama.cpp's OpenAI-compatible server (``python -m llama_cpp.server`` from llama-cpp-python[server]) serving the
-embedded SmolLM2 GGUF with the mentor LoRA (exported to GGUF by scripts/export_lora_gguf.py) as model "mentor",
-on 127.0.0.1 and a free port, for the tests of the remote LLM engine against a server we did not write.
+"""llama.cpp's own OpenAI-compatible server (its C++ ``llama-server``, prebuilt for AVX2 CPUs in the ``xllamacpp``
+wheel: nothing to compile) serving the embedded SmolLM2 GGUF with the mentor LoRA (exported to GGUF by
+scripts/export_lora_gguf.py) as model "mentor", on 127.0.0.1 and a free port, for the tests of the remote LLM
+engine against a server we did not write. The wheel is built without ``-march=native`` (its system info: AVX,
+AVX2, F16C, FMA, BMI2; no AVX-512, no AMX kernels), so it runs on these VMs, whose advertised AMX faults.
 
-``python -m tests.llamacpp_server`` runs one in the foreground and prints its base URL (for benchmarks).
+``python -m tests.llamacpp_server`` runs one in the foreground and prints its base URL (for benchmarks);
+``LLAMACPP_PORT`` and ``LLAMACPP_THREADS`` pick the port and the threads.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,14 +26,13 @@ from pathlib import Path
 import httpx
 
 from backend.config import REPO_ROOT
-from backend.engines.llm.model_files import embedded_gguf
-from scripts.export_lora_gguf import export
 
 MODEL_NAME = "mentor"
+PACKAGE = "xllamacpp"
 
 
 def available() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("sse_starlette") is not None
+    return importlib.util.find_spec(PACKAGE) is not None
 
 
 def _free_port() -> int:
@@ -51,38 +55,49 @@ class LlamaCppServer:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def generating(self) -> bool:
+        """Whether a slot is generating now (``GET /slots``): False once a cancelled stream has been stopped."""
+        slots = httpx.get(f"http://127.0.0.1:{self.port}/slots", timeout=5).json()
+        return any(slot.get("is_processing") for slot in slots)
+
 
 def command(port: int, threads: int = 2) -> list[str]:
-    """The server's command line: the embedded GGUF, the mentor LoRA, one request at a time without one
-    request interrupting another (llama-cpp-python's default ``interrupt_requests`` would cut a running reply)."""
-    return [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(embedded_gguf("SmolLM2-135M-Instruct")),
-        "--lora_path",
-        str(export()),
-        "--model_alias",
-        MODEL_NAME,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_threads",
-        str(threads),
-        "--n_ctx",
-        "2048",
-        "--interrupt_requests",
-        "False",
-    ]
+    """The server's command line: this module's ``serve`` in a fresh interpreter."""
+    return [sys.executable, "-m", "tests.llamacpp_server", "--port", str(port), "--threads", str(threads)]
 
 
 def server_env() -> dict[str, str]:
     """The server's environment. OMP_WAIT_POLICY=PASSIVE: ggml's OpenMP threads sleep at barriers instead of
-    spinning. On a shared 2-core machine spinning threads starve each other: measured here, decoding fell to
-    1-1.5 tokens/s (PASSIVE: 48 tokens/s) and a 155-token prefill took 4.5-10 s (PASSIVE: 1.4 s)."""
-    return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    spinning. On a shared 2-core machine spinning threads starve each other: measured here with this wheel,
+    decoding fell to 3.3 tokens/s (PASSIVE: 28-48 tokens/s) and a 36-token prefill took 2.6 s (PASSIVE: 0.15 s)."""
+    return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO_ROOT)}
+
+
+def serve(port: int, threads: int) -> None:
+    """Run llama.cpp's server in this process until SIGTERM or SIGINT: the embedded GGUF, the mentor LoRA, one
+    slot (one reply at a time; a second request waits for it, none is cut), a 2048-token context, and
+    ``/slots`` on (the tests see from it that a cancelled stream stopped generating)."""
+    import xllamacpp  # the native library: only in the server's process
+
+    from backend.engines.llm.model_files import embedded_gguf
+    from scripts.export_lora_gguf import export
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(embedded_gguf("SmolLM2-135M-Instruct"))
+    params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(export()), 1.0)]
+    params.model_alias = {MODEL_NAME}
+    params.hostnames = ["127.0.0.1"]
+    params.port = port
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.n_ctx = 2048
+    params.n_parallel = 1
+    params.endpoint_slots = True
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # the server's threads inherit it
+    server = xllamacpp.Server(params)  # listening once this returns
+    print(f"llama.cpp server listening on http://127.0.0.1:{port}/v1", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    del server  # stops the HTTP server and the main loop
 
 
 @contextmanager
@@ -116,9 +131,13 @@ def llamacpp_server(log: Path, threads: int = 2, startup_s: float = 120.0) -> It
 
 
 def main() -> None:
-    port = int(os.environ.get("LLAMACPP_PORT", "0")) or _free_port()
-    print(f"http://127.0.0.1:{port}/v1", flush=True)
-    os.execve(sys.executable, command(port, int(os.environ.get("LLAMACPP_THREADS", "2"))), server_env())
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("LLAMACPP_PORT", "0")) or None)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("LLAMACPP_THREADS", "2")))
+    args = parser.parse_args()
+    if os.environ.get("OMP_WAIT_POLICY") != "PASSIVE":  # read when the native library loads: start afresh
+        os.execve(sys.executable, [sys.executable, "-m", "tests.llamacpp_server", *sys.argv[1:]], server_env())
+    serve(args.port or _free_port(), args.threads)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ pytestmark = [
     pytest.mark.real,
     pytest.mark.timeout(1200),
     pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed"),
-    pytest.mark.skipif(not available(), reason="llama-cpp-python[server] is not installed (scripts/setup.sh --dev)"),
+    pytest.mark.skipif(not available(), reason="xllamacpp is not installed (scripts/setup.sh --dev)"),
 ]
 
 API_KEY = "real-replica-key"

@@ -19,7 +19,26 @@ import pytest
 
 from backend.config import REPO_ROOT, Settings
 
-CHROMIUM = Path("/usr/lib/chromium/chromium")
+DEBIAN_CHROMIUM = Path("/usr/lib/chromium/chromium")
+
+
+def find_chromium() -> Path | None:
+    """Chromium's binary: Debian's (``/usr/bin/chromium`` is a wrapper script around it), else ``chromium`` or
+    ``chromium-browser`` on PATH; None when there is none."""
+    if DEBIAN_CHROMIUM.exists():
+        return DEBIAN_CHROMIUM
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found is not None:
+            return Path(found)
+    return None
+
+
+CHROMIUM = find_chromium()
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed (not on PATH nor at /usr/lib/chromium; apt-get install chromium)",
+)
 ARTIFACTS = REPO_ROOT / "artifacts" / "browser"
 SERVER_START_TIMEOUT_S = 600.0  # first run converts the LLM into models/cache/
 

@@ -12,16 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Page, sync_playwright
 
 from scripts.speech_tools.wer import word_error_rate
-from tests.browser.conftest import CHROMIUM, LiveServer, chromium_args, espeak_wav, padded_wav
+from tests.browser.conftest import CHROMIUM, LiveServer, chromium_args, espeak_wav, needs_chromium, padded_wav
 
-pytestmark = pytest.mark.browser
-
-if not CHROMIUM.exists():
-    pytest.skip(f"Chromium is not installed at {CHROMIUM} (Debian: apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import Page, sync_playwright  # noqa: E402
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 SENTENCE = "I have been feeling stressed about my exams this week"
 QUESTION = "What can I do to stop worrying about my exams?"

@@ -14,14 +14,10 @@ from typing import Any
 import pytest
 
 from backend.config import REPO_ROOT
-from tests.browser.conftest import CHROMIUM, LiveServer, espeak_wav, padded_wav
+from tests.browser.conftest import LiveServer, espeak_wav, needs_chromium, padded_wav
+from tests.browser.test_browser_client import TURN_TIMEOUT_MS, browser_page, start_hands_free
 
-pytestmark = pytest.mark.browser
-
-if not CHROMIUM.exists():
-    pytest.skip(f"Chromium is not installed at {CHROMIUM} (Debian: apt-get install chromium)", allow_module_level=True)
-
-from tests.browser.test_browser_client import TURN_TIMEOUT_MS, browser_page, start_hands_free  # noqa: E402
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 SPOKEN = "My driving test is on Friday and I am really nervous about it."
 TYPED = "My boss at work said I could take Friday off for it, so I feel better now."

@@ -43,6 +43,7 @@ class FakeOpenAI:
     release: threading.Event = field(default_factory=threading.Event)
     disconnected: threading.Event = field(default_factory=threading.Event)
     holding: threading.Event = field(default_factory=threading.Event)
+    requested: threading.Event = field(default_factory=threading.Event)  # set when a chat request arrives
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     words_sent: int = 0
@@ -59,6 +60,7 @@ class FakeOpenAI:
             body = await request.json()
             self.requests.append(body)
             self.headers.append(dict(request.headers))
+            self.requested.set()
             if self.fail_statuses:
                 status = self.fail_statuses.pop(0)
                 return JSONResponse({"error": {"message": f"scripted {status}"}}, status_code=status)
@@ -142,6 +144,16 @@ def serve_fake_openai(fake: FakeOpenAI | None = None, port: int = 0) -> Iterator
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def set_when(happened: threading.Event, then: threading.Event, timeout_s: float = 10.0) -> None:
+    """Set ``then`` from a helper thread as soon as ``happened`` is set (e.g. stop a turn at its first request)."""
+
+    def wait_then_set() -> None:
+        if happened.wait(timeout_s):
+            then.set()
+
+    threading.Thread(target=wait_then_set, daemon=True).start()
 
 
 def dead_port() -> int:

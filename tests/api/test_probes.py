@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,10 +87,8 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
     store = AsyncSessionStore(SessionStore(make_engine(f"postgresql+psycopg://u@127.0.0.1:{dead_port()}/db")))
     app = create_app(settings, models=FakeModels().service(settings), store=store)
     with TestClient(app) as client:
-        started = time.monotonic()
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("unreachable")
-        assert time.monotonic() - started < 5
         assert client.get("/livez").status_code == 200
     store.close()
 

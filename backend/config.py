@@ -114,6 +114,24 @@ class TTSSettings(EngineSection):
     volume: float = 1.0
 
 
+class SafetySettings(EngineSection):
+    """The crisis protocol (docs/SAFETY.md): every user turn is checked before the LLM, every reply before it is
+    spoken; a flagged turn gets the team's written reply for its category and level, with the numbers of
+    ``locale`` from ``resources_path``."""
+
+    # embedded: patterns + the MiniLM embeddings against config/safety_examples.yaml (its own settings:
+    # examples_path, min_similarity, margin; backend/engines/safety/embedded.py::Options); patterns: alone.
+    backend: str = "embedded"
+    enabled: bool = True
+    resources_path: Path = Path("config/safety.yaml")  # the written replies and the numbers per locale
+    locale: str = "US"  # whose crisis line and emergency number (a key of resources_path's locales)
+    # Optional operator alert: POSTed {session_id, category, level, ...} on every flagged turn, in the background.
+    webhook_url: str | None = None
+    webhook_include_transcript: bool = False  # add the user's words to the alert
+    webhook_timeout_s: float = Field(5.0, gt=0.0)
+    webhook_retries: int = Field(3, ge=0)
+
+
 class MentorSettings(BaseModel):
     system_prompt_path: Path = Path("config/mentor_prompt.txt")
     emotion_guidance_path: Path = Path("config/emotion_guidance.yaml")
@@ -209,6 +227,7 @@ class Settings(BaseSettings):
     emotion: EmotionSettings = Field(default_factory=lambda: EmotionSettings())
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tts: TTSSettings = Field(default_factory=TTSSettings)
+    safety: SafetySettings = Field(default_factory=lambda: SafetySettings())
     mentor: MentorSettings = Field(default_factory=MentorSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)

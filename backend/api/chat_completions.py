@@ -65,6 +65,8 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = 1
+    # Ours (OpenAI SDKs send it with extra_body): whose crisis numbers, e.g. "GB" (docs/SAFETY.md).
+    safety_locale: str | None = Field(None, pattern=r"^[A-Za-z_-]{2,16}$")
 
 
 def _openai_error(exc: ClarityError, param: str | None = None) -> JSONResponse:
@@ -157,6 +159,7 @@ async def chat_completions(request: Request) -> Response:
     except ClarityError as exc:
         return _openai_error(exc)
     turn = TurnInput(new_id(), f"chat-{new_id()}", time.perf_counter(), text=text, speak=False, history=history)
+    turn.safety_locale = body.safety_locale
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     prompt_text = "\n".join([*(h.text for h in history), text])
     count_tokens = services.models.llm.count_tokens
@@ -181,7 +184,11 @@ async def chat_completions(request: Request) -> Response:
                 "model": MODEL_ID,
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
                 "usage": await usage(result.reply),
-                "claritymentor": {"emotion": result.emotion.to_dict(), "timings": result.timings},
+                "claritymentor": {
+                    "emotion": result.emotion.to_dict(),
+                    "timings": result.timings,
+                    "safety": result.safety,
+                },
             }
         )
     include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -220,7 +227,7 @@ async def chat_completions(request: Request) -> Response:
                 error = failure if isinstance(failure, ClarityError) else ClarityError("the turn failed on the server")
                 yield f"data: {bytes(_openai_error(error).body).decode()}\n\n"
             else:
-                yield chunk({}, "stop")
+                yield chunk({}, "stop", claritymentor={"safety": task.result().safety})
                 if include_usage:
                     data = {"id": completion_id, "object": "chat.completion.chunk", "created": created}
                     data |= {"model": MODEL_ID, "choices": [], "usage": await usage(task.result().reply)}

@@ -18,7 +18,9 @@ async def insights(session_id: str, services: ServicesDep, owner: OwnerDep) -> I
     summary updated after each turn from the previous summary and the new turns (``updating`` while that runs)."""
     turns = await services.store.history(session_id, owner=owner)  # 404 for an unknown or another key's session
     state = await services.store.insights(session_id)
-    arc = emotional_arc([(t.id, t.emotion, t.created_at) for t in turns if t.role == "user"])
+    users = [t for t in turns if t.role == "user"]
+    flags = {t.id: t.safety for t in users if t.safety and t.safety.get("flagged")}
+    arc = emotional_arc([(t.id, t.emotion, t.created_at) for t in users], flags)
     topics = sorted(state.topics.items(), key=lambda kv: (-kv[1], kv[0]))
     return InsightsPublic(
         session_id=session_id,

@@ -9,6 +9,7 @@ or response.cancel) or failed (an error during the turn). Transcription ``comple
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class _Response:
     deltas: list[str] = field(default_factory=list)
     input_text: str = ""
     emotion: dict[str, object] | None = None
+    safety: dict[str, object] | None = None  # the crisis protocol's reading (pipeline/events.py SafetyChecked)
 
     @property
     def id(self) -> str:
@@ -117,6 +119,10 @@ class RealtimeMapper:
                 return self._transcript(event)
             case ev.EmotionDetected():
                 return self._emotion(event)
+            case ev.SafetyChecked():
+                if (response := self._responses.get(event.turn_id)) is not None:
+                    response.safety = {**event.safety, "resources": event.resources} if event.flagged else event.safety
+                return []
             case ev.ReplyTextDelta():
                 return self._text_delta(event)
             case ev.ReplyTextDone():
@@ -286,10 +292,13 @@ class RealtimeMapper:
                 "input_token_details": {"text_tokens": input_tokens, "audio_tokens": 0, "cached_tokens": 0},
                 "output_token_details": {"text_tokens": output_tokens, "audio_tokens": 0},
             }
-        metadata = None
+        metadata: dict[str, str] | None = None
         if response.emotion is not None:
             label, confidence = response.emotion.get("label"), response.emotion.get("confidence")
             metadata = {"emotion": str(label), "emotion_confidence": str(confidence)}
+        if done:  # Realtime metadata values are strings: the safety object as JSON
+            safety = response.safety or {"flagged": False, "category": None, "level": None}
+            metadata = (metadata or {}) | {"safety": json.dumps(safety, separators=(",", ":"))}
         item_status = "completed" if status == "completed" else "incomplete"
         output = [self._reply_item(response, item_status, response.transcript)] if done and response.item_open else []
         return rt.Response(

@@ -269,7 +269,10 @@ async def realtime(ws: WebSocket) -> None:
     try:
         if resume is not None and not re.fullmatch(SESSION_ID_PATTERN, resume):
             raise InvalidInputError("session_id must be 1-64 letters, digits, '_' or '-'", code="invalid_value")
-        await conversation.start_session(resume, session.input_codec.rate)
+        locale = ws.query_params.get("safety_locale")  # whose crisis numbers (docs/SAFETY.md)
+        if locale is not None and not re.fullmatch(r"[A-Za-z_-]{2,16}", locale):
+            raise InvalidInputError("safety_locale must be 2-16 letters, '_' or '-'", code="invalid_value")
+        await conversation.start_session(resume, session.input_codec.rate, safety_locale=locale)
     except ClarityError as exc:  # an unknown or foreign session: say so, then close
         await close_with(ws, 1008, exc.code, render_error(exc), settings.limits.send_timeout_s)
         return

@@ -147,6 +147,7 @@ async def create_session(services: ServicesDep, owner: OwnerDep, body: SessionCr
         persona=persona,
         user_id=body.user_id,
         exist_ok=False,
+        safety_locale=body.safety_locale,
     )
     return session_public(record, services)
 

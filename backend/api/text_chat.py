@@ -24,7 +24,7 @@ from backend.api.v1_events import SSE_EVENTS, to_sse
 from backend.core.exceptions import ClarityError
 from backend.mentor.speakable import clean_for_speech
 from backend.pipeline.conversation import new_id, open_session
-from backend.pipeline.events import EmotionDetected, ErrorOccurred, Interrupted, PipelineEvent
+from backend.pipeline.events import EmotionDetected, ErrorOccurred, Interrupted, PipelineEvent, SafetyChecked
 from backend.pipeline.turn_types import TurnInput, TurnResult, TurnState
 from backend.protocol.rest import TextChatPublic, TextChatRequest
 from backend.store.memories import memory_scope
@@ -45,10 +45,13 @@ class _CollectingOutput:
     def __init__(self, queue: asyncio.Queue[PipelineEvent] | None = None) -> None:
         self.queue = queue
         self.emotion: dict[str, object] = {}
+        self.safety: dict[str, object] = {"flagged": False, "category": None, "level": None}
 
     async def emit(self, event: PipelineEvent) -> None:
         if isinstance(event, EmotionDetected):
             self.emotion = event.emotion.to_dict()
+        if isinstance(event, SafetyChecked):
+            self.safety = event.safety
         if self.queue is not None:
             await self.queue.put(event)
 
@@ -64,11 +67,16 @@ async def _text_turn(services: AppServices, owner: str | None, body: TextChatReq
         record, _ = await open_session(store, body.session_id, owner, persona=body.persona, user_id=body.user_id)
         if body.persona is not None and body.persona != record.persona:
             await store.set_persona(record.id, body.persona)
+        if body.safety_locale is not None and body.safety_locale != record.safety_locale:
+            await store.set_safety_locale(record.id, body.safety_locale)
     else:
-        record = await store.create_session(owner=owner, persona=body.persona, user_id=body.user_id)
+        record = await store.create_session(
+            owner=owner, persona=body.persona, user_id=body.user_id, safety_locale=body.safety_locale
+        )
     turn = TurnInput(new_id(), record.id, time.perf_counter(), text=body.text, speak=False)
     turn.persona = body.persona or record.persona
     turn.memory_scope = memory_scope(owner, record.user_id)
+    turn.safety_locale = body.safety_locale or record.safety_locale
     return turn
 
 
@@ -120,6 +128,7 @@ async def text_chat(body: TextChatRequest, services: ServicesDep, owner: OwnerDe
             emotion=out.emotion,
             interrupted=True,
             persona=persona,
+            safety=out.safety,
         )
     result = running.task.result()  # raises the turn's ClarityError, answered by the app's handler
     return TextChatPublic(
@@ -128,6 +137,7 @@ async def text_chat(body: TextChatRequest, services: ServicesDep, owner: OwnerDe
         emotion=result.emotion.to_dict(),
         timings=result.timings,
         persona=persona,
+        safety=result.safety,
     )
 
 
@@ -145,7 +155,8 @@ async def text_chat_stream(body: TextChatRequest, services: ServicesDep, owner: 
     queue: asyncio.Queue[PipelineEvent] = asyncio.Queue()
 
     async def events() -> AsyncIterator[str]:
-        running = _CancellableTurn(services, turn, _CollectingOutput(queue))
+        collected = _CollectingOutput(queue)
+        running = _CancellableTurn(services, turn, collected)
         task = running.task
         yield _sse("session", {"session_id": turn.session_id})
         try:
@@ -164,7 +175,7 @@ async def text_chat_stream(body: TextChatRequest, services: ServicesDep, owner: 
                 yield _sse(*_mapped(ErrorOccurred(exc.code, exc.message)))
             elif exc is not None:
                 yield _sse(*_mapped(ErrorOccurred("internal_error", "the turn failed")))
-            yield _sse("done", {"session_id": turn.session_id})
+            yield _sse("done", {"session_id": turn.session_id, "safety": collected.safety})
         finally:
             if not task.done():
                 task.cancel()

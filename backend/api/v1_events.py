@@ -18,6 +18,7 @@ from backend.protocol.v1 import (
     MetricsEvent,
     ResponseDeltaEvent,
     ResponseEvent,
+    SafetyEvent,
     SessionEvent,
     SpeechStartedEvent,
     SpeechStoppedEvent,
@@ -41,6 +42,7 @@ SSE_EVENTS = [
     "status",
     "transcript",
     "emotion",
+    "safety",
     "response.delta",
     "response",
     "metrics",
@@ -74,6 +76,16 @@ def to_v1(event: ev.PipelineEvent) -> BaseModel | bytes | None:
             return TranscriptEvent(turn_id=event.turn_id, text=event.text)
         case ev.EmotionDetected():
             return EmotionEvent(turn_id=event.turn_id, data=event.emotion.to_dict())
+        case ev.SafetyChecked():
+            if not event.flagged:  # sent only when the protocol answers (the text chat's done carries every one)
+                return None
+            return SafetyEvent(
+                turn_id=event.turn_id,
+                category=_str_or_none(event.safety.get("category")),
+                level=_str_or_none(event.safety.get("level")),
+                mode=bool(event.safety.get("mode", True)),
+                resources=event.resources,
+            )
         case ev.ReplyTextDelta():
             return ResponseDeltaEvent(turn_id=event.turn_id, text=event.text)
         case ev.ReplyTextDone():
@@ -96,6 +108,10 @@ def to_v1(event: ev.PipelineEvent) -> BaseModel | bytes | None:
         case ev.TranscriptPartial():
             return TranscriptDeltaEvent(turn_id=event.turn_id, text=event.text)
     return None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def to_sse(event: ev.PipelineEvent) -> tuple[str, dict[str, object]] | None:

@@ -96,7 +96,11 @@ async def dispatch(conversation: Conversation, event: ClientEvent) -> None:
     match event:
         case SessionStart():
             await conversation.start_session(
-                event.session_id, event.sample_rate, persona=event.mentor, user_id=event.user_id
+                event.session_id,
+                event.sample_rate,
+                persona=event.mentor,
+                user_id=event.user_id,
+                safety_locale=event.safety_locale,
             )
         case InputCommit():
             await conversation.commit()

@@ -64,6 +64,20 @@ class Metrics:
             registry=self.registry,
         )
 
+        # The crisis protocol (docs/SAFETY.md): flagged turns by category and level, replies the reply check
+        # stopped, and operator alerts by outcome. No words, only counts.
+        self.safety_flags = Counter(
+            "claritymentor_safety_flags", "User turns flagged by the safety check", ["category", "level"],
+            registry=self.registry,
+        )
+        self.safety_replies_blocked = Counter(
+            "claritymentor_safety_replies_blocked", "Model replies stopped by the reply check before they were sent",
+            ["reason"], registry=self.registry,
+        )
+        self.safety_alerts = Counter(
+            "claritymentor_safety_alerts", "Operator webhook alerts by outcome (sent, failed)", ["outcome"],
+            registry=self.registry,
+        )
         self.paused_replies = Gauge(
             "claritymentor_paused_replies",
             "Replies paused mid-way while another reply gets the LLM (pipeline/llm_scheduler.py)",

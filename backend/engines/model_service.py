@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from backend.config import Settings
+from backend.config import SafetySettings, Settings
 from backend.core.devices import resolve_device
 from backend.core.exceptions import ClarityError, ModelLoadError
 from backend.engines import registry
@@ -22,6 +22,7 @@ from backend.engines.protocols import (
     EmotionDetector,
     EngineHealth,
     RemoteEngine,
+    SafetyChecker,
     SpeechSynthesizer,
     SpeechToText,
     TextEmbedder,
@@ -57,6 +58,7 @@ class ModelService:
         self._llm: ChatModel | None = None
         self._tts: SpeechSynthesizer | None = None
         self._embedder: TextEmbedder | None = None
+        self._safety: SafetyChecker | None = None
 
     @classmethod
     def from_components(
@@ -69,13 +71,17 @@ class ModelService:
         llm: ChatModel,
         tts: SpeechSynthesizer,
         embedder: TextEmbedder | None = None,
+        safety: SafetyChecker | None = None,
     ) -> ModelService:
         """A service over already-built components (fakes in tests, or models loaded elsewhere). Without
-        ``embedder`` the emotion engine's embeddings are used if it has them."""
+        ``embedder`` the emotion engine's embeddings are used if it has them; without ``safety`` the configured
+        safety engine is built over that embedder."""
         service = cls(settings)
         service._stt, service._vad, service._emotion = stt, vad, emotion
         service._llm, service._tts = llm, tts
         service._embedder = embedder if embedder is not None else _embedder_of(emotion)
+        # Fakes' embeddings mean nothing: without a given checker, the patterns alone.
+        service._safety = safety or registry.safety_loader(SafetySettings(backend="patterns"), None)()
         for status in service.status.values():
             status.state, status.load_seconds = "loaded", 0.0
         return service
@@ -107,6 +113,10 @@ class ModelService:
         """Sentence embeddings for memory and insights: the emotion engine's model (loaded once), or None when
         the emotion engine has none (memory is then off)."""
         return self._embedder
+
+    @property
+    def safety(self) -> SafetyChecker:
+        return self._require(self._safety, "safety")
 
     def new_vad(self) -> VoiceActivityDetector:
         return self._require(self._vad, "vad").new_detector()
@@ -143,6 +153,7 @@ class ModelService:
         self._embedder = _embedder_of(self._emotion)
         self._llm = self._load("llm", registry.LLM.loader(s.llm))
         self._tts = self._load("tts", registry.TTS.loader(s.tts))
+        self._safety = self._load("safety", registry.safety_loader(s.safety, self._embedder))
 
     def _load(self, name: ModelName, loader: Callable[[], T]) -> T:
         status = self.status[name]

@@ -249,3 +249,50 @@ class SpeechSynthesizer(Protocol):
     def warmup(self) -> None:
         """Synthesize once; may settle ``sample_rate``. Blocking."""
         ...
+
+
+# --- safety ---------------------------------------------------------------------------------------------
+
+SafetyCategory = Literal[
+    "suicide", "self_harm", "abuse", "harm_to_others", "other_in_danger", "medical", "eating_disorder"
+]
+SAFETY_CATEGORIES: tuple[SafetyCategory, ...] = (
+    "suicide",
+    "self_harm",
+    "abuse",
+    "harm_to_others",
+    "other_in_danger",
+    "medical",
+    "eating_disorder",
+)
+SafetyLevel = Literal["concern", "urgent"]
+
+
+@dataclass(frozen=True)
+class SafetyVerdict:
+    """What the safety check found in one user message. ``urgent``: happening now or the means are at hand."""
+
+    flagged: bool
+    category: SafetyCategory | None = None
+    level: SafetyLevel | None = None
+    source: str = ""  # which rule or example decided (for tests and debugging; never shown to users)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"flagged": self.flagged, "category": self.category, "level": self.level}
+
+
+NOT_FLAGGED = SafetyVerdict(False)
+
+
+class SafetyChecker(Protocol):
+    """Reads every user message before the LLM, and every reply before it is spoken (backend/engines/safety/)."""
+
+    def check_message(self, text: str) -> SafetyVerdict:
+        """Whether ``text`` says someone is in danger, and how urgently. Blocking (a few ms)."""
+        ...
+
+    def check_reply(self, text: str) -> str | None:
+        """Why a reply (or the part of it written so far) must not be sent, or None when it may. Blocking."""
+        ...
+
+    def warmup(self) -> None: ...

@@ -21,15 +21,17 @@ from backend.core.exceptions import ConfigError
 from backend.engines.protocols import (
     ChatModel,
     EmotionDetector,
+    SafetyChecker,
     SpeechSynthesizer,
     SpeechToText,
+    TextEmbedder,
     VoiceActivityEngine,
 )
 
 EngineT = TypeVar("EngineT")
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
-Kind = Literal["stt", "vad", "emotion", "llm", "tts"]
-KINDS: tuple[Kind, ...] = ("stt", "vad", "emotion", "llm", "tts")
+Kind = Literal["stt", "vad", "emotion", "llm", "tts", "safety"]
+KINDS: tuple[Kind, ...] = ("stt", "vad", "emotion", "llm", "tts", "safety")
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,27 @@ TTS: EngineKind[SpeechSynthesizer] = EngineKind(
 )
 
 
+# The safety check (backend/engines/safety/) is given the sentence embeddings the emotion engine loaded.
+SAFETY: EngineKind[Callable[[TextEmbedder | None], SafetyChecker]] = EngineKind(
+    "safety",
+    {
+        "embedded": "backend.engines.safety.embedded:load",  # patterns + MiniLM against labelled examples
+        "patterns": "backend.engines.safety.embedded:load_patterns",  # the patterns alone
+    },
+)
+
+
+def safety_loader(section: BaseModel, embedder: TextEmbedder | None) -> Callable[[], SafetyChecker]:
+    """The chosen safety engine's loader (``safety.backend``), given the embeddings it may use."""
+    backend = str(getattr(section, "backend", ""))
+    module_name, _, attr = SAFETY.path(backend).partition(":")
+    module = importlib.import_module(module_name)
+    load = cast(Callable[[Any, TextEmbedder | None], SafetyChecker], getattr(module, attr))
+    return lambda: load(section, embedder)
+
+
 def validate_backends(settings: Settings) -> None:
     """Fail fast at startup on an unknown backend name (before any model loads)."""
+    SAFETY.path(settings.safety.backend)
     for kind in (STT, VAD, EMOTION, LLM, TTS):
         kind.path(getattr(settings, kind.kind).backend)

@@ -167,6 +167,7 @@ class ArcPoint:
     confidence: float
     valence: float  # VALENCE of the emotion, weighted by its confidence
     at: datetime
+    safety: dict[str, Any] | None = None  # {category, level} when the crisis protocol answered this turn
 
 
 @dataclass(frozen=True)
@@ -176,17 +177,24 @@ class Arc:
     slope: float  # valence change per user turn (least squares)
 
 
-def emotional_arc(turns: Sequence[tuple[int, dict[str, Any] | None, datetime]]) -> Arc:
+def emotional_arc(
+    turns: Sequence[tuple[int, dict[str, Any] | None, datetime]],
+    safety: dict[int, dict[str, Any]] | None = None,
+) -> Arc:
     """The arc of the user turns given as (turn id, stored emotion, time): emotion and confidence per turn, and
-    whether the mood is improving, declining or steady over them."""
+    whether the mood is improving, declining or steady over them. ``safety``: the flags of turns the crisis
+    protocol answered, by turn id, marked on their points."""
     points: list[ArcPoint] = []
+    flags = safety or {}
     for turn_id, emotion, at in turns:
         if not emotion or not isinstance(emotion.get("label"), str):
             continue
         label = emotion["label"]
         confidence = float(emotion.get("confidence") or 0.0)
         valence = round(VALENCE.get(label, 0.0) * confidence, 3)
-        points.append(ArcPoint(turn_id, label, round(confidence, 3), valence, at))
+        flag = flags.get(turn_id)
+        marked = {"category": flag.get("category"), "level": flag.get("level")} if flag else None
+        points.append(ArcPoint(turn_id, label, round(confidence, 3), valence, at, marked))
     if len(points) < 2:
         return Arc(points, "too_few_turns", 0.0)
     n = len(points)

@@ -101,6 +101,7 @@ class SessionContext:
     resumed: bool = False
     persona: str | None = None  # None: the default persona
     user_id: str | None = None  # the app's own user (memory across sessions)
+    safety_locale: str | None = None  # whose crisis numbers (None: safety.locale)
 
     @property
     def memory_scope(self) -> str:
@@ -199,13 +200,18 @@ class Conversation:
         if not self.session.persisted:
             session = self.session
             await self.store.create_session(
-                owner=session.owner, session_id=session.session_id, persona=session.persona, user_id=session.user_id
+                owner=session.owner,
+                session_id=session.session_id,
+                persona=session.persona,
+                user_id=session.user_id,
+                safety_locale=session.safety_locale,
             )
             self.session.persisted = True
 
     def _stamp(self, turn: TurnInput) -> TurnInput:
         """The session's persona and memory scope on a turn about to run."""
         turn.persona, turn.memory_scope = self.session.persona, self.session.memory_scope
+        turn.safety_locale = self.session.safety_locale
         return turn
 
     @property
@@ -302,10 +308,12 @@ class Conversation:
         *,
         persona: str | None = None,
         user_id: str | None = None,
+        safety_locale: str | None = None,
     ) -> None:
         """Resume ``session_id`` (when given; an unknown id creates that session) and/or declare the input sample
         rate; ``persona`` switches the session's persona (stored with it), ``user_id`` names the app's user of a
-        new session (memory across sessions). Answers SessionReady."""
+        new session (memory across sessions), ``safety_locale`` whose crisis numbers it gets (stored with it).
+        Answers SessionReady."""
         self.pipeline.personas.check(persona)  # UnknownPersonaError before anything changes
         if sample_rate is not None and sample_rate != self.input_rate:
             self.input_rate = validate_sample_rate(sample_rate)
@@ -324,12 +332,17 @@ class Conversation:
                 resumed=not created,
                 persona=record.persona,
                 user_id=record.user_id,
+                safety_locale=record.safety_locale,
             )
             self.pipeline.running.add(session_id, self, self.interrupt)
         elif user_id is not None and not self.session.persisted:
             self.session.user_id = user_id
         if persona is not None:
             await self.set_persona(persona)
+        if safety_locale is not None and safety_locale != self.session.safety_locale:
+            self.session.safety_locale = safety_locale
+            if self.session.persisted:
+                await self.store.set_safety_locale(self.session.session_id, safety_locale)
         await self.emit(self.session_ready())
 
     async def set_persona(self, persona: str | None) -> None:

@@ -71,6 +71,20 @@ class EmotionDetected:
 
 
 @dataclass(frozen=True)
+class SafetyChecked:
+    """The crisis protocol's reading of the user's message, before any reply (docs/SAFETY.md). ``safety`` is
+    {flagged, category, level, mode}; ``resources`` the numbers to show when it is flagged or in safety mode."""
+
+    turn_id: str
+    safety: dict[str, object]
+    resources: dict[str, str | None] | None = None
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.safety.get("flagged"))
+
+
+@dataclass(frozen=True)
 class ReplyTextDelta:
     turn_id: str
     text: str
@@ -133,6 +147,7 @@ PipelineEvent = (
     | TranscriptPartial
     | TranscriptFinal
     | EmotionDetected
+    | SafetyChecked
     | ReplyTextDelta
     | ReplyTextDone
     | ReplyAudioStarted

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from backend.config import Settings
 from backend.core.async_bridge import iterate_in_thread, run_blocking
 from backend.engines.model_service import ModelService
 from backend.engines.protocols import ChatMessage, GenerationOptions, VoiceStyle
-from backend.mentor.openers import continue_after
+from backend.mentor.safety_protocol import Line
 from backend.mentor.speakable import clean_for_speech
 from backend.pipeline.events import (
     ReplyAudioChunk,
@@ -39,6 +40,7 @@ SENTENCE_ENDS = (".", "!", "?")
 class _Chunk:
     text: str
     phrase: bool = False  # the opening clause: its speech may be kept already (pipeline/phrase_audio.py)
+    say: str | None = None  # what is spoken, when it differs from what is shown (written replies' numbers)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,12 @@ class ReplySpeaker:
     options: GenerationOptions | None = None  # the persona's (pipeline/turn_pipeline.py)
     opener: str = ""  # the reply's opening clause (mentor/openers.py): spoken first, continued by the LLM
     phrase_audio: PhraseAudio | None = None  # the clauses' speech, synthesized once
+    # The safety protocol (pipeline/safety_guard.py): the reply check, the written sentences said instead of a
+    # reply it stops, and the written check-in that follows the model's reply in safety mode.
+    check_reply: Callable[[str], str | None] | None = None
+    blocked_lines: list[Line] = field(default_factory=list)
+    closing: list[Line] = field(default_factory=list)
+    blocked: str | None = field(default=None, init=False)  # why the reply check stopped the model's reply
     _ticket: Ticket | None = field(default=None, init=False)  # the generation's, while it runs
     _audio_s: float = field(default=0.0, init=False)  # seconds of reply audio sent so far
 
@@ -107,26 +115,27 @@ class ReplySpeaker:
                         if self.opener and not piece[:1].isspace():
                             piece = " " + piece
                     parts.append(piece)
-                    state.reply_text = continue_after(self.opener, "".join(parts))
-                    await self.out.emit(ReplyTextDelta(turn.turn_id, piece))
+                    # Text goes out a clause at a time, each read by the reply check first.
                     for chunk in chunker.push(piece):
-                        emitted.append(chunk)
-                        speech_queue.put_nowait(_Chunk(chunk))
+                        if not await self._release(chunk, emitted, speech_queue):
+                            break
                         self.llm_scheduler.first_words_out(ticket)  # now due when its audio runs out
                         sentences += chunk.rstrip().endswith(SENTENCE_ENDS)
-                    if sentences >= MAX_REPLY_SENTENCES:
+                    if sentences >= MAX_REPLY_SENTENCES or self.blocked:
                         stop.set()
                         break
                 self.stages["llm_total"] = time.perf_counter() - start
                 self._ticket = None
             capped = sentences >= MAX_REPLY_SENTENCES
-            if not capped:
+            if not capped and not self.blocked:
                 for chunk in chunker.flush():
-                    emitted.append(chunk)
-                    speech_queue.put_nowait(_Chunk(chunk))
+                    if not await self._release(chunk, emitted, speech_queue):
+                        break
+            for line in self.blocked_lines if self.blocked else self.closing:
+                await self._written_line(line, emitted, speech_queue)
             speech_queue.put_nowait(_EndOfReply())
-            # A reply cut at the sentence cap is exactly what will be spoken.
-            reply = clean_for_speech(" ".join(emitted) if capped else continue_after(self.opener, "".join(parts)))
+            # What is said is exactly what was released (cut at the sentence cap, or where the check stopped it).
+            reply = clean_for_speech(" ".join(emitted))
             state.reply_text = reply
             self.mark("response")
             await self.out.emit(ReplyTextDone(turn.turn_id, reply))
@@ -135,6 +144,49 @@ class ReplySpeaker:
             return reply
         finally:
             stop.set()
+            if speaker is not None and not speaker.done():
+                speaker.cancel()
+
+    async def _release(self, chunk: str, emitted: list[str], queue: asyncio.Queue[_Chunk | _EndOfReply]) -> bool:
+        """Send one clause of the model's reply, unless the reply check stops it (then nothing more of it)."""
+        if self.check_reply is not None:
+            reason = self.check_reply(" ".join([*emitted, chunk]))
+            if reason is not None:
+                self.blocked = reason
+                return False
+        text = chunk if not emitted else " " + chunk.lstrip()
+        emitted.append(chunk)
+        queue.put_nowait(_Chunk(chunk))
+        self.state.reply_text = " ".join(emitted)
+        await self.out.emit(ReplyTextDelta(self.turn.turn_id, text))
+        return True
+
+    async def _written_line(self, line: Line, emitted: list[str], queue: asyncio.Queue[_Chunk | _EndOfReply]) -> None:
+        text = line.text if not emitted else " " + line.text
+        emitted.append(line.text)
+        queue.put_nowait(_Chunk(line.text, phrase=True, say=line.say))
+        self.state.reply_text = " ".join(emitted)
+        await self.out.emit(ReplyTextDelta(self.turn.turn_id, text))
+
+    async def written(self, lines: list[Line]) -> str:
+        """Say the team's written sentences (the safety protocol), with no model at all: shown as written,
+        spoken with their spoken forms, each sentence's speech kept once made."""
+        queue: asyncio.Queue[_Chunk | _EndOfReply] = asyncio.Queue()
+        speaker = asyncio.ensure_future(self._speak(queue)) if self.turn.speak else None
+        emitted: list[str] = []
+        try:
+            for line in lines:
+                await self._written_line(line, emitted, queue)
+            queue.put_nowait(_EndOfReply())
+            reply = " ".join(emitted)
+            self.state.reply_text = reply
+            self.mark("first_token")
+            self.mark("response")
+            await self.out.emit(ReplyTextDone(self.turn.turn_id, reply))
+            if speaker is not None:
+                await speaker
+            return reply
+        finally:
             if speaker is not None and not speaker.done():
                 speaker.cancel()
 
@@ -151,12 +203,17 @@ class ReplySpeaker:
         chunker = SentenceChunker(first_chunk_min_words=10_000)
         sentences = [c for p in pieces for c in chunker.push(p)] + chunker.flush()
         reply = clean_for_speech(" ".join(sentences[:MAX_REPLY_SENTENCES]))
+        if self.check_reply is not None and (reason := self.check_reply(reply)) is not None:
+            self.blocked, reply = reason, ""
+        said = self.blocked_lines if self.blocked else self.closing
+        spoken = " ".join([reply, *(line.say for line in said)]).strip()
+        reply = " ".join([reply, *(line.text for line in said)]).strip()
         state.reply_text = reply
         self.mark("response")
         await self.out.emit(ReplyTextDone(turn.turn_id, reply))
         if turn.speak and reply:
             queue: asyncio.Queue[_Chunk | _EndOfReply] = asyncio.Queue()
-            queue.put_nowait(_Chunk(reply))
+            queue.put_nowait(_Chunk(reply, say=spoken))
             queue.put_nowait(_EndOfReply())
             await self._speak(queue)
         return reply
@@ -171,10 +228,11 @@ class ReplySpeaker:
             if isinstance(item, _EndOfReply):
                 break
             start = time.perf_counter()
+            said = item.say or item.text
             if item.phrase and self.phrase_audio is not None:
-                speech = await self.phrase_audio.speech(item.text, self.style)
+                speech = await self.phrase_audio.speech(said, self.style)
             else:
-                speech = await run_blocking(self.executors.tts, tts.synthesize, item.text, self.style)
+                speech = await run_blocking(self.executors.tts, tts.synthesize, said, self.style)
             tts_time += time.perf_counter() - start
             if not speech.pcm:
                 continue

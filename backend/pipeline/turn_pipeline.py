@@ -31,12 +31,13 @@ from backend.mentor.prompt_builder import (
 )
 from backend.mentor.speakable import clean_for_speech
 from backend.mentor.voice_style import voice_style_for
-from backend.pipeline.events import EmotionDetected, StageStarted, TranscriptFinal, TurnDone
+from backend.pipeline.events import EmotionDetected, SafetyChecked, StageStarted, TranscriptFinal, TurnDone
 from backend.pipeline.follow_up import FollowUps
 from backend.pipeline.llm_scheduler import LLMScheduler, Priority
 from backend.pipeline.phrase_audio import PhraseAudio
 from backend.pipeline.reply_speaker import ReplySpeaker
 from backend.pipeline.running_turns import RunningTurns
+from backend.pipeline.safety_guard import SafetyDecision, SafetyGuard
 from backend.pipeline.turn_types import Executors, NoSpeechError, TurnInput, TurnOutput, TurnResult, TurnState
 from backend.store.async_store import AsyncSessionStore
 from backend.store.memories import MemoryVectors
@@ -77,6 +78,11 @@ class TurnPipeline:
         self._background: set[asyncio.Future[None]] = set()
         self.running = RunningTurns()  # generations by session, for POST /api/sessions/{id}/cancel
         self.follow_ups = FollowUps(models, store, settings, self.executors)  # memory + insights after a turn
+        self.safety = SafetyGuard(models, settings, metrics, self.executors)  # the crisis protocol
+        # The protocol's sentences' speech, made once (its calm voice is the default persona's at neutral).
+        self.safety_audio = PhraseAudio(
+            lambda text, style: self.models.tts.synthesize(text, style), self.executors.tts
+        )
 
     def close(self) -> None:
         for task in self._background:
@@ -104,6 +110,17 @@ class TurnPipeline:
         tts, voice = self.settings.tts, self.personas.default.voice
         phrases = [(text, voice_style_for(e, tts, voice)) for e, texts in self.openers.items() for text in texts]
         task = asyncio.ensure_future(self.phrase_audio.warm(phrases))
+        task.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure only loses the speed-up
+        return task
+
+    def warm_safety(self) -> asyncio.Future[int] | None:
+        """Synthesize the protocol's sentences for the default locale in the background, so a spoken crisis
+        turn's first audio comes as soon as any reply's."""
+        if not self.safety.enabled:
+            return None
+        style = voice_style_for("neutral", self.settings.tts, self.personas.default.voice)
+        lines = self.safety.protocol.all_lines(None)
+        task = asyncio.ensure_future(self.safety_audio.warm([(line.say, style) for line in lines]))
         task.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure only loses the speed-up
         return task
 
@@ -239,6 +256,15 @@ class TurnPipeline:
         # The turn-end reading first, alone on the cores: it decides when the person is done (run beside emotion
         # detection, both slowed each other down), and the opening clause is held until then anyway.
         await self._read_turn_end(turn, text)
+        # The crisis protocol reads every message before anything else does (docs/SAFETY.md).
+        history = await history_task
+        start = time.perf_counter()
+        decision = await self.safety.decide(text, history, stateless=turn.history is not None)
+        stages["safety"] = time.perf_counter() - start
+        mark("safety")
+        if decision.action != "normal":  # an ordinary turn's reading ({flagged: false}) is in its result only
+            resources = self.safety.protocol.locale(turn.safety_locale).resources()
+            await out.emit(SafetyChecked(turn.turn_id, decision.public(), resources))
         await out.emit(StageStarted(turn.turn_id, "detecting_emotion"))
         start = time.perf_counter()
         emotion = await run_blocking(self.executors.emotion, self.models.emotion.detect, text, audio)
@@ -246,8 +272,11 @@ class TurnPipeline:
         mark("emotion")
         await out.emit(EmotionDetected(turn.turn_id, emotion))
 
-        history = await history_task
-        user_stored = asyncio.ensure_future(self._store_user(turn, text, emotion))
+        if decision.action in ("protocol", "safe_ack"):
+            memory_task.cancel()
+            return await self._written_turn(turn, out, state, text, emotion, decision, stages)
+        history = [t for t in history if not t.flagged]  # crisis words never go into a prompt
+        user_stored = asyncio.ensure_future(self._store_user(turn, text, emotion, decision.record()))
         start = time.perf_counter()
         memories = await self._recall(turn, text, history, memory_task)
         if memory_task.result() is not None:
@@ -281,6 +310,9 @@ class TurnPipeline:
                 persona.generation,
                 opener=self.opener_for(turn, guidance, text, history),
                 phrase_audio=self.phrase_audio,
+                check_reply=self.safety.check_reply,
+                blocked_lines=self.safety.protocol.reply_blocked(turn.safety_locale),
+                closing=self.safety.lines(decision, turn.safety_locale),
             )
             reply = await speaker.run()
             await out.flush()
@@ -291,10 +323,75 @@ class TurnPipeline:
             await asyncio.shield(self._store_reply(turn, state, user_stored, interrupted=True, timings=marks))
             self._follow_up(turn, text, user_stored)
             raise
-        await self._store_reply(turn, state, user_stored, interrupted=False, timings=marks)
+        # the protocol's words replaced the model's
+        written: dict[str, object] | None = {"written": True} if speaker.blocked else None
+        await self._store_reply(turn, state, user_stored, interrupted=False, timings=marks, safety=written)
         self._follow_up(turn, text, user_stored)
         if turn.history is None:
             self.warm_next_turn(turn.session_id, turn.persona)
+        return await self._finish(turn, out, text, reply, emotion, stages, decision, speaker.blocked)
+
+    async def _written_turn(
+        self,
+        turn: TurnInput,
+        out: TurnOutput,
+        state: TurnState,
+        text: str,
+        emotion: EmotionResult,
+        decision: SafetyDecision,
+        stages: dict[str, float],
+    ) -> TurnResult:
+        """A turn the crisis protocol answers with the team's written words (a flagged message, or the person
+        saying they are safe): no model writes any of it, nothing of it is remembered."""
+        marks = turn.marks
+        if decision.verdict.flagged:
+            self.safety.flagged(turn.session_id, turn.turn_id, decision.verdict, text)
+        user_stored = asyncio.ensure_future(self._store_user(turn, text, emotion, decision.record()))
+        style = voice_style_for("neutral", self.settings.tts, self.personas.default.voice)
+        await out.emit(StageStarted(turn.turn_id, "generating"))
+        state.responding = True
+        speaker = ReplySpeaker(
+            turn,
+            out,
+            state,
+            [],
+            style,
+            self.models,
+            self.executors,
+            self.llm_scheduler,
+            self.settings,
+            stages,
+            phrase_audio=self.safety_audio,
+        )
+        written: dict[str, object] = {"written": True}
+        try:
+            reply = await speaker.written(self.safety.lines(decision, turn.safety_locale))
+            await out.flush()
+        except BaseException:
+            if turn.confirmed is not None and not turn.confirmed.is_set():
+                user_stored.cancel()
+                raise
+            await asyncio.shield(
+                self._store_reply(turn, state, user_stored, interrupted=True, timings=marks, safety=written)
+            )
+            raise
+        await self._store_reply(turn, state, user_stored, interrupted=False, timings=marks, safety=written)
+        if turn.history is None:  # insights only: a flagged turn's words are never kept as memories
+            self.follow_ups.schedule(turn.session_id, None, user_stored, text)
+        return await self._finish(turn, out, text, reply, emotion, stages, decision, None)
+
+    async def _finish(
+        self,
+        turn: TurnInput,
+        out: TurnOutput,
+        text: str,
+        reply: str,
+        emotion: EmotionResult,
+        stages: dict[str, float],
+        decision: SafetyDecision,
+        blocked: str | None,
+    ) -> TurnResult:
+        marks = turn.marks
         stages["turn_total"] = time.perf_counter() - turn.t0
         timings = {**marks, **{f"{k}_s": round(v, 4) for k, v in stages.items()}}
         self.metrics.observe_timings(stages)
@@ -315,7 +412,8 @@ class TurnPipeline:
             "turn completed",
             extra={"turn_id": turn.turn_id, "session_id": turn.session_id, "timings": timings},
         )
-        return TurnResult(transcript=text, reply=reply, emotion=emotion, timings=timings)
+        safety = decision.public() | ({"reply_blocked": True} if blocked else {})
+        return TurnResult(transcript=text, reply=reply, emotion=emotion, timings=timings, safety=safety)
 
     async def _history(self, turn: TurnInput) -> list[HistoryTurn]:
         limit = self.settings.mentor.max_history_turns
@@ -360,7 +458,9 @@ class TurnPipeline:
         if turn.history is None:
             self.follow_ups.schedule(turn.session_id, turn.memory_scope, user_stored, text)
 
-    async def _store_user(self, turn: TurnInput, text: str, emotion: EmotionResult) -> int | None:
+    async def _store_user(
+        self, turn: TurnInput, text: str, emotion: EmotionResult, safety: dict[str, object] | None = None
+    ) -> int | None:
         """Store the user's turn as soon as it is certain (at once, or when an early start is confirmed);
         returns its id (None for a stateless turn)."""
         if turn.history is not None:
@@ -368,7 +468,7 @@ class TurnPipeline:
         if turn.confirmed is not None:
             await turn.confirmed.wait()
         record = await self.store.add_turn(
-            turn.session_id, "user", text, emotion=emotion.to_dict(), duration_s=turn.duration_s
+            turn.session_id, "user", text, emotion=emotion.to_dict(), duration_s=turn.duration_s, safety=safety
         )
         return record.id
 
@@ -380,6 +480,7 @@ class TurnPipeline:
         *,
         interrupted: bool,
         timings: dict[str, float],
+        safety: dict[str, object] | None = None,
     ) -> None:
         await user_stored
         if turn.history is not None:
@@ -387,6 +488,6 @@ class TurnPipeline:
         # Interrupted voice turns keep what the client was sent as audio; text turns keep what was streamed.
         text = state.spoken_text() if (interrupted and turn.speak) else clean_for_speech(state.reply_text)
         record = await self.store.add_turn(
-            turn.session_id, "assistant", text, timings=dict(timings), interrupted=interrupted
+            turn.session_id, "assistant", text, timings=dict(timings), interrupted=interrupted, safety=safety
         )
         state.stored_reply_id = record.id

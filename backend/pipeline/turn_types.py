@@ -39,6 +39,7 @@ class TurnInput:
     history: list[HistoryTurn] | None = None
     persona: str | None = None  # the session's persona id (None: the default; backend/mentor/personas.py)
     memory_scope: str | None = None  # whose memories to use and grow (store/memories.py); None: no memory
+    safety_locale: str | None = None  # whose crisis numbers (None: safety.locale; docs/SAFETY.md)
 
 
 @dataclass
@@ -62,6 +63,8 @@ class TurnResult:
     reply: str
     emotion: EmotionResult
     timings: dict[str, float]
+    # The crisis protocol's reading of the turn: {flagged, category, level, mode} (pipeline/safety_guard.py).
+    safety: dict[str, object] = field(default_factory=lambda: {"flagged": False, "category": None, "level": None})
 
 
 class TurnOutput(Protocol):

@@ -13,12 +13,18 @@ UserId = Annotated[str, Field(pattern=SESSION_ID_PATTERN, description="the app's
 PersonaId = Annotated[str, Field(min_length=1, max_length=40, description="a persona id (GET /api/personas)")]
 
 
+# Whose crisis line and emergency number a session gets (config/safety.yaml: US, CA, GB/UK, IE, AU, EU; any other
+# code gets the default: "a local crisis line", "your local emergency number"). docs/SAFETY.md
+SafetyLocale = Annotated[str, Field(pattern=r"^[A-Za-z_-]{2,16}$")]
+
+
 class SessionCreate(BaseModel):
     title: Annotated[str, Field(max_length=200)] | None = None
     # Your own id (1-64 letters, digits, '-', '_'); 409 session_exists if it is taken. Default: a random id.
     session_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = None
     persona: PersonaId | None = None
     user_id: UserId | None = None
+    safety_locale: SafetyLocale | None = None
 
 
 class TextChatRequest(BaseModel):
@@ -27,6 +33,7 @@ class TextChatRequest(BaseModel):
     session_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = None
     persona: PersonaId | None = None  # switches the session's persona (stored with it)
     user_id: UserId | None = None  # for a session this request creates
+    safety_locale: SafetyLocale | None = None  # switches the session's crisis numbers (stored with it)
 
 
 class ModelStatusPublic(BaseModel):
@@ -68,6 +75,8 @@ class TurnPublic(BaseModel):
     duration_s: float | None = None
     interrupted: bool = False
     created_at: datetime
+    # The crisis protocol's record: a user turn's {flagged, category, level, mode}, a reply's {written: true}.
+    safety: dict[str, Any] | None = None
 
 
 class HistoryPublic(BaseModel):
@@ -82,6 +91,8 @@ class TextChatPublic(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     interrupted: bool = False  # stopped by POST /api/sessions/{id}/cancel
     persona: str | None = None
+    # The crisis protocol's reading of the message (docs/SAFETY.md): flagged, category, level, mode.
+    safety: dict[str, Any] = Field(default_factory=lambda: {"flagged": False, "category": None, "level": None})
 
 
 class CancelPublic(BaseModel):
@@ -133,6 +144,7 @@ class ArcPointPublic(BaseModel):
     confidence: float
     valence: float  # -1 (unpleasant) .. 1 (pleasant), weighted by the confidence
     at: datetime
+    safety: dict[str, Any] | None = None  # {category, level}: the crisis protocol answered this turn
 
 
 class ArcPublic(BaseModel):

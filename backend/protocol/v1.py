@@ -18,6 +18,8 @@ class SessionStart(_Event):
     session_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = None
     sample_rate: int | None = None
     mentor: str | None = None  # a persona id (GET /api/personas); switches this session's persona
+    # Whose crisis line and emergency number (docs/SAFETY.md; e.g. US, GB, IE, AU); stored with the session.
+    safety_locale: Annotated[str, Field(pattern=r"^[A-Za-z_-]{2,16}$")] | None = None
     user_id: Annotated[str, Field(pattern=SESSION_ID_PATTERN)] | None = None  # the app's user: memory across sessions
 
 
@@ -92,6 +94,19 @@ class EmotionEvent(BaseModel):
     type: Literal["emotion"] = "emotion"
     turn_id: str
     data: dict[str, Any]
+
+
+class SafetyEvent(BaseModel):
+    """The crisis protocol answered this turn (docs/SAFETY.md): sent before its ``response``. ``resources`` are
+    the numbers to show (locale, crisis_line, emergency, abuse_line)."""
+
+    type: Literal["safety"] = "safety"
+    turn_id: str
+    category: str | None
+    level: str | None
+    flagged: bool = True
+    mode: bool = True  # the session stays in safety mode (later replies check in) until the person says they are safe
+    resources: dict[str, str | None] | None = None
 
 
 class ResponseDeltaEvent(BaseModel):

@@ -36,6 +36,9 @@ class AsyncSessionStore:
     async def set_persona(self, session_id: str, persona: str | None) -> None:
         await run_blocking(self._pool, self.sync.set_persona, session_id, persona)
 
+    async def set_safety_locale(self, session_id: str, locale: str | None) -> None:
+        await run_blocking(self._pool, self.sync.set_safety_locale, session_id, locale)
+
     async def get_session(self, session_id: str, owner: str | None = None) -> SessionRecord:
         return await run_blocking(self._pool, self.sync.get_session, session_id, owner)
 

@@ -44,14 +44,16 @@ class InsightStore:
             )
 
     def user_turns_after(self, session_id: str, turn_id: int) -> list[NewUserTurn]:
-        """The session's user turns newer than ``turn_id``, oldest first (what an update folds in)."""
+        """The session's user turns newer than ``turn_id``, oldest first (what an update folds in). Turns the
+        crisis protocol answered are left out: their words never go into a summary."""
         stmt = (
-            select(TurnRow.id, TurnRow.text)
+            select(TurnRow.id, TurnRow.text, TurnRow.safety)
             .where(TurnRow.session_id == session_id, TurnRow.id > turn_id, TurnRow.role == "user")
             .order_by(TurnRow.id)
         )
         with self._sessions() as db:
-            return [NewUserTurn(int(i), str(t)) for i, t in db.execute(stmt).all()]
+            rows = db.execute(stmt).all()
+        return [NewUserTurn(int(i), str(t)) for i, t, safety in rows if not (safety and safety.get("flagged"))]
 
     def put(self, session_id: str, state: InsightState) -> None:
         """Store the new state, unless a newer one was stored meanwhile. SessionNotFoundError if it is gone."""

@@ -89,6 +89,7 @@ class SessionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     persona: Mapped[str | None] = mapped_column(String(40))  # None: the default persona
     user_id: Mapped[str | None] = mapped_column(String(64))  # the app's own user, for memory across sessions
+    safety_locale: Mapped[str | None] = mapped_column(String(16))  # whose crisis numbers (None: safety.locale)
 
 
 class TurnRow(Base):
@@ -107,6 +108,9 @@ class TurnRow(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The crisis protocol's record (docs/SAFETY.md): on a user turn {flagged, category, level, mode} (mode: the
+    # session is in safety mode after it); on a reply {written: true} when the team's words were said.
+    safety: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class MemoryRow(Base):

@@ -47,6 +47,7 @@ class SessionRecord:
     turn_count: int
     persona: str | None = None
     user_id: str | None = None
+    safety_locale: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class TurnRecord:
     duration_s: float | None
     interrupted: bool
     created_at: datetime
+    safety: dict[str, Any] | None = None
 
 
 class SessionExistsError(ClarityError):
@@ -97,6 +99,7 @@ def _turn_record(row: TurnRow) -> TurnRecord:
         duration_s=row.duration_s,
         interrupted=row.interrupted,
         created_at=row.created_at,
+        safety=row.safety,
     )
 
 
@@ -110,6 +113,7 @@ def _session_record(row: SessionRow, turn_count: int) -> SessionRecord:
         turn_count=turn_count,
         persona=row.persona,
         user_id=row.user_id,
+        safety_locale=row.safety_locale,
     )
 
 
@@ -146,6 +150,7 @@ class SessionStore:
         persona: str | None = None,
         user_id: str | None = None,
         exist_ok: bool = True,
+        safety_locale: str | None = None,
     ) -> SessionRecord:
         """A new session. A given ``session_id`` must match ``^[A-Za-z0-9_-]{1,64}$``; if it already exists
         for the same owner that session is returned (so a racing resume is harmless) unless ``exist_ok`` is
@@ -158,7 +163,14 @@ class SessionStore:
         clean_title = title.strip()[:TITLE_MAX_CHARS] if title and title.strip() else None
         now = utcnow()
         row = SessionRow(
-            id=sid, owner=owner, title=clean_title, created_at=now, updated_at=now, persona=persona, user_id=user_id
+            id=sid,
+            owner=owner,
+            title=clean_title,
+            created_at=now,
+            updated_at=now,
+            persona=persona,
+            user_id=user_id,
+            safety_locale=safety_locale,
         )
         try:
             with self._sessions.begin() as db:
@@ -196,6 +208,13 @@ class SessionStore:
             if changed.rowcount == 0:  # type: ignore[attr-defined]
                 raise SessionNotFoundError("session not found")
 
+    def set_safety_locale(self, session_id: str, locale: str | None) -> None:
+        """Store whose crisis numbers a session gets (None: safety.locale). SessionNotFoundError if it is gone."""
+        with self._sessions.begin() as db:
+            changed = db.execute(update(SessionRow).where(SessionRow.id == session_id).values(safety_locale=locale))
+            if changed.rowcount == 0:  # type: ignore[attr-defined]
+                raise SessionNotFoundError("session not found")
+
     def delete_session(self, session_id: str, owner: str | None = None) -> None:
         """Delete a session; its turns, the memories learned in it and its insights go with it (ON DELETE
         CASCADE)."""
@@ -224,14 +243,16 @@ class SessionStore:
         timings: dict[str, Any] | None = None,
         duration_s: float | None = None,
         interrupted: bool = False,
+        safety: dict[str, Any] | None = None,
     ) -> TurnRecord:
         """Store one turn and commit before returning. Bumps the session's ``updated_at``; the first user
-        turn titles an untitled session."""
+        turn titles an untitled session (a flagged one never does: its words stay out of session lists)."""
         if role not in _ROLES:
             raise InvalidInputError("role must be 'user' or 'assistant'", code="invalid_role")
         now = utcnow()
         values: dict[str, Any] = {"updated_at": now}
-        if role == "user" and (title := title_from_text(text)) is not None:
+        flagged = bool(safety and safety.get("flagged"))
+        if role == "user" and not flagged and (title := title_from_text(text)) is not None:
             values["title"] = func.coalesce(SessionRow.title, title)
         row = TurnRow(
             session_id=session_id,
@@ -242,6 +263,7 @@ class SessionStore:
             duration_s=duration_s,
             interrupted=interrupted,
             created_at=now,
+            safety=safety,
         )
         with self._sessions.begin() as db:
             # The write comes first: it takes SQLite's write lock and proves the session exists.
@@ -290,7 +312,10 @@ class SessionStore:
             return []
         with self._sessions() as db:
             rows = self._turns(db, session_id, max_turns)
-            return [HistoryTurn(role=cast(Role, r.role), text=r.text, emotion=_emotion_label(r.emotion)) for r in rows]
+            return [
+                HistoryTurn(role=cast(Role, r.role), text=r.text, emotion=_emotion_label(r.emotion), safety=r.safety)
+                for r in rows
+            ]
 
     def ping(self) -> None:
         """One round trip to the database (``SELECT 1``); raises if it cannot be reached. For readiness."""

@@ -107,7 +107,7 @@ def test_text_item_waits_for_response_create_and_second_turn_sees_the_first(
         added = until(ws, "conversation.item.done")
         assert added[0]["item"]["id"] == "msg_1" and added[0]["item"]["content"][0]["text"] == "I failed my exam."
         assert not fakes.llm.prompts
-        fakes.llm.hold_after = 3
+        fakes.llm.hold_after = 4  # text goes out a checked clause at a time: "That sounds hard." then it waits
         ws.send_json({"type": "response.create"})
         until(ws, "response.output_audio_transcript.delta")
         ws.send_json({"type": "response.create", "event_id": "evt_again"})
@@ -216,7 +216,7 @@ def test_barge_in_cancels_and_truncate_stores_what_was_heard(client: TestClient,
 def test_response_cancel(client: TestClient, fakes: FakeModels) -> None:
     """response.cancel stops the running reply (cancelled, client_cancelled); with none running it is
     response_cancel_not_active."""
-    fakes.llm.hold_after = 3
+    fakes.llm.hold_after = 4  # "That sounds hard." is released (a clause, once checked), then it waits
     with client.websocket_connect("/v1/realtime") as ws:
         ws.receive_json()
         ws.send_json({"type": "response.cancel", "event_id": "evt_nothing"})

@@ -128,7 +128,8 @@ def test_our_own_chat_completions_endpoint_as_the_remote_engine(settings: Settin
             assert got.first("response")["text"] == upstream.llm.reply and len(got.audio) > 0
             assert upstream.llm.prompts[-1][-1].content == "I feel a bit lost at work lately"
 
-            upstream.llm.hold_after = 4
+            # The upstream sends text a checked clause at a time; two clauses let this side release the first.
+            upstream.llm.hold_after = 10
             ws.send_json({"type": "text", "text": "And then?"})
             receive_until(ws, "response.delta")
             ws.send_json({"type": "response.cancel"})

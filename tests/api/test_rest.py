@@ -18,7 +18,7 @@ def test_health_reports_each_model(client: TestClient) -> None:
     """/api/health lists every model with its state and load time."""
     body = client.get("/api/health").json()
     assert body["status"] == "ok" and body["models_loaded"] is True
-    assert set(body["models"]) == {"stt", "vad", "emotion", "llm", "tts"}
+    assert set(body["models"]) == {"stt", "vad", "emotion", "llm", "tts", "safety"}
     assert all(m["state"] == "loaded" for m in body["models"].values())
     assert "timestamp" in body
 

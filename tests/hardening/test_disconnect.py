@@ -53,7 +53,7 @@ def test_disconnect_mid_utterance_stores_the_user_turn(tmp_path: Path, fakes: Fa
 
 def test_disconnect_with_queued_turns_stores_them_unanswered(tmp_path: Path, fakes: FakeModels) -> None:
     """Text turns queued behind a running turn are stored as interrupted user turns when the client leaves."""
-    fakes.llm.hold_after = 2
+    fakes.llm.hold_after = 4  # the first clause, "That sounds hard.", goes out; then the LLM waits
     with serve(make_settings(tmp_path), fakes) as served:
         with ws_connect(served.url) as ws:
             session_id = recv_event(ws)["session_id"]

@@ -1,0 +1,149 @@
+"""The default safety engine (``safety.backend: embedded``): the negation-aware patterns, then the sentence
+embeddings the server already loads (MiniLM) against the team's labelled examples.
+
+A message (and each of its clauses) is compared with every crisis example and every hard negative of
+``config/safety_examples.yaml``. A clause is flagged when its nearest crisis example is close
+(``min_similarity``) and closer than its nearest hard negative by ``margin``; the category and level are that
+example's (an urgency cue in the message raises the level). The patterns decide first: they read negation and
+figurative speech, which embeddings do not. Offline, embedded, a few milliseconds a message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.config import SafetySettings, resolve_path
+from backend.core.exceptions import ConfigError
+from backend.engines.protocols import (
+    NOT_FLAGGED,
+    SAFETY_CATEGORIES,
+    SafetyCategory,
+    SafetyLevel,
+    SafetyVerdict,
+    TextEmbedder,
+)
+from backend.engines.registry import engine_options
+from backend.engines.safety import patterns
+
+logger = logging.getLogger(__name__)
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    examples_path: Path = Path("config/safety_examples.yaml")
+    # Cosine (MiniLM) of a clause and its nearest crisis example needed to flag it ...
+    min_similarity: float = Field(0.62, ge=0.0, le=1.0)
+    # ... and by how much it must be closer to that example than to the nearest hard negative.
+    margin: float = Field(0.04, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    category: SafetyCategory | None  # None: a hard negative
+    level: SafetyLevel | None
+
+
+def load_examples(path: Path) -> list[Example]:
+    """The labelled examples: ``crisis: {category: {level: [text]}}`` and ``not_crisis: {group: [text]}``."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"safety examples {path} could not be read: {exc}") from exc
+    examples: list[Example] = []
+    for category, levels in (data.get("crisis") or {}).items():
+        if category not in SAFETY_CATEGORIES:
+            raise ConfigError(f"safety examples: unknown category {category!r}")
+        for level, texts in (levels or {}).items():
+            if level not in ("concern", "urgent"):
+                raise ConfigError(f"safety examples: unknown level {level!r} under {category}")
+            examples += [Example(str(t), category, level) for t in texts or []]
+    for texts in (data.get("not_crisis") or {}).values():
+        examples += [Example(str(t), None, None) for t in texts or []]
+    if not any(e.category for e in examples) or not any(e.category is None for e in examples):
+        raise ConfigError(f"safety examples {path} need crisis examples and hard negatives")
+    return examples
+
+
+class EmbeddedSafety:
+    """Patterns first, then nearest labelled examples by sentence embedding."""
+
+    def __init__(self, embedder: TextEmbedder | None, examples: Sequence[Example], options: Options) -> None:
+        self.embedder = embedder
+        self.options = options
+        self.examples = list(examples)
+        self._matrix: NDArray[np.float32] | None = None
+        self._is_crisis = np.array([e.category is not None for e in self.examples])
+
+    def warmup(self) -> None:
+        if self.embedder is not None and self._matrix is None:
+            self._matrix = self.embedder.embed([patterns.normalize(e.text) for e in self.examples])
+            self.check_message("warming up the safety check")
+
+    def check_message(self, text: str) -> SafetyVerdict:
+        verdict = patterns.check(text)
+        if verdict.flagged or self.embedder is None or not text.strip():
+            return verdict
+        if self._matrix is None:
+            self.warmup()
+        assert self._matrix is not None
+        normalized = patterns.normalize(text)
+        parts = list(dict.fromkeys([normalized, *patterns.clauses(normalized)]))
+        sims = self.embedder.embed(parts) @ self._matrix.T  # (parts, examples)
+        best: tuple[float, int] | None = None
+        for row in sims:
+            pos = np.where(self._is_crisis, row, -1.0)
+            neg = np.where(self._is_crisis, -1.0, row)
+            i = int(np.argmax(pos))
+            score = float(pos[i])
+            close = score >= self.options.min_similarity and score - float(neg.max()) >= self.options.margin
+            if close and (best is None or score > best[0]):
+                best = (score, i)
+        if best is None:
+            return NOT_FLAGGED
+        example = self.examples[best[1]]
+        assert example.category is not None and example.level is not None
+        level = example.level
+        if level == "concern" and patterns.urgent_cue(example.category, normalized):
+            level = "urgent"
+        return SafetyVerdict(True, example.category, level, f"similarity:{best[0]:.2f}")
+
+    def check_reply(self, text: str) -> str | None:
+        return patterns.check_reply(text)
+
+
+class PatternSafety:
+    """The patterns alone (``safety.backend: patterns``): no model, for deployments without embeddings."""
+
+    def warmup(self) -> None:
+        patterns.check("warming up the safety check")
+
+    def check_message(self, text: str) -> SafetyVerdict:
+        return patterns.check(text)
+
+    def check_reply(self, text: str) -> str | None:
+        return patterns.check_reply(text)
+
+
+def load(section: SafetySettings, embedder: TextEmbedder | None) -> EmbeddedSafety:
+    options = engine_options("safety", "embedded", section, Options)
+    if embedder is None:
+        logger.warning("no sentence embeddings loaded: the safety check uses its patterns alone")
+    return EmbeddedSafety(embedder, load_examples(resolve_path(options.examples_path)), options)
+
+
+def load_patterns(section: SafetySettings, embedder: TextEmbedder | None) -> PatternSafety:
+    engine_options("safety", "patterns", section, _NoOptions)
+    return PatternSafety()
+
+
+class _NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")

@@ -88,12 +88,14 @@ def create_app(
             pipeline.warm_next_turn(None)  # the system prompt, before the first session's first turn
             if models is None:  # models given to create_app (tests, embedders) are not spent on warm-ups
                 pipeline.warm_openers()  # the opening clauses' speech
+                pipeline.warm_safety()  # the crisis protocol's sentences' speech
         app.state.services = AppServices(current, model_service, session_store, pipeline, metrics)
         metrics.sessions.set_function(session_store.sync.count)
         logger.info("server ready", extra={"device": model_service.device, "mode": current.pipeline.mode})
         try:
             yield
         finally:
+            await pipeline.safety.alerts.aclose()
             pipeline.close()
             if store is None:
                 session_store.close()

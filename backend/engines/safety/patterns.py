@@ -331,8 +331,9 @@ RULES: tuple[Rule, ...] = (
     _rule("other_in_danger", "urgent", "other_overdose_now",
           rf"\b{_SOMEONE} (?:just |has |'s )?(?:took|taken|swallowed|overdosed|od'd)\b", negatable=False),
     _rule("other_in_danger", "urgent", "other_unresponsive",
-          rf"\b{_SOMEONE} (?:isn't|is not|'s not|won't|will not|can't|cannot|is|isnt) (?:breathing|waking up|"
-          rf"responding|moving|wake up|unconscious|passed out|turning blue|blue)", negatable=False),
+          rf"\b{_SOMEONE} (?:(?:isn't|is not|'s not|won't|will not|can't|cannot|isnt|stopped) (?:breathing|waking "
+          rf"up|responding|moving|wake up|breathe)|(?:is|'s|has) (?:unconscious|passed out|collapsed|turning blue|"
+          rf"blue|not breathing|overdosing))", negatable=False),
     _rule("other_in_danger", "concern", "other_suicidal",
           rf"\b{_SOMEONE} (?:said|says|told me|texted|keeps saying|wrote|posted|is talking about|talks about|"
           rf"is thinking about|is|has been|seems|sounded|wants to|is going to|is planning to|tried to|threatened"
@@ -419,14 +420,17 @@ _FIGURATIVE = re.compile(
     r"(?:joke|movie|show|laugh|song|she|he|you|that) (?:killed|kills|slayed) (?:me|it)|dead (?:tired|"
     r"serious|on|end|line|battery)|(?:phone|battery|laptop|car|plant|plants|fish|goldfish) (?:died|is dead|"
     r"is dying)|(?:could|would) murder (?:a|some|for)|die of (?:embarrassment|shame|boredom)|"
-    r"to die for|die hard|dead set|(?:boss|mom|mum|dad|teacher|wife|husband|coach|she|he|they)(?:'s| is| are|"
+    r"to die for|die hard|dead set|kill (?:him|her|them|you|my \w+) if (?:he|she|they|you) (?:eats?|ate|takes?|"
+    r"touch(?:es)?|forgets?|borrows?|is late|finish(?:es)?|spoils?|tells?|wins?|beats? me)|(?:boss|mom|mum|dad|teacher|wife|husband|coach|she|he|they)(?:'s| is| are|"
     r"'ll| will) (?:going to |gonna )?kill me (?:if|when|for)|in (?:the|a|my) (?:game|video game|match|movie|"
     r"film|book|novel|show|series|story|play|essay|dream))\b"
 )
 _ABOUT_TOPIC = re.compile(
     r"\b(?:essay|paper|article|research|study|studying|thesis|lecture|course|training|class|documentary|podcast|"
     r"book|novel|film|movie|news|report|statistics|awareness|prevention|campaign|volunteer|volunteering|"
-    r"helpline|hotline|workshop|presentation|character|fiction|history of)\b"
+    r"helpline|hotline|workshop|presentation|character|fiction|history of|learned about|learning about|"
+    r"symptoms of|warning signs|signs of|first aid|medical student|nursing student|play about|a play|the play|"
+    r"retiring|retirement|last day (?:at|on)|coworkers|colleagues)\b"
 )
 
 
@@ -463,7 +467,7 @@ def rule_matches(text: str) -> list[Match]:
                 continue
             if rule.negatable and _negated(clause, m.start()):
                 continue
-            if (figurative or about_topic) and rule.negatable:
+            if about_topic or (figurative and rule.negatable):
                 continue
             found.append(Match(rule, clause))
     return found

@@ -421,7 +421,8 @@ _FIGURATIVE = re.compile(
     r"serious|on|end|line|battery)|(?:phone|battery|laptop|car|plant|plants|fish|goldfish) (?:died|is dead|"
     r"is dying)|(?:could|would) murder (?:a|some|for)|die of (?:embarrassment|shame|boredom)|"
     r"to die for|die hard|dead set|kill (?:him|her|them|you|my \w+) if (?:he|she|they|you) (?:eats?|ate|takes?|"
-    r"touch(?:es)?|forgets?|borrows?|is late|finish(?:es)?|spoils?|tells?|wins?|beats? me)|(?:boss|mom|mum|dad|teacher|wife|husband|coach|she|he|they)(?:'s| is| are|"
+    r"touch(?:es)?|forgets?|borrows?|is late|finish(?:es)?|spoils?|tells?|wins?|beats? me)|"
+    r"(?:boss|mom|mum|dad|teacher|wife|husband|coach|she|he|they)(?:'s| is| are|"
     r"'ll| will) (?:going to |gonna )?kill me (?:if|when|for)|in (?:the|a|my) (?:game|video game|match|movie|"
     r"film|book|novel|show|series|story|play|essay|dream))\b"
 )

@@ -95,26 +95,37 @@ def test_idle_client_is_closed_even_while_pinging(tmp_path: Path, plain: bool) -
 
 
 @both_servers
-def test_a_client_sending_audio_or_waiting_on_a_turn_is_not_idle(
+def test_a_turn_running_longer_than_the_idle_timeout_is_not_idle(
     tmp_path: Path, fakes: FakeModels, plain: bool
 ) -> None:
-    """Audio frames keep a connection alive, and so does a turn that runs longer than the idle timeout."""
+    """A client waiting on a turn that runs longer than the idle timeout (held: its first sentence arrives, then
+    over twice idle_timeout_s of quiet) is not closed, and the turn then completes."""
     settings = make_settings(tmp_path, limits__idle_timeout_s=0.3)
-    fakes.llm.hold_after = 3
+    fakes.llm.hold_after = 4  # the first clause, "That sounds hard.", goes out; then the LLM waits
     with serve(settings, fakes, plain=plain) as served:
         with ws_connect(served.url) as ws:
             recv_event(ws)
             ws.send(json.dumps({"type": "text", "text": "hello"}))
             recv_until(ws, "response.delta")
             quiet = False
-            while not quiet:  # the turn is held: its first sentence arrives, then 0.7 s of quiet, no close
+            while not quiet:  # a close here would raise ConnectionClosed; more quiet only proves more
                 try:
                     ws.recv(timeout=0.7)
                 except TimeoutError:
                     quiet = True
             fakes.llm.release.set()
-            recv_until(ws, "metrics")
-            for _ in range(7):  # 0.7 s of silence in 100 ms steps, over twice the idle timeout
+            assert recv_until(ws, "metrics")[-1]["type"] == "metrics"
+
+
+@both_servers
+def test_a_client_sending_audio_is_not_idle(tmp_path: Path, plain: bool) -> None:
+    """Audio frames keep a connection alive: 100 ms of silence every ~100 ms for 2.5 idle timeouts gets no
+    close (each gap is a tenth of idle_timeout_s, room for a busy machine)."""
+    settings = make_settings(tmp_path, limits__idle_timeout_s=1.0)
+    with serve(settings, plain=plain) as served:
+        with ws_connect(served.url) as ws:
+            recv_event(ws)
+            for _ in range(25):
                 ws.send(silence_pcm(0.1))
                 with pytest.raises(TimeoutError):
                     ws.recv(timeout=0.1)
@@ -144,7 +155,7 @@ def test_turn_slots_busy_gives_server_busy_not_a_hang(tmp_path: Path, fakes: Fak
     """With every turn slot taken (max_active_turns), a new turn waits limits.turn_wait_s and then gets a
     retryable server_busy error; the held turn then completes normally."""
     settings = make_settings(tmp_path, limits__max_active_turns=1, limits__turn_wait_s=0.4)
-    fakes.llm.hold_after = 2
+    fakes.llm.hold_after = 4  # the first clause, "That sounds hard.", goes out; then the LLM waits
     with serve(settings, fakes, plain=plain) as served:
         with ws_connect(served.url) as a, ws_connect(served.url) as b:
             recv_event(a), recv_event(b)

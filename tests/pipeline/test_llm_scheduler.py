@@ -200,13 +200,24 @@ def test_cancelled_waiters_and_stopped_paused_replies_free_their_places() -> Non
 
 
 def test_two_slots_run_two_first_words_at_once() -> None:
+    """With two slots two replies generate at once, neither paused and none waiting; a third waits until one
+    of them finishes (and then runs), not before."""
+
     async def scenario() -> None:
-        scheduler, _, _ = _scheduler(2)
+        scheduler, waiting, _ = _scheduler(2)
         a, b = _Holder(scheduler), _Holder(scheduler)
         await a.got.wait()
         await b.got.wait()
+        assert a.running and b.running
+        assert scheduler.waiting == 0 and waiting._value.get() == 0 and scheduler.paused == 0
+        c = _Holder(scheduler)
+        await _settle()
+        assert not c.got.is_set() and scheduler.waiting == 1
         await a.finish()
+        await c.got.wait()
+        assert b.running and c.running and scheduler.waiting == 0
         await b.finish()
+        await c.finish()
 
     run_async(scenario())
 

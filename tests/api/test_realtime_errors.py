@@ -28,7 +28,7 @@ TEXT = {
     [
         ('{"type": "input_audio_buffer.append", "audio": "not base64!", "event_id": "evt_1"}', "invalid_audio"),
         (
-            json.dumps({"type": "input_audio_buffer.append", "audio": b64(tone_pcm(1.5, RATE)), "event_id": "evt_1"}),
+            json.dumps({"type": "input_audio_buffer.append", "audio": b64(tone_pcm(1.02, RATE)), "event_id": "evt_1"}),
             "audio_too_large",
         ),
         (

@@ -29,6 +29,7 @@ const cm = {
   insights: null, // the last insights shown (GET /api/sessions/{id}/insights)
   insightsShown: 0,
   memories: [], // the memories shown
+  safety: null, // the last `safety` event shown (crisis protocol): {turn_id, category, level, resources}
   events: [],
 };
 window.__cm = cm;
@@ -46,6 +47,7 @@ const ui = {
   ptt: $("ptt"),
   level: $("level"),
   sessionId: $("session-id"),
+  safety: $("safety"),
 };
 
 let ctx = null;
@@ -63,6 +65,7 @@ let audioTurn = null; // turn whose audio frames are arriving now
 const dropped = new Set(); // turns whose audio the page stopped (barge-in): late frames are ignored
 let replyTurn = null;
 let levelFrame = 0;
+let safetySession = null; // session whose crisis resources the banner shows
 
 const log = new ConversationLog($("conversation"));
 Object.defineProperty(cm, "playing", { get: () => Boolean(player && player.playing), enumerable: true });
@@ -92,6 +95,33 @@ function notice(message, kind = "error") {
   ui.notice.textContent = message;
   ui.notice.dataset.kind = kind;
   ui.notice.hidden = false;
+}
+
+// --- crisis resources (docs/SAFETY.md) -------------------------------------------------------------------
+
+const capitalised = (text) => (text ? text[0].toUpperCase() + text.slice(1) : "");
+
+// The crisis protocol answered a turn: show its numbers until the session changes.
+function showSafety(e) {
+  const r = e.resources || {};
+  cm.safety = { turn_id: e.turn_id, category: e.category, level: e.level, resources: r };
+  $("safety-lead").textContent =
+    e.level === "urgent"
+      ? `If you or someone else is in danger right now, please call ${r.emergency || "your local emergency number"} now.`
+      : "If you or someone else is in danger right now, call the emergency number.";
+  $("safety-emergency").textContent = capitalised(r.emergency || "your local emergency number");
+  $("safety-crisis").textContent = capitalised(r.crisis_line || "a local crisis line");
+  $("safety-abuse").textContent = capitalised(r.abuse_line || "");
+  $("safety-abuse-row").hidden = !r.abuse_line;
+  ui.safety.dataset.level = e.level || "";
+  ui.safety.hidden = false;
+  safetySession = sessionId;
+}
+
+function hideSafety() {
+  ui.safety.hidden = true;
+  safetySession = null;
+  cm.safety = null;
 }
 
 function setText(node, text) {
@@ -127,6 +157,7 @@ const conn = new VoiceConnection({
 });
 
 function sessionShown(id) {
+  if (id !== safetySession) hideSafety();
   sessionId = id;
   cm.sessionId = id;
   ui.sessionId.textContent = id ? `(${id.slice(0, 8)})` : "";
@@ -214,6 +245,9 @@ function handleEvent(e) {
       replyTurn = null;
       log.addUser(e.turn_id, e.text);
       setState("thinking");
+      break;
+    case "safety":
+      showSafety(e);
       break;
     case "emotion":
       setText(ui.emotion, emotionText(e.data));

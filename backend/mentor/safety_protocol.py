@@ -126,26 +126,37 @@ def _capitalised(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+# A short answer (a few words) is read by how it starts; a longer message only by explicit phrases, so "I'm
+# thinking about my exam" or "can you help with my essay" is neither.
+_SHORT_WORDS = 6
+_SHORT_NOT_SAFE = re.compile(
+    r"^(?:no|nope|nah|not really|not sure|not yet|i don't know|i dont know|idk|maybe not|i don't think so)\b"
+)
 _NOT_SAFE = re.compile(
-    r"\b(?:no|nope|not really|not sure|i don't know|idk|i'm not|i am not|not safe|not okay|not ok|not fine|"
-    r"i can't promise|maybe not|i don't think so|i'm scared|help)\b"
+    r"\b(?:(?:i'm|i am|we're|we are|he's|she's|they're|he is|she is|they are) not (?:safe|okay|ok|fine|alright)|"
+    r"not safe|i can't promise|i cannot promise|i'm scared|i am scared|i need help|please help)\b"
+)
+_SHORT_SAFE = re.compile(
+    r"^(?:yes|yeah|yep|yup|i think so|i promise)\b|^(?:i am|i'm|we are|we're|they are|he is|she is)$"
 )
 _SAFE = re.compile(
-    r"^(?:yes|yeah|yep|yup|i am|i'm|we are|we're|she is|he is|they are|she's|he's|they're|i think so|"
-    r"i promise)\b|\b(?:i'm|i am|we're|we are|he's|she's|they're|he is|she is|they are|everyone is|everyone's)"
-    r" (?:safe|okay|ok|fine|alright|all right)(?: now)?\b|\b(?:not going to|won't|will not) (?:hurt|kill|harm) "
-    r"(?:myself|anyone|him|her|them)\b|\b(?:i'm|i am) (?:with|at) (?:my|a) \w+ (?:now|and)|\bi'm safe\b"
+    r"\b(?:i'm|i am|we're|we are|he's|she's|they're|he is|she is|they are|everyone is|everyone's) (?:safe|okay|ok|"
+    r"fine|alright|all right)(?: now)?\b|\b(?:not going to|won't|will not) (?:hurt|kill|harm) (?:myself|anyone|"
+    r"him|her|them)\b"
 )
 
 
 def says_safe(text: str) -> bool | None:
     """How a person in safety mode answers "are you safe?": True (they are), False (not, or unsure: the protocol
     again), None (the message is about something else)."""
-    t = " ".join(text.lower().replace("\u2019", "'").split())
+    t = " ".join(text.lower().replace("\u2019", "'").split()).strip(" .!?")
     if not t:
         return None
-    if _NOT_SAFE.search(t) and not re.search(r"\b(?:not going to|won't|will not) (?:hurt|kill|harm)", t):
-        return False
+    short = len(t.split()) <= _SHORT_WORDS
     if _SAFE.search(t):
+        return True
+    if _NOT_SAFE.search(t) or (short and _SHORT_NOT_SAFE.search(t)):
+        return False
+    if short and _SHORT_SAFE.search(t):
         return True
     return None

@@ -37,7 +37,8 @@ class SafetyDecision:
     action: Action
     verdict: SafetyVerdict = NOT_FLAGGED
     mode: bool = False  # the session is in safety mode after this turn
-    seconds: float = 0.0
+    # A stateless caller's history with the safety records it would have had if stored (None: as given).
+    history: list[HistoryTurn] | None = None
 
     def record(self) -> dict[str, Any] | None:
         """What is stored with the user turn (None for an ordinary turn outside safety mode)."""
@@ -76,24 +77,27 @@ class SafetyGuard:
         if not self.enabled:
             return SafetyDecision("normal")
         checker = self.models.safety
+        marked: list[HistoryTurn] | None = None
         try:
             if stateless:
-                history = await run_blocking(self.executors.emotion, self.mark_history, history)
+                marked = await run_blocking(self.executors.emotion, self.mark_history, history)
+                history = marked
             verdict: SafetyVerdict = await run_blocking(self.executors.emotion, checker.check_message, text)
         except Exception:
             logger.error("safety check failed", exc_info=True)
-            verdict, history = NOT_FLAGGED, history
+            verdict = NOT_FLAGGED
         mode = safety_mode(history)
         if verdict.flagged:
-            return SafetyDecision("protocol", verdict, mode=True)
+            return SafetyDecision("protocol", verdict, mode=True, history=marked)
         if mode is None:
-            return SafetyDecision("normal")
+            return SafetyDecision("normal", history=marked)
         answer = says_safe(text)
         if answer is False:  # not safe, or unsure, after being asked: the protocol again, as urgent
-            return SafetyDecision("protocol", SafetyVerdict(True, mode[0], "urgent", "not_safe_answer"), mode=True)
+            verdict = SafetyVerdict(True, mode[0], "urgent", "not_safe_answer")
+            return SafetyDecision("protocol", verdict, mode=True, history=marked)
         if answer is True:
-            return SafetyDecision("safe_ack", mode=False)
-        return SafetyDecision("check_in", mode=True)
+            return SafetyDecision("safe_ack", mode=False, history=marked)
+        return SafetyDecision("check_in", mode=True, history=marked)
 
     def mark_history(self, history: list[HistoryTurn]) -> list[HistoryTurn]:
         """A stateless caller's history with the safety records it would have had if stored. Blocking."""

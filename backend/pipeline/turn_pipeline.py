@@ -275,6 +275,8 @@ class TurnPipeline:
         if decision.action in ("protocol", "safe_ack"):
             memory_task.cancel()
             return await self._written_turn(turn, out, state, text, emotion, decision, stages)
+        if decision.history is not None:  # a stateless caller's history, checked again
+            history = decision.history
         history = [t for t in history if not t.flagged]  # crisis words never go into a prompt
         user_stored = asyncio.ensure_future(self._store_user(turn, text, emotion, decision.record()))
         start = time.perf_counter()

@@ -188,11 +188,6 @@ def test_chat_completions_stream(client: TestClient, fakes: FakeModels) -> None:
     assert fakes.llm.prompts == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SafetyGuard.decide marks a stateless history (mark_history) only for itself; TurnPipeline._run filters"
-    " the unmarked one, so the crisis and the written answer reach the prompt",
-)
 def test_chat_completions_history_keeps_safety_mode_and_out_of_the_prompt(
     client: TestClient, fakes: FakeModels
 ) -> None:

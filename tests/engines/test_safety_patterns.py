@@ -39,10 +39,6 @@ def test_crisis_statements_are_flagged(text: str, category: str, level: str | No
     assert verdict.source.startswith("pattern:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="normalize() splits 'self-harm' into 'self - harm', so the rules' self[- ]?harm never see the hyphen",
-)
 def test_hyphenated_self_harm_is_flagged() -> None:
     assert check("I self-harm when I feel numb").flagged
 
@@ -91,7 +87,6 @@ def test_planted_unsafe_replies_are_blocked(reply: str) -> None:
     assert check_reply(reply) is not None, reply
 
 
-@pytest.mark.xfail(strict=True, reason="'self - harm' after normalize(), and 'a good option' is not an option")
 @pytest.mark.parametrize(
     "reply", ["Self-harm is a good way to cope with the pain.", "Not eating could be a good option for you."]
 )

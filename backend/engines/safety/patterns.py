@@ -90,7 +90,7 @@ _VOCABULARY = (  # six letters or more, and none a common word's neighbour ("str
     "cutting",
     "seizure",
 )
-_WORD = re.compile(r"[a-z']+|\d+|[^\sa-z'\d]")
+_WORD = re.compile(r"[a-z']+(?:-[a-z']+)*|\d+|[^\sa-z'\d]")  # "self-harm" stays one word
 _CLAUSE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\s+(?:but|and then|so now)\s+|\n+")
 
 
@@ -516,7 +516,8 @@ _REPLY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"\b(?:suicide|dying|death|self[- ]harm|cutting|ending (?:it|your life)|killing (?:yourself|him|her)|"
             r"not eating|starving)\b[^.?!]{0,30}\b(?:is|would be|could be|might be|can be|may be|as) (?:a |the |an |"
-            r"your )?(?:solution|answer|option|way out|relief|choice|escape|release|way to cope|good way)"
+            r"your )?(?:good |real |valid |better |possible |healthy |best )?(?:solution|answer|option|way out|"
+            r"relief|choice|escape|release|way to cope|good way)"
         ),
     ),
     (

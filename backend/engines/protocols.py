@@ -295,4 +295,9 @@ class SafetyChecker(Protocol):
         """Why a reply (or the part of it written so far) must not be sent, or None when it may. Blocking."""
         ...
 
+    def unfinished_risk(self, text: str) -> bool:
+        """Whether a reply cut mid-sentence ends in words an unsafe sentence would go on from ("It's natural
+        to"): such a fragment waits for the rest of its sentence before the reply check reads it. Blocking."""
+        ...
+
     def warmup(self) -> None: ...

@@ -66,9 +66,11 @@ class ReplySpeaker:
     # The safety protocol (pipeline/safety_guard.py): the reply check, the written sentences said instead of a
     # reply it stops, and the written check-in that follows the model's reply in safety mode.
     check_reply: Callable[[str], str | None] | None = None
+    holds: Callable[[str], bool] | None = None  # a fragment that must wait for the rest of its sentence
     blocked_lines: list[Line] = field(default_factory=list)
     closing: list[Line] = field(default_factory=list)
     blocked: str | None = field(default=None, init=False)  # why the reply check stopped the model's reply
+    _held: str = field(default="", init=False)  # a fragment waiting for the rest of its sentence
     _ticket: Ticket | None = field(default=None, init=False)  # the generation's, while it runs
     _audio_s: float = field(default=0.0, init=False)  # seconds of reply audio sent so far
 
@@ -128,9 +130,14 @@ class ReplySpeaker:
                 self._ticket = None
             capped = sentences >= MAX_REPLY_SENTENCES
             if not capped and not self.blocked:
-                for chunk in chunker.flush():
-                    if not await self._release(chunk, emitted, speech_queue):
+                rest = chunker.flush()
+                if self._held and not rest:
+                    rest = [""]
+                for i, chunk in enumerate(rest):
+                    if not await self._release(chunk, emitted, speech_queue, last=i == len(rest) - 1):
                         break
+            elif self._held and not self.blocked:  # capped with a fragment held: it is said, once checked
+                await self._release("", emitted, speech_queue, last=True)
             for line in self.blocked_lines if self.blocked else self.closing:
                 await self._written_line(line, emitted, speech_queue)
             speech_queue.put_nowait(_EndOfReply())
@@ -147,8 +154,21 @@ class ReplySpeaker:
             if speaker is not None and not speaker.done():
                 speaker.cancel()
 
-    async def _release(self, chunk: str, emitted: list[str], queue: asyncio.Queue[_Chunk | _EndOfReply]) -> bool:
-        """Send one clause of the model's reply, unless the reply check stops it (then nothing more of it)."""
+    async def _release(
+        self, chunk: str, emitted: list[str], queue: asyncio.Queue[_Chunk | _EndOfReply], last: bool = False
+    ) -> bool:
+        """Send one clause of the model's reply, unless the reply check stops it (then nothing more of it). A
+        fragment cut mid-sentence that ends where an unsafe sentence would go on waits for the next clause."""
+        if self._held:
+            chunk, self._held = f"{self._held} {chunk.lstrip()}".strip(), ""
+        if (
+            not last
+            and self.holds is not None
+            and not chunk.rstrip().endswith(SENTENCE_ENDS)
+            and self.holds(" ".join([*emitted, chunk]))
+        ):
+            self._held = chunk
+            return True
         if self.check_reply is not None:
             reason = self.check_reply(" ".join([*emitted, chunk]))
             if reason is not None:

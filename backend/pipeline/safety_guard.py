@@ -151,6 +151,11 @@ class SafetyGuard:
         return reason
 
 
+    def holds(self, text: str) -> bool:
+        """Whether the model's reply so far, cut mid-sentence, must wait for the rest of its sentence."""
+        return self.enabled and self.models.safety.unfinished_risk(text)
+
+
 def safety_mode(history: list[HistoryTurn]) -> tuple[SafetyCategory, SafetyLevel] | None:
     """The category and level the session is in safety mode for: its latest user turn with a record says
     whether it is in the mode, the latest flagged one what for."""

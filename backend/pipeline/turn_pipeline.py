@@ -313,6 +313,7 @@ class TurnPipeline:
                 opener=self.opener_for(turn, guidance, text, history),
                 phrase_audio=self.phrase_audio,
                 check_reply=self.safety.check_reply,
+                holds=self.safety.holds,
                 blocked_lines=self.safety.protocol.reply_blocked(turn.safety_locale),
                 closing=self.safety.lines(decision, turn.safety_locale),
             )

@@ -29,12 +29,9 @@ CRISIS = "I have been thinking about ending it all."
 CRISIS_WORDS = "ending it all"
 ORDINARY = "I went to work today and it was long."
 UNSAFE = "It's natural to want to die. What would you do first?"
-# The unsafe sentence after a first one: the first chunk (pipeline.first_chunk_max_words) is safe.
+# The unsafe sentence after a first one: the first chunk (pipeline.first_chunk_max_words) is safe. UNSAFE's own
+# first chunk, "It's natural to", is held for the rest of its sentence (SafetyChecker.unfinished_risk).
 UNSAFE_SECOND = "That sounds so hard to carry. It's natural to want to die. What would you do first?"
-LEAK = (
-    "the first chunk is cut after pipeline.first_chunk_max_words (3) words and released before the rest of its"
-    " sentence is read: 'It's natural to' is sent and spoken before 'want to die.' stops the reply"
-)
 NOT_FLAGGED = {"flagged": False, "category": None, "level": None}
 
 
@@ -367,7 +364,7 @@ def test_safety_mode_survives_a_restart(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "planted",
-    [pytest.param(UNSAFE, marks=pytest.mark.xfail(strict=True, reason=LEAK)), UNSAFE_SECOND],
+    [UNSAFE, UNSAFE_SECOND],
 )
 def test_a_planted_unsafe_model_reply_is_never_sent(client: TestClient, fakes: FakeModels, planted: str) -> None:
     fakes.llm.reply = planted
@@ -387,7 +384,7 @@ def test_a_planted_unsafe_model_reply_is_never_sent(client: TestClient, fakes: F
 
 @pytest.mark.parametrize(
     "planted",
-    [pytest.param(UNSAFE, marks=pytest.mark.xfail(strict=True, reason=LEAK)), UNSAFE_SECOND],
+    [UNSAFE, UNSAFE_SECOND],
 )
 def test_a_planted_unsafe_model_reply_is_never_spoken(client: TestClient, fakes: FakeModels, planted: str) -> None:
     fakes.llm.reply = planted

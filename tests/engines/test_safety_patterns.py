@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.engines.safety.patterns import check, check_reply
+from backend.engines.safety.patterns import check, check_reply, unfinished_risk
 from backend.mentor.safety_protocol import says_safe
 
 pytestmark = pytest.mark.fast
@@ -135,3 +135,11 @@ def test_ordinary_mentor_replies_pass(reply: str) -> None:
 )
 def test_says_safe(text: str, answer: bool | None) -> None:
     assert says_safe(text) is answer
+
+
+def test_a_fragment_that_an_unsafe_sentence_would_continue_is_held() -> None:
+    """Cut mid-sentence, "It's natural to" waits for the rest of its sentence; an ordinary opening does not."""
+    assert unfinished_risk("It's natural to")
+    assert unfinished_risk("That sounds hard. You could")
+    assert not unfinished_risk("That sounds really")
+    assert not unfinished_risk("What happened at")

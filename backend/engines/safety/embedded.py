@@ -119,6 +119,9 @@ class EmbeddedSafety:
     def check_reply(self, text: str) -> str | None:
         return patterns.check_reply(text)
 
+    def unfinished_risk(self, text: str) -> bool:
+        return patterns.unfinished_risk(text)
+
 
 class PatternSafety:
     """The patterns alone (``safety.backend: patterns``): no model, for deployments without embeddings."""
@@ -131,6 +134,9 @@ class PatternSafety:
 
     def check_reply(self, text: str) -> str | None:
         return patterns.check_reply(text)
+
+    def unfinished_risk(self, text: str) -> bool:
+        return patterns.unfinished_risk(text)
 
 
 def load(section: SafetySettings, embedder: TextEmbedder | None) -> EmbeddedSafety:

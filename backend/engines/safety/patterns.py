@@ -524,7 +524,7 @@ _REPLY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         "method",
         re.compile(
             r"\b(?:pills?|tablets|overdose|noose|rope|hang(?:ing)? yourself|jump(?:ing)? (?:off|from|in front)|"
-            r"bridge|ledge|razor|blade|slit|wrists?|lethal|poison|bleach|gun|firearm|bullet|carbon monoxide|"
+            r"razor|blade|slit|wrists?|lethal|poison|bleach|gun|firearm|bullet|carbon monoxide|"
             r"train tracks|how many (?:pills|tablets)|dose|method|knife|cut(?:ting)? (?:yourself|deeper|your))\b"
             r"[^.?!]{0,60}\b(?:you|yourself|your life|die|dying|kill|end|hurt|harm|it)\b|\b(?:how|what|which|where)"
             r" (?:would|will|do|are|could|might) you (?:plan|planning|going|use|thinking)[^.?!]{0,30}(?:method|"
@@ -541,6 +541,19 @@ _REPLY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
 )
+
+
+_RISKY_TAIL = re.compile(
+    r"\b(?:natural|normal|understandable|okay|ok|fine|alright|reasonable|valid|makes sense|no wonder|a relief|"
+    r"right|good idea|brave|you could|you should|you can|you might|go ahead and|why not|just|try to|how to|way to|"
+    r"ways to|best way to|take all|all of your|all your|suicide|dying|death|cutting|self-harm|ending it|"
+    r"not eating|starving) ?(?:to|that|you|is|would|could|might|can|be|as|a|the)?$"
+)
+
+
+def unfinished_risk(text: str) -> bool:
+    """Whether a reply cut mid-sentence ends in words an unsafe sentence would continue ("It's natural to")."""
+    return _RISKY_TAIL.search(normalize(text).rstrip(" ,;:-")) is not None
 
 
 def check_reply(text: str) -> str | None:

@@ -252,6 +252,47 @@ RULES: tuple[Rule, ...] = (
           r"methods?) (?:to|of) (?:die|kill myself|end (?:my|it)|overdose|hang|suicide)", negatable=False),
     _rule("suicide", "concern", "tried_before",
           r"\b(?:i )?(?:tried|attempted) (?:to )?(?:kill myself|end my life|take my life|suicide|end it)\b"),
+    _rule("suicide", "urgent", "act_done",
+          r"\b(?:already|just) took (?:them|it|everything|all|the lot)|\b(?:i'm|i am) overdosing|\btook "
+          r"(?:everything|all) (?:in|from) the (?:medicine|bathroom) cabinet|\b(?:pills|vodka|alcohol) [^.?!]{0,30}"
+          r"on purpose|\b(?:i )?attempted (?:an hour|last night|today|tonight|earlier|just now|a few)|\bso (?:that )?i"
+          r" (?:don't|won't) wake up", negatable=False),
+    _rule("suicide", "urgent", "means_and_intent",
+          r"\b(?:gun|rifle|pistol|rope|noose|pills|tablets|blade|razor|knife)\b[^.?!]{0,40}\b(?:on myself|use it on|"
+          r"this is it|end it|ready|counted out|lined up|in front of me|next to me)|\b(?:at|on|by) the (?:train )?"
+          r"tracks|\bsitting (?:at|on) the edge|\b(?:go|going) through with it|\bi'm taking the pills", negatable=False),
+    _rule("suicide", "urgent", "set_to_go",
+          r"\b(?:it's|it is) happening (?:tonight|today|tomorrow)|\bready to go tonight|\bmy plan is set|\b(?:i'll|"
+          r"i will) be gone (?:forever|for good)|\bbe gone[.!]?$|\bsaid (?:all )?my goodbyes\b[^.?!]{0,30}\bready",
+          negatable=False),
+    _rule("suicide", "concern", "not_worth_living",
+          r"\b(?:don't|do not|can't|cannot) see (?:the|any) point (?:in|of) (?:living|life|going on|being alive|"
+          r"anything)|\blife (?:isn't|is not|ain't) worth (?:living|it)|\b(?:tired|sick) of (?:living|being alive|"
+          r"existing|life)|\bstop existing|\bwasn't alive|\bweren't alive|\bnot (?:be )?alive anymore|\bmy own "
+          r"funeral|\b(?:want to|wish i could) sleep forever|\bthe pain to stop,? (?:permanently|for good|forever)|\bfine if i (?:didn't|"
+          r"don't) wake up|\bi (?:didn't|don't) wake up tomorrow|\bfeel like killing myself|\b(?:suicide|dying|death|"
+          r"ending it|killing myself)\b[^.?!]{0,25}\bonly (?:option|way out|answer|choice)|\b(?:won't|wont|will not) be a (?:problem|burden) (?:for )?(?:much )?"
+          r"(?:longer|anymore)|\bwould (?:even )?notice if i (?:was|were) gone|\b(?:better|happier|nicer) "
+          r"(?:place|world|off|life)? ?without me|\bfine if i (?:just )?(?:wasn't|weren't) (?:here|around)|\bnot "
+          r"(?:plan(?:ning)? on|going to be) (?:being )?(?:here|around) much longer|\bin case i'm not around|"
+          r"\bif anything happens to me,? and i meant|\bsaving (?:up )?my (?:pills|tablets|meds)|\bworked out how "
+          r"i'd do it|\bthink about jumping(?! (?:in|into|on|rope|jacks|at))|\bmade my peace with (?:it|dying)|\bsoon it won't matter",
+          negatable=False),
+    _rule("self_harm", "urgent", "self_harm_now",
+          r"\b(?:did it again|just did it)\b[^.?!]{0,20}\b(?:bleeding|blood|cut)|\b(?:got|have|with) (?:the|a) (?:blade|razor)\b[^.?!]{0,30}(?:out|nobody|urge|"
+          r"next to me|here)|\b(?:the )?(?:blade|razor) is (?:right )?(?:next to me|here|in my hand)|\bneed to cut "
+          r"(?:myself|right now|again|so bad)"
+          r"|\bcuts are (?:really |so )?deep|\b(?:burn(?:ed|t)?|cut|hit|hurt|bit|scratch(?:ed)?|slam(?:med)?|punch(?:ed)?)"
+          r"\b[^.?!]{0,30}\bon purpose|\bmake myself bleed|\buntil my "
+          r"(?:hands|knuckles|arms?) (?:bleed|bled|are bleeding)", negatable=False),
+    _rule("self_harm", "concern", "self_harm_history",
+          r"\b(?:been |gone back to |went back to |started |relapsed\b[^.?!]{0,30})cutting\b(?! (?:\w+ )?(?:the|my "
+          r"hair|vegetables|veggies|onions|back|down|costs|class|classes|out|corners|wood|paper|grass|it))|\bwithout cutting|"
+          r"\bcovered in cuts|\bcuts i did myself|\bso nobody sees the (?:scars|cuts|marks)|\bkeep (?:razors|"
+          r"blades)|\b(?:carved|carving) (?:into )?my (?:arm|leg|wrist|thigh|skin)s?|\b(?:bite|bit|biting) my "
+          r"(?:arm|wrist|hand)s? (?:hard|until|to)|\bburn(?:ed|t|ing)? my (?:arm|wrist|leg|skin|thigh)s? with a "
+          r"(?:lighter|cigarette|match|hot)|\bdeserve the pain|\bdo it to myself|\bpick at my (?:wounds|scabs|skin) on purpose|\babout to "
+          r"relapse|\bslam my (?:hand|head|fist)", negatable=False),
     # --- self-harm ---------------------------------------------------------------------------------------
     _rule("self_harm", "urgent", "bleeding_self",
           r"\b(?:i )?(?:just )?(?:cut|sliced|slit) (?:myself|my (?:wrists?|arms?|legs?|thighs?|skin)) .*"
@@ -272,6 +313,24 @@ RULES: tuple[Rule, ...] = (
     _rule("self_harm", "concern", "hide_scars",
           r"\b(?:hide|hiding|cover|covering) (?:the |my )?(?:cuts|scars|burns|marks) (?:on my|from|so)"),
     # --- abuse or violence against the speaker --------------------------------------------------------------
+    _rule("abuse", "urgent", "being_hurt_now",
+          r"\b(?:is|he's|she's|they're|are) (?:hitting|beating|hurting|choking|strangling|kicking|attacking) me "
+          r"(?:right now|now)|\b(?:got|has) a (?:knife|gun|weapon) and (?:he's|she's|they're|is) threatening|"
+          r"\bbroke into (?:my|the) (?:house|flat|apartment|room)\b[^.?!]{0,30}\b(?:he's|she's|they're|still|"
+          r"downstairs|here|inside)|\bscared (?:he|she|they)(?:'s| is| are|'re)? "
+          r"(?:going to|gonna) kill me|\bcome into my room again|\bthrew me (?:against|into|on)|\bwas (?:just )?"
+          r"raped|\b(?:throwing|threw) things at me|\b(?:i'm|i am) hiding (?:from|in)|\boutside my (?:window|door)"
+          r"\b[^.?!]{0,20}(?:won't leave|again|scared)|\bhitting me with (?:a|the|his|her) (?:belt|stick|shoe|"
+          r"bottle|fist|pan|cord|hand)|\bcoming up the stairs\b[^.?!]{0,20}\b(?:scared|afraid|terrified)|\boutside "
+          r"trying to get in",
+          negatable=False),
+    _rule("abuse", "concern", "abuse_pattern",
+          r"\bthreatening (?:messages|texts|calls)|\bafraid to go home|\bforces? me to (?:have sex|do things|sleep "
+          r"with|touch)|\bget (?:hit|beaten|slapped|kicked|punched|hurt) (?:at home|if i|when i|a lot)|\bnobody will"
+          r" believe me|\b(?:carer|husband|wife|partner|boyfriend|girlfriend|son|daughter|dad|mom|mum|father|mother)"
+          r" takes my money|\blocks me (?:out|in)|\bkeeps (?:grabbing|touching|following) me|\bfind me wherever|"
+          r"\b(?:hits|beats|hurts) us\b|\b(?:they're|someone's|he's|she's|someone is|they are) watching me",
+          negatable=False),
     _rule("abuse", "urgent", "attacker_here",
           r"\b(?:he's|she's|they're|he is|she is|they are|my (?:\w+ )?(?:husband|wife|partner|boyfriend|"
           r"girlfriend|ex|dad|father|mom|mother|stepdad|stepfather)(?:'s| is)) (?:outside|at the door|banging on "
@@ -358,7 +417,104 @@ RULES: tuple[Rule, ...] = (
           r"daughter|partner|mom|dad|roommate|kid|colleague)? ?(?:is going to|will|might|may) (?:kill (?:himself|"
           r"herself|themselves)|do something to (?:himself|herself|themselves)|hurt (?:himself|herself|themselves)"
           r"|end (?:his|her|their) life|take (?:his|her|their) (?:own )?life)", negatable=False),
+    _rule("other_in_danger", "urgent", "other_goodbye_silent",
+          r"\b(?:texted|sent|posted|messaged|wrote|said) (?:me )?(?:a )?(?:goodbye|farewell)\b.*\b(?:won't|isn't|"
+          r"not|can't|stopped) (?:answer|answering|picking up|respond|responding|reply|replying)", negatable=False),
+    _rule("other_in_danger", "urgent", "other_at_the_edge",
+          r"\b(?:someone|somebody|a (?:man|woman|person|guy|girl|kid|child|teenager)|there's (?:a|someone) \w*|"
+          r"he|she|they|he's|she's|they're) (?:is |are )?(?:standing |sitting |climbing )?(?:on|onto|over) (?:the|a) "
+          r"(?:ledge|edge|roof|railing|bridge)", negatable=False),
+    _rule("other_in_danger", "urgent", "other_not_moving",
+          r"\b(?:he|she|they|him|her|them|he's|she's|they're|man|woman|person|guy|kid|child|baby|toddler|friend|dad|"
+          r"mum|mom|grandma|grandpa|father|mother|husband|wife|brother|sister|son|daughter|roommate|boyfriend|"
+          r"girlfriend|partner|neighbou?r)\b[^.?!]{0,40}\b(?:not|isn't|is not|won't|wont|can't|cannot|stopped|"
+          r"isnt) (?:moving|breathing|waking up|wake up|responding|answering me|conscious)", negatable=False),
+    _rule("other_in_danger", "urgent", "other_going_to_act",
+          r"\b(?:said|says|saying|told me|texted|messaged|keeps saying)\b[^.?!]{0,15}\b(?:he|she|they)(?:'s| is| are|"
+          r"'re)? (?:going to|gonna|about to|ready to|taking|jumping|swallowing|doing it|going to do it)\b[^.?!]{0,15}"
+          r"(?:jump|kill|end|pills|tablets|die|it now|do it)", negatable=False),
+    _rule("other_in_danger", "concern", "other_talks_of_dying",
+          rf"\b{_SOMEONE} (?:keeps?|kept|has been|is|was|started|won't stop) (?:talking|saying|threatening|texting|"
+          rf"posting|joking|writing)\b[^.?!]{{0,20}}\b(?:suicide|kill (?:himself|herself|themselves)|killing "
+          rf"(?:himself|herself|themselves)|dying|die|end(?:ing)? it|not being here|not wanting to live|hurt(?:ing)? "
+          rf"(?:himself|herself|themselves))", negatable=False),
+    _rule("other_in_danger", "concern", "other_no_will_to_live",
+          r"\b(?:she|he|they|she's|he's|they're)\b[^.?!]{0,12}\b(?:doesn't|does not|doesnt|don't|do not|no longer)"
+          r" (?:really )?(?:want|wants) to (?:live|be alive|be here|exist|wake up|go on)|\b(?:she's|he's|they're|she "
+          r"is|he is|they are) (?:tired|sick) of (?:being alive|living|life|existing)|\b(?:she|he|they) (?:says?|said|"
+          r"thinks?|feels?)\b[^.?!]{0,25}better off without (?:her|him|them)", negatable=False),
+    _rule("other_in_danger", "concern", "other_threatens_self",
+          r"\bthreaten(?:s|ed|ing)? to (?:kill|hurt|harm|cut) (?:himself|herself|themselves)|\b(?:he|she|they)(?:'s| is|"
+          r"'re| are)? (?:taking|swallowing) (?:the |all (?:the |of )?|a lot of )?(?:pills|tablets)", negatable=False),
+    _rule("other_in_danger", "concern", "other_hurting_someone",
+          r"\b(?:is |was |keeps |has been )?(?:threatening|hitting|beating|hurting|choking|attacking|strangling|"
+          r"kicking|punching|abusing) (?:my|her|his|their) (?:\w+ )?(?:mum|mom|mother|dad|father|sister|brother|wife|"
+          r"husband|girlfriend|boyfriend|friend|partner|grandma|grandmother|grandpa|kid|kids|son|daughter|baby|child|"
+          r"children)\b|\b(?:'s|s) (?:husband|wife|partner|boyfriend|girlfriend|dad|father|stepdad|son|mum|mom) "
+          r"(?:hits|beats|hurts|is hurting|abuses|chokes|threatened|threatens|takes her money)|(?:her|his|their) "
+          r"(?:boyfriend|girlfriend|husband|wife|partner|dad|father) threatened to (?:kill|hurt)", negatable=False),
+    _rule("other_in_danger", "concern", "other_bruises",
+          r"\b(?:comes?|came|turns? up|shows? up) (?:to (?:school|class|work) )?with (?:bruises|burns|black eyes?|"
+          r"marks)|\b(?:scared|afraid|worried|terrified) (?:that )?(?:he|she|they)(?:'ll| will| might| is going to|"
+          r"'s going to| could) (?:overdose|od|die|hurt (?:himself|herself|themselves)|kill (?:himself|herself|"
+          r"themselves))|\bmak(?:es|ing) (?:herself|himself|themselves) (?:throw up|sick|vomit)|\bmixing (?:her|his|"
+          r"their) (?:pills|meds|medication) with (?:alcohol|drink)", negatable=False),
+    _rule("other_in_danger", "concern", "other_wants_to_hurt",
+          rf"\b{_SOMEONE} (?:says|said|keeps saying|told me|wants|is going|is planning|threatened)\b[^.?!]{{0,15}}"
+          rf"\b(?:to )?(?:hurt|kill|shoot|stab|attack) (?:the |some |other )?(?:kids|people|students|someone|"
+          rf"everyone|them|him|her)", negatable=False),
+    _rule("harm_to_others", "urgent", "armed_to_act",
+          r"\b(?:bringing|brought|taking|took|loading|loaded|got|grabbed|with) (?:a |the |my )?(?:gun|rifle|pistol|"
+          r"knife|bat|weapon|machete|crowbar)\b[^.?!]{0,40}\b(?:school|work|office|party|him|her|them|people|his|"
+          r"their|wait|waiting|outside|shoot|kill|hurt)|\bi'm loading (?:the|my|a) gun", negatable=False),
+    _rule("harm_to_others", "concern", "violent_intent",
+          r"\b(?:i|i'm|i am|i'll|i will|i'd|i've|i was|i keep|i get|i want to|want to|going to|gonna|about to|"
+          r"thinking about|think about|thinkin about|fantasi[sz]e about|imagining|imagine|urges? to|plan(?:ning)? "
+          r"(?:to|how to)|thoughts about|dream about|can't stop myself)\b[^.?!]{0,25}\b(?:kill(?:ing)?|hurt(?:ing)?"
+          r"|stab(?:bing)?|shoot(?:ing)?|strangl(?:e|ing)|beat(?:ing)?(?: up)?|murder(?:ing)?|poison(?:ing)?|"
+          r"attack(?:ing)?|push(?:ing)? (?:him|her|them|someone|somebody) (?:off|in front|down)|run(?:ning)? (?:him|her|"
+          r"them) over|hit(?:ting)?(?! up)|shak(?:e|ing) the baby|chok(?:e|ing)|punch(?:ing)?|shov(?:e|ed|ing)|"
+          r"put (?:him|her|them) in (?:the )?hospital|beat the \w+ out of)"
+          r"\b[^.?!]{0,12}\b(?:him|her|them|someone|somebody|sumone|people|strangers|everyone|anyone|my (?:\w+ )?"
+          r"(?:wife|husband|girlfriend|boyfriend|partner|ex|kid|kids|son|daughter|baby|mom|mum|mother|dad|father|"
+          r"stepfather|stepdad|brother|sister|roommate|neighbou?r|boss|coworker|teacher|dog|cat)|the (?:baby|kid|kids|"
+          r"dog|guy|people|teacher|boss))\b"),
+    _rule("harm_to_others", "concern", "violence_done",
+          r"\b(?:i|i've|i have|i just)\b[^.?!]{0,12}\b(?:hit|hitting|shoved|pushed|choked|slapped|beat|beaten|"
+          r"punched|kicked|hurt) my (?:\w+ )?(?:wife|husband|girlfriend|boyfriend|partner|kid|kids|son|daughter|baby|"
+          r"mom|mum|mother|dad|father|brother|sister)\b(?! (?:at|in) (?:chess|cards|tennis|the game|a game))"),
+    _rule("harm_to_others", "concern", "revenge_plans",
+          r"\b(?:set fire to|burn down|torch) (?:their|his|her|the) (?:house|car|flat|apartment|place)|\bput "
+          r"something in (?:his|her|their) (?:drink|food)|\bmake (?:them|him|her|the (?:people|kids|guys)[^.?!]{0,20})"
+          r" (?:suffer|pay)\b|\ba list of (?:people|names) (?:i want to|to) (?:hurt|kill|get)|\b(?:getting|get|buy|"
+          r"buying) a (?:gun|weapon) to (?:deal with|handle|scare|get back at|take care of|use on)|\b(?:following|"
+          r"stalking) (?:my ex|her|him)\b[^.?!]{0,30}\bscare|\bi'd kill (?:him|her|them) and i (?:wasn't|was not) "
+          r"joking|\bget back at (?:him|her|them),? physically", negatable=False),
     # --- medical emergency --------------------------------------------------------------------------------
+    _rule("medical", "urgent", "swelling_airway",
+          r"\b(?:lips?|face|throat|tongue) (?:is |are )?(?:swelling|swollen|closing|puffing up|turning blue|"
+          r"going blue)|\bcovered in hives|\b(?:asthma attack|inhaler (?:isn't|is not|not) working|epi-?pen)|"
+          r"\bchest is (?:really |so |very )?tight|\bpain (?:is )?(?:going|spreading|shooting) (?:down|into|up) my "
+          r"(?:arm|jaw|neck)|\b(?:worst|sudden|thunderclap) headache|\bchoking\b(?! up| on (?:laughter|tears|my words))|"
+          r"\bcan't swallow\b|\bskin is "
+          r"(?:coming off|peeling off|blistering)|\bso much blood|\bbitten by a snake|\bcar (?:crash|"
+          r"accident) and (?:i'm|i am) (?:hurt|bleeding|injured)|\bspeech is (?:slurred|slurring)|\bcan't smile "
+          r"on one side|\bseeing double|\bcan't stop (?:vomiting|throwing up|bleeding)|\b(?:swallowed|drank|ate) "
+          r"(?:some |some of )?(?:the )?(?:cleaning|bleach|detergent|poison|battery|batteries|antifreeze|weed "
+          r"killer)|\bgot into (?:my|the|her|his) (?:pill|medicine|meds)|\btook (?:a week's|a month's|double|twice|"
+          r"too much|too many)(?: worth)? (?:of )?(?:my |the |her |his )?(?:pills|meds|medication|medicine|dose|doses|"
+          r"insulin|tablets|painkillers)|\btook my (?:pills|meds|medication|insulin) twice|\b(?:confused|"
+          r"vomiting|throwing up) after (?:i )?(?:hit|hitting|banged|banging) my head|\bhit my head\b[^.?!]{0,25}"
+          r"(?:confused|throwing up|vomiting|dizzy|blacked out)", negatable=False),
+    _rule("medical", "concern", "medical_warning",
+          r"\b(?:keep|kept|keeps) (?:passing out|fainting|blacking out)|\bblood in my (?:stool|urine|pee|poo|vomit)|"
+          r"\bheart (?:keeps )?(?:skipping|racing|pounding)\b[^.?!]{0,25}(?:dizzy|faint|chest)|\bshort of breath "
+          r"(?:just|lately|all the time|at rest|even)|"
+          r"\bran out of (?:my )?(?:insulin|inhaler|heart medication|seizure medication)|\bstopped (?:taking )?my "
+          r"(?:heart|blood pressure|seizure|epilepsy|insulin|diabetes) (?:medication|meds|pills)|\b(?:way )?more "
+          r"painkillers than|\bmixing my (?:medication|meds|pills) with (?:alcohol|drink)|\b(?:blood pressure|sugar|"
+          r"fever|temperature) is dangerously high",
+          negatable=False),
     _rule("medical", "urgent", "cant_breathe",
           r"\b(?:i )?(?:can't|cannot|can barely|struggling to|hard to|having trouble) (?:breathe|breathing|catch "
           r"my breath|get air)|throat (?:is )?(?:closing|swelling|tight)|tongue (?:is )?swelling", negatable=False),
@@ -376,12 +532,22 @@ RULES: tuple[Rule, ...] = (
     _rule("medical", "urgent", "acute",
           r"\b(?:seizure|having a fit|fainted and|passed out and|unconscious|allergic reaction|anaphyla|"
           r"swallowed (?:bleach|poison|something)|accidentally (?:took|swallowed|drank|overdosed)|took (?:double|"
-          r"twice|too much|too many|the wrong)|mixed (?:my )?(?:pills|meds|medication) with|can't stay awake|"
+          r"twice|too much|too many|the wrong) (?:of )?(?:my |the )?(?:pills|meds|medication|medicine|dose|tablets)|mixed (?:my )?(?:pills|meds|medication) with|can't stay awake|"
           r"(?:i'm|i am) (?:about to )?(?:pass|passing) out|broke my (?:neck|back|skull)|hit my head and "
           r"(?:can't|i'm|everything)|severe (?:pain|bleeding|burn)|poisoned|going into labou?r|my water broke|"
           r"(?:my )?(?:sugar|blood sugar) is (?:really |very )?(?:low|high) and|(?:i'm|i am) (?:really |so )?"
           r"(?:dizzy|confused) and (?:my|i can't|i'm))", negatable=False),
     # --- eating disorder -------------------------------------------------------------------------------------
+    _rule("eating_disorder", "concern", "restriction",
+          r"\bfrom not eating|\bonly (?:had|drunk|drank) water|\bhaven't eaten (?:since|a proper meal|anything "
+          r"(?:since|for))|\bterrified of (?:gaining|eating|food)|\bscared to eat|\bget rid of (?:it|the food|what i "
+          r"ate)|\b(?:i'm|i am|so|says i'm|because i'm) underweight|\bburn off (?:anything|everything|what|all) i eat"
+          r"|\bfood controls|\bbinge (?:when|in secret|until|and hate)|\bhide food|\bsay i'm too thin|\bsee a fat|"
+          r"\b(?:still|always) feel (?:fat|huge|gross|disgusting)|\bfeel (?:fat|huge|gross|disgusting) (?:even "
+          r"though|after every|after i eat|every time i eat)|\bweigh myself (?:\w+ )?(?:times|every)|\bspit it out|"
+          r"\bswallow the calories|\b(?:want|need) to lose more|\bjust don't eat|\bnot eating for days|\bthrow it "
+          r"(?:all )?up|\bhow much weight i've lost|\bonly eat (?:an?|one) \w+ a day|\brather faint than eat",
+          negatable=False),
     _rule("eating_disorder", "concern", "not_eating",
           r"\b(?:haven't|have not|hasn't|didn't|did not|not|havent|hardly|barely) (?:eaten|eat|had (?:any )?"
           r"(?:food|anything to eat|a meal)) (?:anything |much |properly )?(?:in|for) (?:\d+|two|three|four|five|"
@@ -431,7 +597,8 @@ _ABOUT_TOPIC = re.compile(
     r"book|novel|film|movie|news|report|statistics|awareness|prevention|campaign|volunteer|volunteering|"
     r"helpline|hotline|workshop|presentation|character|fiction|history of|learned about|learning about|"
     r"symptoms of|warning signs|signs of|first aid|medical student|nursing student|play about|a play|the play|"
-    r"retiring|retirement|last day (?:at|on)|coworkers|colleagues)\b"
+    r"retiring|retirement|last day (?:at|on)|coworkers|colleagues|pamphlet|leaflet|support group|translating|"
+    r"translate)\b"
 )
 
 

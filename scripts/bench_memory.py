@@ -49,8 +49,8 @@ def _unit_rows(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def fill(store: SessionStore, engine_url: str, n: int, seed: int = 0) -> tuple[str, str]:
     """N memories of one user in one session, inserted in one transaction. Returns (scope, session id)."""
-    scope = memory_scope("bench-key", "bench-user")
     session_id = store.create_session(owner="bench-key", user_id="bench-user").id
+    scope = memory_scope("bench-key", "bench-user", session_id)
     rows = _unit_rows(n, np.random.default_rng(seed))
     now = utcnow()
     records = [

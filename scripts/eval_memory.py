@@ -200,12 +200,13 @@ async def run(settings: Settings, items: Sequence[TwoSessions]) -> dict[str, Any
     results: list[dict[str, Any]] = []
     try:
         for n, item in enumerate(items):
-            scope = memory_scope(None, f"eval-{n}")
+            user = f"eval-{n}"  # memory across sessions needs a user id (without one it stays in the session)
+            scope = memory_scope(None, user, "")
 
-            async def turn(text: str, remember: bool, scope: str = scope) -> tuple[str, list[ChatMessage]]:
-                session = (await store.create_session(user_id=scope.split("/")[1])).id
+            async def turn(text: str, remember: bool, user: str = user) -> tuple[str, list[ChatMessage]]:
+                session = (await store.create_session(user_id=user)).id
                 t = TurnInput(f"t{len(recorder.prompts)}", session, time.perf_counter(), text=text, speak=False)
-                t.memory_scope = scope if remember else None
+                t.memory_scope = memory_scope(None, user, session) if remember else None
                 result = await pipeline.run(t, _Quiet(), TurnState(t.turn_id))
                 await pipeline.follow_ups.idle()
                 return result.reply, recorder.prompts[-1]

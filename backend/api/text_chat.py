@@ -75,7 +75,7 @@ async def _text_turn(services: AppServices, owner: str | None, body: TextChatReq
         )
     turn = TurnInput(new_id(), record.id, time.perf_counter(), text=body.text, speak=False)
     turn.persona = body.persona or record.persona
-    turn.memory_scope = memory_scope(owner, record.user_id)
+    turn.memory_scope = memory_scope(owner, record.user_id, record.id)
     turn.safety_locale = body.safety_locale or record.safety_locale
     return turn
 

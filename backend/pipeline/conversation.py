@@ -100,12 +100,12 @@ class SessionContext:
     persisted: bool = False
     resumed: bool = False
     persona: str | None = None  # None: the default persona
-    user_id: str | None = None  # the app's own user (memory across sessions)
+    user_id: str | None = None  # the app's own user (memory across sessions; without one, memory stays in the session)
     safety_locale: str | None = None  # whose crisis numbers (None: safety.locale)
 
     @property
     def memory_scope(self) -> str:
-        return memory_scope(self.owner, self.user_id)
+        return memory_scope(self.owner, self.user_id, self.session_id)
 
 
 class Conversation:

@@ -1,11 +1,12 @@
 """What the mentor remembers of each user: salient facts with their sentence embeddings. All methods block.
 
-A user is a ``scope`` (``memory_scope``): the API key's fingerprint and the app's own user id, either of which
-may be absent. Embeddings are stored in the database as float32 bytes; ``vectors`` keeps each recently used
-scope's matrix in memory and checks it with one indexed query per call (count and newest id), loading only
-rows added since, so retrieval at 10,000 memories costs one small query and one matrix product, on SQLite and
-PostgreSQL alike, and stays correct when another replica adds or deletes memories.
-"""
+Whose memories they are is a ``scope`` (``memory_scope``): with the app's own ``user_id``, the API key's
+fingerprint and that user id, so the same key and user id recall them in any session; without one, the session
+itself (memory never crosses sessions without an identity: with auth off every caller is the same anonymous
+owner, and one key may serve many people). Embeddings are stored in the database as float32 bytes; ``vectors``
+keeps each recently used scope's matrix in memory and checks it with one indexed query per call (count and newest
+id), loading only rows added since, so retrieval at 10,000 memories costs one small query and one matrix product,
+on SQLite and PostgreSQL alike, and stays correct when another replica adds or deletes memories."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import ColumnElement, Engine, delete, func, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
 from backend.core.exceptions import ClarityError, SessionNotFoundError
@@ -31,9 +32,36 @@ class MemoryNotFoundError(ClarityError):
     http_status = 404
 
 
-def memory_scope(owner: str | None, user_id: str | None) -> str:
-    """The user a memory belongs to: the API key (auth off: ``-``) and the app's user id (none: ``-``)."""
-    return f"{owner or '-'}/{user_id or '-'}"
+def memory_scope(owner: str | None, user_id: str | None, session_id: str) -> str:
+    """Whose a memory is: ``<key>/<user_id>`` (auth off: key ``-``) when the session has a user id, else the
+    session's own ``<key>/-/<session_id>``. Without a user id, memory stays within its session.
+
+    ``-`` as a user id counts as none: before sessions had their own scope, ``<key>/-`` was every anonymous
+    caller's shared scope, and those rows must never be recalled into anyone's prompt again."""
+    key = owner or "-"
+    if user_id and user_id != "-":
+        return f"{key}/{user_id}"
+    return f"{key}/-/{session_id}"
+
+
+def sessions_scope(owner: str | None) -> str:
+    """For listing and deleting only: every memory the key kept without a user id (each session's own scope, and
+    the shared ``<key>/-`` of earlier versions). Never a scope to recall from or add to."""
+    return f"{owner or '-'}/-/*"
+
+
+def _in_scope(scope: str) -> ColumnElement[bool]:
+    """The rows of ``scope``; a ``sessions_scope`` is the key's old shared scope and its sessions' scopes."""
+    if not scope.endswith("/-/*"):
+        return MemoryRow.scope == scope
+    prefix = scope[:-1]  # "<key>/-/", which each of the key's session scopes starts with
+    return or_(MemoryRow.scope == prefix[:-1], MemoryRow.scope.startswith(prefix, autoescape=True))
+
+
+def _one_scope(scope: str) -> str:
+    if scope.endswith("/*"):
+        raise ValueError(f"{scope!r} lists several scopes: memories are recalled and kept per scope")
+    return scope
 
 
 @dataclass(frozen=True)
@@ -122,7 +150,7 @@ class MemoryStore:
         """Keep one fact. SessionNotFoundError if its session is gone (deleted meanwhile)."""
         now = utcnow()
         row = MemoryRow(
-            scope=scope,
+            scope=_one_scope(scope),
             session_id=session_id,
             turn_id=turn_id,
             kind=kind,
@@ -144,16 +172,16 @@ class MemoryStore:
             db.execute(update(MemoryRow).where(MemoryRow.id == memory_id).values(last_seen_at=utcnow()))
 
     def list(self, scope: str, limit: int = 100, offset: int = 0) -> tuple[list[MemoryRecord], int]:
-        """The scope's memories, newest first, and how many it has in all."""
-        stmt = select(MemoryRow).where(MemoryRow.scope == scope).order_by(MemoryRow.id.desc())
+        """The scope's memories (a ``sessions_scope``: all of them), newest first, and how many it has in all."""
+        stmt = select(MemoryRow).where(_in_scope(scope)).order_by(MemoryRow.id.desc())
         with self._sessions() as db:
             rows = db.scalars(stmt.limit(max(limit, 0)).offset(max(offset, 0))).all()
-            total = db.scalar(select(func.count(MemoryRow.id)).where(MemoryRow.scope == scope)) or 0
+            total = db.scalar(select(func.count(MemoryRow.id)).where(_in_scope(scope))) or 0
             return [_record(r) for r in rows], int(total)
 
     def delete(self, scope: str, memory_id: int) -> None:
         """Forget one memory; MemoryNotFoundError if the scope has no such memory (another user's included)."""
-        stmt = delete(MemoryRow).where(MemoryRow.id == memory_id, MemoryRow.scope == scope)
+        stmt = delete(MemoryRow).where(MemoryRow.id == memory_id, _in_scope(scope))
         with self._sessions.begin() as db:
             if db.execute(stmt).rowcount == 0:  # type: ignore[attr-defined]
                 raise MemoryNotFoundError("memory not found")
@@ -161,10 +189,12 @@ class MemoryStore:
     def delete_all(self, scope: str) -> int:
         """Forget everything of the scope; returns how many memories went."""
         with self._sessions.begin() as db:
-            return int(db.execute(delete(MemoryRow).where(MemoryRow.scope == scope)).rowcount)  # type: ignore[attr-defined]
+            stmt = delete(MemoryRow).where(_in_scope(scope))
+            return int(db.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
     def trim(self, scope: str, keep: int) -> int:
         """Drop the scope's oldest memories beyond ``keep``; returns how many went."""
+        scope = _one_scope(scope)
         with self._sessions.begin() as db:
             cutoff = db.scalar(
                 select(MemoryRow.id).where(MemoryRow.scope == scope).order_by(MemoryRow.id.desc()).offset(keep)
@@ -176,6 +206,7 @@ class MemoryStore:
 
     def vectors(self, scope: str) -> MemoryVectors:
         """The scope's memories as a matrix (cached; checked against the database on every call)."""
+        scope = _one_scope(scope)
         fields = (MemoryRow.id, MemoryRow.embedding, MemoryRow.text, MemoryRow.session_id)
         with self._sessions() as db:
             count, max_id = db.execute(

@@ -1,5 +1,7 @@
 """Memory across sessions through the real HTTP and WebSocket API (fake models, a bag-of-words embedder):
-what is kept, what reaches a later prompt, listing, deleting, ownership, and deleting a session."""
+what is kept, what reaches a later prompt, listing, deleting, ownership, and deleting a session. Memory crosses
+sessions only for the same key and user id (tests/api/test_memory_isolation.py: without one it stays in its
+session)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
 FACT = "My sister Anna is getting married next month and I have to give a speech."
 LATER = "I keep thinking about the speech for my sister Anna."
 K1, K2 = {"X-API-Key": "k1"}, {"X-API-Key": "k2"}
+ANN = "?user_id=ann"
 
 
 @pytest.fixture
@@ -40,64 +43,73 @@ def _guidance(fakes: FakeModels) -> str:
 
 
 def test_a_fact_from_one_session_reaches_the_prompt_of_another(api: TestClient, fakes: FakeModels) -> None:
-    """What a user says in session 1 (a salient fact, not small talk) is kept for their key and put into the
-    guidance of a related turn in session 2; an unrelated turn gets no memory."""
-    api.post("/api/text-chat", json={"text": f"Hi. {FACT} Thanks for listening."}, headers=K1)
+    """What a user says in session 1 (a salient fact, not small talk) is kept for their key and user id and put
+    into the guidance of a related turn in session 2; an unrelated turn gets no memory."""
+    api.post("/api/text-chat", json={"text": f"Hi. {FACT} Thanks for listening.", "user_id": "ann"}, headers=K1)
     settle(api)
-    memories = api.get("/api/memories", headers=K1).json()
+    memories = api.get(f"/api/memories{ANN}", headers=K1).json()
     assert [m["text"] for m in memories["memories"]] == [FACT] and memories["total"] == 1
     assert memories["memories"][0]["kind"] == "event"
 
-    api.post("/api/text-chat", json={"text": LATER}, headers=K1)
+    api.post("/api/text-chat", json={"text": LATER, "user_id": "ann"}, headers=K1)
     assert MEMORY_INTRO in _guidance(fakes) and f'"{FACT}"' in _guidance(fakes)
-    timings = api.post("/api/text-chat", json={"text": "The weather is grey today."}, headers=K1).json()["timings"]
+    weather = {"text": "The weather is grey today.", "user_id": "ann"}
+    timings = api.post("/api/text-chat", json=weather, headers=K1).json()["timings"]
     assert MEMORY_INTRO not in _guidance(fakes) and "memory_s" in timings
 
 
 def test_memories_are_per_key_and_per_user_id(api: TestClient, fakes: FakeModels) -> None:
-    """Another key neither sees nor gets a key's memories; with user ids, one key keeps its users apart."""
-    api.post("/api/text-chat", json={"text": FACT}, headers=K1)
+    """Another key neither sees nor gets a key's memories, even naming the same user id; with user ids, one key
+    keeps its users apart."""
+    api.post("/api/text-chat", json={"text": FACT, "user_id": "ann"}, headers=K1)
     api.post("/api/text-chat", json={"text": "I want to learn to swim this summer.", "user_id": "u2"}, headers=K1)
     settle(api)
     assert api.get("/api/memories", headers=K2).json()["memories"] == []
-    api.post("/api/text-chat", json={"text": LATER}, headers=K2)
+    assert api.get(f"/api/memories{ANN}", headers=K2).json()["memories"] == []
+    api.post("/api/text-chat", json={"text": LATER, "user_id": "ann"}, headers=K2)
     assert MEMORY_INTRO not in _guidance(fakes)
     assert [m["text"] for m in api.get("/api/memories?user_id=u2", headers=K1).json()["memories"]] == [
         "I want to learn to swim this summer."
     ]
-    assert [m["text"] for m in api.get("/api/memories", headers=K1).json()["memories"]] == [FACT]
+    assert [m["text"] for m in api.get(f"/api/memories{ANN}", headers=K1).json()["memories"]] == [FACT]
     bad = api.get("/api/memories?user_id=not%20valid", headers=K1)
     assert bad.status_code == 422
+    api.post("/api/text-chat", json={"text": LATER, "user_id": "u2"}, headers=K1)  # ann's fact, not u2's
+    assert MEMORY_INTRO not in _guidance(fakes)
 
 
 def test_deleting_memories(api: TestClient, fakes: FakeModels) -> None:
     """A user deletes one memory (then it is no longer recalled) or all; another key's memory is 404
     memory_not_found and stays."""
-    api.post("/api/text-chat", json={"text": f"{FACT} I want to run a marathon next year."}, headers=K1)
+    api.post(
+        "/api/text-chat", json={"text": f"{FACT} I want to run a marathon next year.", "user_id": "ann"}, headers=K1
+    )
     settle(api)
-    listed = api.get("/api/memories", headers=K1).json()["memories"]
+    listed = api.get(f"/api/memories{ANN}", headers=K1).json()["memories"]
     assert len(listed) == 2
     anna = next(m for m in listed if "Anna" in m["text"])
-    theirs = api.delete(f"/api/memories/{anna['id']}", headers=K2)
+    theirs = api.delete(f"/api/memories/{anna['id']}{ANN}", headers=K2)
     assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "memory_not_found"
-    assert api.delete(f"/api/memories/{anna['id']}", headers=K1).status_code == 204
-    assert api.delete(f"/api/memories/{anna['id']}", headers=K1).status_code == 404
-    api.post("/api/text-chat", json={"text": LATER}, headers=K1)
+    assert api.delete(f"/api/memories/{anna['id']}", headers=K1).status_code == 404  # not without the user id
+    assert api.delete(f"/api/memories/{anna['id']}{ANN}", headers=K1).status_code == 204
+    assert api.delete(f"/api/memories/{anna['id']}{ANN}", headers=K1).status_code == 404
+    api.post("/api/text-chat", json={"text": LATER, "user_id": "ann"}, headers=K1)
     assert FACT not in _guidance(fakes)
     settle(api)
-    left = api.get("/api/memories", headers=K1).json()["total"]  # the marathon, and LATER (about a person)
-    assert left == 2 and api.delete("/api/memories", headers=K1).json() == {"deleted": left}
-    assert api.get("/api/memories", headers=K1).json()["total"] == 0
+    left = api.get(f"/api/memories{ANN}", headers=K1).json()["total"]  # the marathon, and LATER (about a person)
+    assert left == 2 and api.delete("/api/memories", headers=K1).json() == {"deleted": 0}  # not without the user id
+    assert api.delete(f"/api/memories{ANN}", headers=K1).json() == {"deleted": left}
+    assert api.get(f"/api/memories{ANN}", headers=K1).json()["total"] == 0
 
 
 def test_deleting_a_session_deletes_what_was_learned_in_it(api: TestClient) -> None:
     """Memories learned in a deleted session are gone; those of the user's other sessions stay."""
-    gone = api.post("/api/text-chat", json={"text": FACT}, headers=K1).json()["session_id"]
-    api.post("/api/text-chat", json={"text": "My dog Biscuit is sick this week."}, headers=K1)
+    gone = api.post("/api/text-chat", json={"text": FACT, "user_id": "ann"}, headers=K1).json()["session_id"]
+    api.post("/api/text-chat", json={"text": "My dog Biscuit is sick this week.", "user_id": "ann"}, headers=K1)
     settle(api)
-    assert api.get("/api/memories", headers=K1).json()["total"] == 2
+    assert api.get(f"/api/memories{ANN}", headers=K1).json()["total"] == 2
     assert api.delete(f"/api/sessions/{gone}", headers=K1).status_code == 204
-    assert [m["text"] for m in api.get("/api/memories", headers=K1).json()["memories"]] == [
+    assert [m["text"] for m in api.get(f"/api/memories{ANN}", headers=K1).json()["memories"]] == [
         "My dog Biscuit is sick this week."
     ]
 

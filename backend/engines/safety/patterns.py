@@ -197,7 +197,7 @@ RULES: tuple[Rule, ...] = (
     _rule("suicide", "urgent", "tonight_plan",
           r"\b(?:tonight|today) (?:is|will be) (?:the night|the day|my last|when i)"),
     _rule("suicide", "urgent", "this_is_goodbye",
-          r"\b(?:this is (?:my )?goodbye|saying (?:my )?goodbyes?|my last (?:message|night|day)|won't be here "
+          r"\b(?:this is (?:my )?goodbye|my last (?:message|night|day)|won't be here "
           r"(?:tomorrow|in the morning)|by the time you (?:read|hear) this)", negatable=False),
     # --- suicide: thoughts, intent, plan -----------------------------------------------------------------
     _rule("suicide", "concern", "self_act",
@@ -388,7 +388,8 @@ RULES: tuple[Rule, ...] = (
           r"deserves? to die|they all deserve (?:to die|it))"),
     # --- someone else in danger -----------------------------------------------------------------------------
     _rule("other_in_danger", "urgent", "other_overdose_now",
-          rf"\b{_SOMEONE} (?:just |has |'s )?(?:took|taken|swallowed|overdosed|od'd)\b", negatable=False),
+          rf"\b{_SOMEONE} (?:just |has |'s )?(?:(?:took|taken|swallowed) (?:a lot of|lots of|too many|all (?:of )?"
+          rf"(?:her|his|their|the|my)|a (?:bottle|handful|bunch) of|\d+|something)\b|overdosed|od'd)", negatable=False),
     _rule("other_in_danger", "urgent", "other_unresponsive",
           rf"\b{_SOMEONE} (?:(?:isn't|is not|'s not|won't|will not|can't|cannot|isnt|stopped) (?:breathing|waking "
           rf"up|responding|moving|wake up|breathe)|(?:is|'s|has) (?:unconscious|passed out|collapsed|turning blue|"
@@ -493,7 +494,7 @@ RULES: tuple[Rule, ...] = (
     # --- medical emergency --------------------------------------------------------------------------------
     _rule("medical", "urgent", "swelling_airway",
           r"\b(?:lips?|face|throat|tongue) (?:is |are )?(?:swelling|swollen|closing|puffing up|turning blue|"
-          r"going blue)|\bcovered in hives|\b(?:asthma attack|inhaler (?:isn't|is not|not) working|epi-?pen)|"
+          r"going blue)|\bcovered in hives|\b(?:asthma attack|inhaler (?:isn't|is not|not) working|used my epi-?pen)|"
           r"\bchest is (?:really |so |very )?tight|\bpain (?:is )?(?:going|spreading|shooting) (?:down|into|up) my "
           r"(?:arm|jaw|neck)|\b(?:worst|sudden|thunderclap) headache|\bchoking\b(?! up| on (?:laughter|tears|my words))|"
           r"\bcan't swallow\b|\bskin is "
@@ -586,11 +587,29 @@ _FIGURATIVE = re.compile(
     r"(?:joke|movie|show|laugh|song|she|he|you|that) (?:killed|kills|slayed) (?:me|it)|dead (?:tired|"
     r"serious|on|end|line|battery)|(?:phone|battery|laptop|car|plant|plants|fish|goldfish) (?:died|is dead|"
     r"is dying)|(?:could|would) murder (?:a|some|for)|die of (?:embarrassment|shame|boredom)|"
-    r"to die for|die hard|dead set|kill (?:him|her|them|you|my \w+) if (?:he|she|they|you) (?:eats?|ate|takes?|"
+    r"to die for|die hard|dead set|(?:nearly|almost|gonna|going to) (?:have|had) a heart attack|punch (?:my|a) "
+    r"(?:pillow|cushion|bag)|kill (?:him|her|them|you|my \w+) if (?:he|she|they|you) (?:eats?|ate|takes?|"
     r"touch(?:es)?|forgets?|borrows?|is late|finish(?:es)?|spoils?|tells?|wins?|beats? me)|"
     r"(?:boss|mom|mum|dad|teacher|wife|husband|coach|she|he|they)(?:'s| is| are|"
     r"'ll| will) (?:going to |gonna )?kill me (?:if|when|for)|in (?:the|a|my) (?:game|video game|match|movie|"
     r"film|book|novel|show|series|story|play|essay|dream))\b"
+)
+# A crisis that is over ("years ago", "in recovery", "seizure free for three years"), unless the message says it
+# is back ("again", "relapsed", "tonight", "still want ...").
+_PAST = re.compile(
+    r"\b(?:years ago|a long time ago|long ago|when i was (?:a |in |young|little|\w+teen|\d+)|as a (?:child|kid|"
+    r"baby|teen(?:ager)?)|in (?:high school|university|college|my twenties)|used to (?:self-harm|cut|hurt|have "
+    r"suicidal|binge|be scared|be afraid|threaten|starve|purge)|recovered|in recovery|been (?:clean|free|sober)|"
+    r"free of it|\w+ free for|free for (?:\w+ )?(?:years|months)|haven't (?:seen|heard from) (?:him|her|them) in|"
+    r"restraining order|was arrested|under control|turned out to be|doctors? said|going (?:really )?well|did "
+    r"really well|fine since|never again|moved out|once,? (?:so|but)|since then|ever since|a decade|old scars|scars "
+    r"are old|stopped hurting myself|glad i'm still here|(?:he's|she's|they're) well now|years since|been \w+ years"
+    r" since)\b"
+)
+_PRESENT = re.compile(
+    r"\b(?:(?:did it|doing it|cutting|cut|hurt myself|started|thinking about it|happening|hitting me|hit me) again|"
+    r"tonight|right now|lately|these days|this week|relapsed|started cutting|still "
+    r"(?:want|think|feel|cut|hurt|have (?:thoughts|urges)))\b"
 )
 _ABOUT_TOPIC = re.compile(
     r"\b(?:essay|paper|article|research|study|studying|thesis|lecture|course|training|class|documentary|podcast|"
@@ -598,7 +617,8 @@ _ABOUT_TOPIC = re.compile(
     r"helpline|hotline|workshop|presentation|character|fiction|history of|learned about|learning about|"
     r"symptoms of|warning signs|signs of|first aid|medical student|nursing student|play about|a play|the play|"
     r"retiring|retirement|last day (?:at|on)|coworkers|colleagues|pamphlet|leaflet|support group|translating|"
-    r"translate)\b"
+    r"translate|memoir|my degree|law|placement|patients?|rehab|i'm an? (?:\w+ )?(?:doctor|nurse|paramedic|social "
+    r"worker|therapist|counsel+or|psychologist|student))\b"
 )
 
 
@@ -625,7 +645,11 @@ class Match:
 def rule_matches(text: str) -> list[Match]:
     """Every rule that holds in some clause of ``text`` (already normalised), in rule order."""
     found: list[Match] = []
-    for clause in clauses(text):
+    present = _PRESENT.search(text) is not None
+    parts = clauses(text)
+    for i, clause in enumerate(parts):
+        if not present and _PAST.search(" ".join(parts[i : i + 2])):  # "... as a child but never since"
+            continue
         figurative = _FIGURATIVE.search(clause) is not None
         about_topic = _ABOUT_TOPIC.search(clause) is not None and not re.search(r"\b(?:i|i'm|i've|my)\b.*\b(?:want|"
                                                                                  r"going|plan|feel|took|cut)", clause)
@@ -635,7 +659,7 @@ def rule_matches(text: str) -> list[Match]:
                 continue
             if rule.negatable and _negated(clause, m.start()):
                 continue
-            if about_topic or (figurative and rule.negatable):
+            if about_topic or figurative:
                 continue
             found.append(Match(rule, clause))
     return found

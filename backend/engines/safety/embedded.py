@@ -11,6 +11,7 @@ figurative speech, which embeddings do not. Offline, embedded, a few millisecond
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,17 +35,21 @@ from backend.engines.registry import engine_options
 from backend.engines.safety import patterns
 
 logger = logging.getLogger(__name__)
+MIN_PLAIN_WORDS = 5  # "Take a breath." is close to many things; without a crisis word, shorter is not compared
+_WORDS = re.compile(r"[a-z']+")
 
 
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     examples_path: Path = Path("config/safety_examples.yaml")
     # A clause's closeness to crisis is its mean cosine (MiniLM) to its k nearest crisis examples; to hard
-    # negatives, the same over the negatives. Flagged when the first is at least min_similarity and exceeds the
-    # second by margin. Chosen on the examples themselves, each left out in turn (scripts/eval_safety.py
-    # --calibrate): recall 80% of the crisis examples at 5% of the hard negatives, with the patterns.
+    # negatives, the same over the negatives. Flagged when the first exceeds the second by margin and is at least
+    # risk_similarity for a clause with a crisis word (patterns.risk_words), min_similarity for any clause.
+    # Chosen on the development examples (config/safety_examples.yaml), each left out in turn: the highest
+    # recall of their crisis sentences (80%, with the patterns) at no more than 5% of their hard negatives.
     k: int = Field(3, ge=1)
-    min_similarity: float = Field(0.48, ge=0.0, le=1.0)
+    risk_similarity: float = Field(0.44, ge=0.0, le=1.0)
+    min_similarity: float = Field(0.50, ge=0.0, le=1.0)
     margin: float = Field(0.09, ge=-1.0, le=1.0)
 
 
@@ -104,13 +109,19 @@ class EmbeddedSafety:
         sims = self.embedder.embed(parts) @ self._matrix.T  # (parts, examples)
         best: tuple[float, int] | None = None
         k = self.options.k
-        for row in sims:
+        for part, row in zip(parts, sims, strict=True):
             pos = row[self._crisis_rows]
             neg = row[~self._is_crisis]
             top = np.argsort(pos)[-k:]
             score = float(pos[top].mean())
             against = float(np.sort(neg)[-k:].mean())
-            close = score >= self.options.min_similarity and score - against >= self.options.margin
+            if patterns.risk_words(part):
+                floor = self.options.risk_similarity
+            elif len(_WORDS.findall(part)) >= MIN_PLAIN_WORDS:  # a short plain clause is too little to compare
+                floor = self.options.min_similarity
+            else:
+                continue
+            close = score >= floor and score - against >= self.options.margin
             if close and (best is None or score > best[0]):
                 best = (score, int(self._crisis_rows[top[-1]]))
         if best is None:

@@ -260,7 +260,8 @@ RULES: tuple[Rule, ...] = (
     _rule("suicide", "urgent", "means_and_intent",
           r"\b(?:gun|rifle|pistol|rope|noose|pills|tablets|blade|razor|knife)\b[^.?!]{0,40}\b(?:on myself|use it on|"
           r"this is it|end it|ready|counted out|lined up|in front of me|next to me)|\b(?:at|on|by) the (?:train )?"
-          r"tracks|\bsitting (?:at|on) the edge|\b(?:go|going) through with it|\bi'm taking the pills", negatable=False),
+          r"tracks|\bsitting (?:at|on) the edge|\b(?:go|going) through with it|\bi'm taking the pills",
+          negatable=False),
     _rule("suicide", "urgent", "set_to_go",
           r"\b(?:it's|it is) happening (?:tonight|today|tomorrow)|\bready to go tonight|\bmy plan is set|\b(?:i'll|"
           r"i will) be gone (?:forever|for good)|\bbe gone[.!]?$|\bsaid (?:all )?my goodbyes\b[^.?!]{0,30}\bready",
@@ -269,29 +270,36 @@ RULES: tuple[Rule, ...] = (
           r"\b(?:don't|do not|can't|cannot) see (?:the|any) point (?:in|of) (?:living|life|going on|being alive|"
           r"anything)|\blife (?:isn't|is not|ain't) worth (?:living|it)|\b(?:tired|sick) of (?:living|being alive|"
           r"existing|life)|\bstop existing|\bwasn't alive|\bweren't alive|\bnot (?:be )?alive anymore|\bmy own "
-          r"funeral|\b(?:want to|wish i could) sleep forever|\bthe pain to stop,? (?:permanently|for good|forever)|\bfine if i (?:didn't|"
+          r"funeral|\b(?:want to|wish i could) sleep forever|\bthe pain to stop,? (?:permanently|for good|forever)|"
+          r"\bfine if i (?:didn't|"
           r"don't) wake up|\bi (?:didn't|don't) wake up tomorrow|\bfeel like killing myself|\b(?:suicide|dying|death|"
-          r"ending it|killing myself)\b[^.?!]{0,25}\bonly (?:option|way out|answer|choice)|\b(?:won't|wont|will not) be a (?:problem|burden) (?:for )?(?:much )?"
+          r"ending it|killing myself)\b[^.?!]{0,25}\bonly (?:option|way out|answer|choice)|\b(?:won't|wont|will not)"
+          r" be a (?:problem|burden) (?:for )?(?:much )?"
           r"(?:longer|anymore)|\bwould (?:even )?notice if i (?:was|were) gone|\b(?:better|happier|nicer) "
           r"(?:place|world|off|life)? ?without me|\bfine if i (?:just )?(?:wasn't|weren't) (?:here|around)|\bnot "
           r"(?:plan(?:ning)? on|going to be) (?:being )?(?:here|around) much longer|\bin case i'm not around|"
           r"\bif anything happens to me,? and i meant|\bsaving (?:up )?my (?:pills|tablets|meds)|\bworked out how "
-          r"i'd do it|\bthink about jumping(?! (?:in|into|on|rope|jacks|at))|\bmade my peace with (?:it|dying)|\bsoon it won't matter",
+          r"i'd do it|\bthink about jumping(?! (?:in|into|on|rope|jacks|at))|\bmade my peace with (?:it|dying)|\bsoo"
+          r"n it won't matter",
           negatable=False),
     _rule("self_harm", "urgent", "self_harm_now",
-          r"\b(?:did it again|just did it)\b[^.?!]{0,20}\b(?:bleeding|blood|cut)|\b(?:got|have|with) (?:the|a) (?:blade|razor)\b[^.?!]{0,30}(?:out|nobody|urge|"
+          r"\b(?:did it again|just did it)\b[^.?!]{0,20}\b(?:bleeding|blood|cut)|\b(?:got|have|with) (?:the|a) (?:bl"
+          r"ade|razor)\b[^.?!]{0,30}(?:out|nobody|urge|"
           r"next to me|here)|\b(?:the )?(?:blade|razor) is (?:right )?(?:next to me|here|in my hand)|\bneed to cut "
           r"(?:myself|right now|again|so bad)"
-          r"|\bcuts are (?:really |so )?deep|\b(?:burn(?:ed|t)?|cut|hit|hurt|bit|scratch(?:ed)?|slam(?:med)?|punch(?:ed)?)"
+          r"|\bcuts are (?:really |so )?deep|\b(?:burn(?:ed|t)?|cut|hit|hurt|bit|scratch(?:ed)?|slam(?:med)?|punch(?"
+          r":ed)?)"
           r"\b[^.?!]{0,30}\bon purpose|\bmake myself bleed|\buntil my "
           r"(?:hands|knuckles|arms?) (?:bleed|bled|are bleeding)", negatable=False),
     _rule("self_harm", "concern", "self_harm_history",
           r"\b(?:been |gone back to |went back to |started |relapsed\b[^.?!]{0,30})cutting\b(?! (?:\w+ )?(?:the|my "
-          r"hair|vegetables|veggies|onions|back|down|costs|class|classes|out|corners|wood|paper|grass|it))|\bwithout cutting|"
+          r"hair|vegetables|veggies|onions|back|down|costs|class|classes|out|corners|wood|paper|grass|it))|\bwithout"
+          r" cutting|"
           r"\bcovered in cuts|\bcuts i did myself|\bso nobody sees the (?:scars|cuts|marks)|\bkeep (?:razors|"
           r"blades)|\b(?:carved|carving) (?:into )?my (?:arm|leg|wrist|thigh|skin)s?|\b(?:bite|bit|biting) my "
           r"(?:arm|wrist|hand)s? (?:hard|until|to)|\bburn(?:ed|t|ing)? my (?:arm|wrist|leg|skin|thigh)s? with a "
-          r"(?:lighter|cigarette|match|hot)|\bdeserve the pain|\bdo it to myself|\bpick at my (?:wounds|scabs|skin) on purpose|\babout to "
+          r"(?:lighter|cigarette|match|hot)|\bdeserve the pain|\bdo it to myself|\bpick at my (?:wounds|scabs|skin) "
+          r"on purpose|\babout to "
           r"relapse|\bslam my (?:hand|head|fist)", negatable=False),
     # --- self-harm ---------------------------------------------------------------------------------------
     _rule("self_harm", "urgent", "bleeding_self",
@@ -445,7 +453,8 @@ RULES: tuple[Rule, ...] = (
           r"is|he is|they are) (?:tired|sick) of (?:being alive|living|life|existing)|\b(?:she|he|they) (?:says?|said|"
           r"thinks?|feels?)\b[^.?!]{0,25}better off without (?:her|him|them)", negatable=False),
     _rule("other_in_danger", "concern", "other_threatens_self",
-          r"\bthreaten(?:s|ed|ing)? to (?:kill|hurt|harm|cut) (?:himself|herself|themselves)|\b(?:he|she|they)(?:'s| is|"
+          r"\bthreaten(?:s|ed|ing)? to (?:kill|hurt|harm|cut) (?:himself|herself|themselves)|\b(?:he|she|they)(?:'s|"
+          r" is|"
           r"'re| are)? (?:taking|swallowing) (?:the |all (?:the |of )?|a lot of )?(?:pills|tablets)", negatable=False),
     _rule("other_in_danger", "concern", "other_hurting_someone",
           r"\b(?:is |was |keeps |has been )?(?:threatening|hitting|beating|hurting|choking|attacking|strangling|"
@@ -473,7 +482,8 @@ RULES: tuple[Rule, ...] = (
           r"thinking about|think about|thinkin about|fantasi[sz]e about|imagining|imagine|urges? to|plan(?:ning)? "
           r"(?:to|how to)|thoughts about|dream about|can't stop myself)\b[^.?!]{0,25}\b(?:kill(?:ing)?|hurt(?:ing)?"
           r"|stab(?:bing)?|shoot(?:ing)?|strangl(?:e|ing)|beat(?:ing)?(?: up)?|murder(?:ing)?|poison(?:ing)?|"
-          r"attack(?:ing)?|push(?:ing)? (?:him|her|them|someone|somebody) (?:off|in front|down)|run(?:ning)? (?:him|her|"
+          r"attack(?:ing)?|push(?:ing)? (?:him|her|them|someone|somebody) (?:off|in front|down)|run(?:ning)? (?:him|"
+          r"her|"
           r"them) over|hit(?:ting)?(?! up)|shak(?:e|ing) the baby|chok(?:e|ing)|punch(?:ing)?|shov(?:e|ed|ing)|"
           r"put (?:him|her|them) in (?:the )?hospital|beat the \w+ out of)"
           r"\b[^.?!]{0,12}\b(?:him|her|them|someone|somebody|sumone|people|strangers|everyone|anyone|my (?:\w+ )?"
@@ -496,7 +506,8 @@ RULES: tuple[Rule, ...] = (
           r"\b(?:lips?|face|throat|tongue) (?:is |are )?(?:swelling|swollen|closing|puffing up|turning blue|"
           r"going blue)|\bcovered in hives|\b(?:asthma attack|inhaler (?:isn't|is not|not) working|used my epi-?pen)|"
           r"\bchest is (?:really |so |very )?tight|\bpain (?:is )?(?:going|spreading|shooting) (?:down|into|up) my "
-          r"(?:arm|jaw|neck)|\b(?:worst|sudden|thunderclap) headache|\bchoking\b(?! up| on (?:laughter|tears|my words))|"
+          r"(?:arm|jaw|neck)|\b(?:worst|sudden|thunderclap) headache|\bchoking\b(?! up| on (?:laughter|tears|my word"
+          r"s))|"
           r"\bcan't swallow\b|\bskin is "
           r"(?:coming off|peeling off|blistering)|\bso much blood|\bbitten by a snake|\bcar (?:crash|"
           r"accident) and (?:i'm|i am) (?:hurt|bleeding|injured)|\bspeech is (?:slurred|slurring)|\bcan't smile "
@@ -517,7 +528,8 @@ RULES: tuple[Rule, ...] = (
           r"fever|temperature) is dangerously high",
           negatable=False),
     _rule("medical", "urgent", "cant_breathe",
-          r"\b(?:i )?(?:can't|cannot|can barely|struggling to|hard to|having trouble) (?:breathe|breathing|catch "
+          r"\b(?:i )?(?:can't|cannot|can barely|struggling to|hard to|having trouble) (?:breathe|breath|breathing|ca"
+          r"tch "
           r"my breath|get air)|throat (?:is )?(?:closing|swelling|tight)|tongue (?:is )?swelling", negatable=False),
     _rule("medical", "urgent", "chest_pain",
           r"\b(?:chest (?:pain|hurts|is hurting|feels tight|tightness|pressure)|pain in my chest|crushing "
@@ -533,7 +545,8 @@ RULES: tuple[Rule, ...] = (
     _rule("medical", "urgent", "acute",
           r"\b(?:seizure|having a fit|fainted and|passed out and|unconscious|allergic reaction|anaphyla|"
           r"swallowed (?:bleach|poison|something)|accidentally (?:took|swallowed|drank|overdosed)|took (?:double|"
-          r"twice|too much|too many|the wrong) (?:of )?(?:my |the )?(?:pills|meds|medication|medicine|dose|tablets)|mixed (?:my )?(?:pills|meds|medication) with|can't stay awake|"
+          r"twice|too much|too many|the wrong) (?:of )?(?:my |the )?(?:pills|meds|medication|medicine|dose|tablets)|"
+          r"mixed (?:my )?(?:pills|meds|medication) with|can't stay awake|"
           r"(?:i'm|i am) (?:about to )?(?:pass|passing) out|broke my (?:neck|back|skull)|hit my head and "
           r"(?:can't|i'm|everything)|severe (?:pain|bleeding|burn)|poisoned|going into labou?r|my water broke|"
           r"(?:my )?(?:sugar|blood sugar) is (?:really |very )?(?:low|high) and|(?:i'm|i am) (?:really |so )?"
@@ -663,6 +676,27 @@ def rule_matches(text: str) -> list[Match]:
                 continue
             found.append(Match(rule, clause))
     return found
+
+
+# Words a crisis is talked about with: the similarity stage compares a clause without one only when it is long
+# enough (a short everyday clause, "Take a breath.", is close to too many examples).
+_RISK_WORDS = re.compile(
+    r"\b(?:die|dies|died|dying|dead|death|kill\w*|suicid\w*|end|ending|ended|life|live|living|alive|gone|goodbyes?|"
+    r"bye|overdos\w*|od|pills?|tablets|meds|medication|medicine|insulin|painkillers|cut|cuts|cutting|blade|razors?|"
+    r"knife|gun|rifle|rope|noose|bridge|ledge|roof|tracks|jump\w*|hang\w*|hurt\w*|harm\w*|bleed\w*|blood|burn\w*|"
+    r"scars?|bruis\w*|hit|hits|hitting|beat\w*|punch\w*|kick\w*|slap\w*|chok\w*|strangl\w*|shov\w*|threat\w*|"
+    r"scared|afraid|terrified|abus\w*|rap(?:e|ed|ing)|touch\w*|stalk\w*|forc\w*|weapon|shoot\w*|stab\w*|"
+    r"attack\w*|revenge|poison\w*|fire|breathe|breathing|chest|heart|stroke|seizure|unconscious|faint\w*|"
+    r"collaps\w*|passed out|vomit\w*|throw(?:ing)? up|puk\w*|purg\w*|starv\w*|eat|eating|ate|food|meals?|"
+    r"calories|weight|fat|thin|laxatives|binge\w*|swallow\w*|drunk|drink\w*|alcohol|heroin|drugs?|allerg\w*|"
+    r"swell\w*|bitten|crash|burden|worth|pain|escape|disappear|sleep|wake|tonight|anymore|without me|ambulance|"
+    r"emergency|danger\w*|punish\w*|deserve|hate myself|exist\w*|funeral|letters?|note|gave away|giving away)\b"
+)
+
+
+def risk_words(text: str) -> bool:
+    """Whether a (normalised) clause holds a word crises are talked about with."""
+    return _RISK_WORDS.search(text) is not None
 
 
 def urgent_cue(category: SafetyCategory, text: str) -> bool:

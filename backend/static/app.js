@@ -503,6 +503,7 @@ const insights = new InsightsPanel({
   },
 });
 const memories = new MemoryList({
+  sessionId: () => (persisted ? sessionId : null),
   onError: (msg) => notice(msg),
   onUpdate: (list) => {
     cm.memories = list.map((m) => m.text);

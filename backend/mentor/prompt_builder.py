@@ -1,4 +1,4 @@
-"""The one place the mentor's chat messages are built: shared by the server and scripts/train_lora.py.
+"""The one place the mentor's chat messages are built: shared by the server and scripts/training/train_lora.py.
 
 Training and serving call the same ``build_messages`` so the prompt the LoRA adapter learns on is the prompt
 it is served with.
@@ -43,7 +43,7 @@ def load_mentor_prompt(settings: MentorSettings) -> MentorPrompt:
 
 def guidance_emotion(emotion: EmotionResult, min_confidence: float) -> str:
     """The emotion the reply is guided by: the detected one, or neutral when the detector is unsure (below
-    ``emotion.min_confidence``). The server and the evaluations (scripts/reply_fit.py) both use this."""
+    ``emotion.min_confidence``). The server and the evaluations (scripts/common/reply_fit.py) both use this."""
     return emotion.label if emotion.confidence >= min_confidence else NEUTRAL
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from scripts.speech_tools.wer import word_error_rate
+from scripts.common.wer import word_error_rate
 from tests.browser.conftest import CHROMIUM, LiveServer, chromium_args, espeak_wav, needs_chromium, padded_wav
 
 pytestmark = [pytest.mark.browser, needs_chromium]

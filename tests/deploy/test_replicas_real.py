@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from backend.config import REPO_ROOT
-from scripts.speech_tools.espeak import espeak_available, speak_pcm
+from scripts.common.espeak import espeak_available, speak_pcm
 from tests.deploy.cluster import Balancer, Replica, free_port, http_get
 from tests.hardening.live import recv_event, ws_connect
 from tests.llamacpp_server import MODEL_NAME, LlamaCppServer, available, llamacpp_server

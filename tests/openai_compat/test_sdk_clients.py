@@ -17,8 +17,8 @@ import pytest
 from backend.engines.model_service import ModelService
 from backend.engines.protocols import EMOTIONS
 from backend.main import create_app
-from scripts.speech_tools.espeak import espeak_available, speak_pcm
-from scripts.speech_tools.wer import word_error_rate
+from scripts.common.espeak import espeak_available, speak_pcm
+from scripts.common.wer import word_error_rate
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
 from tests.openai_compat.sdk_env import run_client, sdk_python

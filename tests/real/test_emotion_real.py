@@ -14,7 +14,7 @@ from backend.engines.emotion.fused import Options as FusedOptions
 from backend.engines.emotion.fused import load as load_emotion
 from backend.engines.emotion.prosody import extract_prosody
 from backend.engines.emotion.text_embedding import load_examples
-from scripts.speech_tools.espeak import espeak_available, speak_pcm
+from scripts.common.espeak import espeak_available, speak_pcm
 
 pytestmark = pytest.mark.real
 

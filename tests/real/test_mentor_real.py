@@ -15,8 +15,8 @@ import pytest
 from backend.config import REPO_ROOT
 from backend.engines.model_service import ModelService
 from backend.main import create_app
-from scripts.eval_memory import MEMORY_SET, uses_fact
-from scripts.mentor_data import exchanges, load_conversations
+from scripts.common.mentor_data import exchanges, load_conversations
+from scripts.evals.memory import MEMORY_SET, uses_fact
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
 
@@ -65,7 +65,7 @@ VAL_USER_TURNS = 20  # the validation split's first user turns, whole conversati
 
 def _closest_persona(models: ModelService) -> Callable[[str], str]:
     """Which persona's training replies (data/mentor/train.jsonl) a reply is closest to (MiniLM centroids), the
-    whole-reply judge of scripts/eval_personas.py."""
+    whole-reply judge of scripts/evals/personas.py."""
     embedder = models.embedder
     assert embedder is not None
     by_persona: dict[str, list[str]] = {}
@@ -100,7 +100,7 @@ def test_each_persona_answers_as_itself(api: httpx.Client, models: ModelService)
                 assert share[persona][persona] > share[other][persona], share
 
 
-# Conversations of scripts/eval_memory.py's set whose fact the shipped adapter recalls and uses (its report
+# Conversations of scripts/evals/memory.py's set whose fact the shipped adapter recalls and uses (its report
 # in models/claritymentor-lora/eval_memory.json has all twenty).
 MEMORY_ITEMS = (0, 2, 7)
 

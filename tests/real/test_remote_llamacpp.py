@@ -23,8 +23,8 @@ from backend.engines import registry
 from backend.engines.llm.openai import load
 from backend.engines.model_service import ModelService
 from backend.main import create_app
-from scripts.speech_tools.espeak import espeak_available, speak_pcm
-from scripts.speech_tools.wer import word_error_rate
+from scripts.common.espeak import espeak_available, speak_pcm
+from scripts.common.wer import word_error_rate
 from tests.conftest import make_settings
 from tests.fake_openai import dead_port
 from tests.live_server import LiveServer

@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 
 from backend.engines.model_service import ModelService
 from backend.main import create_app
-from scripts.speech_tools.espeak import espeak_available, speak_pcm
+from scripts.common.espeak import espeak_available, speak_pcm
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
 from tests.real.test_e2e_voice import receive_turn, stream_speech, transcribe_back

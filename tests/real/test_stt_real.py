@@ -12,8 +12,8 @@ from backend.core.audio_utils import pcm16_to_float32
 from backend.core.exceptions import ModelLoadError
 from backend.engines.stt.whisper import WhisperSTT
 from backend.engines.stt.whisper import load as load_stt
-from scripts.speech_tools.espeak import espeak_available, speak_pcm
-from scripts.speech_tools.wer import normalize_words, word_error_rate
+from scripts.common.espeak import espeak_available, speak_pcm
+from scripts.common.wer import normalize_words, word_error_rate
 
 pytestmark = [
     pytest.mark.real,

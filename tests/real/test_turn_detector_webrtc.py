@@ -9,7 +9,7 @@ from backend.config import VADSettings
 from backend.core.audio_utils import PcmFramer
 from backend.engines.vad.webrtc import load as load_vad
 from backend.pipeline.turn_detector import SpeechPaused, SpeechStopped, TurnDetector, TurnEvent
-from scripts.speech_tools.espeak import espeak_available, speak_pcm
+from scripts.common.espeak import espeak_available, speak_pcm
 
 pytestmark = [
     pytest.mark.real,

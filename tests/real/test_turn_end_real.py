@@ -8,7 +8,7 @@ import pytest
 from backend.config import LLMSettings, VADSettings
 from backend.engines.llm.transformers import TransformersChatModel
 from backend.engines.llm.transformers import load as load_transformers
-from scripts.bench_speech import PAUSED, SENTENCES
+from scripts.common.bench_speech import PAUSED, SENTENCES
 
 pytestmark = pytest.mark.real
 

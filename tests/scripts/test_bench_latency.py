@@ -1,4 +1,4 @@
-"""Smoke test of scripts/bench_latency.py: a real short run (two servers, --compare) yields a complete report.
+"""Smoke test of scripts/bench/latency.py: a real short run (two servers, --compare) yields a complete report.
 
 No latency thresholds: this proves the benchmark measures every milestone of every turn and reports
 self-consistent figures, not that the server is fast.
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scripts.speech_tools.espeak import espeak_available
+from scripts.common.espeak import espeak_available
 
 pytestmark = [
     pytest.mark.real,
@@ -23,7 +23,7 @@ pytestmark = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "scripts" / "bench_latency.py"
+SCRIPT = ["-m", "scripts.bench.latency"]  # run from REPO_ROOT
 ORDERED = ("speech_stopped", "transcript", "emotion", "first_text", "first_audio", "last_audio")
 TURNS = 2
 FRESH = 1  # first turns of fresh sessions
@@ -34,7 +34,7 @@ COUNTS = {"streaming": TURNS, "sequential": TURNS, "fresh": FRESH, "paused": PAU
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, str]:
     out = tmp_path_factory.mktemp("bench") / "report.json"
-    cmd = [sys.executable, str(SCRIPT), "--quick", "--compare", "--turns", str(TURNS), "--out", str(out)]
+    cmd = [sys.executable, *SCRIPT, "--quick", "--compare", "--turns", str(TURNS), "--out", str(out)]
     cmd += ["--fresh", str(FRESH), "--paused", str(PAUSED)]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=560, check=False)
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"

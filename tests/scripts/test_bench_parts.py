@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-from bench_report import compare, concurrency_summary, stats, summarize
-from bench_speech import CHUNK_BYTES, trim_to_voiced
-from bench_ws import Arrival, Playback, build_record
+from scripts.common.bench_report import compare, concurrency_summary, stats, summarize
+from scripts.common.bench_speech import CHUNK_BYTES, trim_to_voiced
+from scripts.common.bench_ws import Arrival, Playback, build_record
 
 pytestmark = pytest.mark.fast
 

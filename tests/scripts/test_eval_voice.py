@@ -1,4 +1,4 @@
-"""scripts/eval_voice.py: the figures of the voice comparison (fakes), and one short real run of both engines."""
+"""scripts/evals/voice.py: the figures of the voice comparison (fakes), and one short real run of both engines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from backend.config import PipelineSettings
 from backend.engines.protocols import SynthesizedSpeech, VoiceStyle
-from scripts.eval_voice import (
+from scripts.evals.voice import (
     ReplyMeasure,
     load_replies,
     markdown_table,

@@ -10,7 +10,7 @@ import pytest
 
 from backend.config import REPO_ROOT
 from backend.engines.protocols import EMOTIONS
-from scripts.mentor_data import (
+from scripts.common.mentor_data import (
     asks_question,
     exchanges,
     has_markdown_or_emoji,
@@ -93,8 +93,8 @@ def test_style_detector_catches_what_a_voice_cannot_say() -> None:
 
 
 def test_built_files_match_the_sources(tmp_path: Path) -> None:
-    """The committed JSONL equals what scripts/build_mentor_dataset.py builds from data/mentor/source."""
-    from scripts.build_mentor_dataset import main
+    """The committed JSONL equals what scripts/training/build_mentor_dataset.py builds from data/mentor/source."""
+    from scripts.training.build_mentor_dataset import main
 
     assert main(["--out", str(tmp_path)]) == 0
     for name in ("train.jsonl", "val.jsonl"):

@@ -1,11 +1,11 @@
-"""The reply rubric (scripts/mentor_rubric.py) on replies a person has judged: the issue's misfits fail it for
+"""The reply rubric (scripts/common/mentor_rubric.py) on replies a person has judged: the issue's misfits fail it for
 the right reason, well-fitting replies pass."""
 
 from __future__ import annotations
 
 import pytest
 
-from scripts.mentor_rubric import (
+from scripts.common.mentor_rubric import (
     agreement,
     blame_phrases,
     distinct_opener_share,
@@ -121,7 +121,7 @@ def test_openers_shape_and_agreement() -> None:
 
 
 def test_readme_sections_are_replaced_between_their_markers() -> None:
-    from scripts.readme_sections import README, replace_section
+    from scripts.common.readme_sections import README, replace_section
 
     text = "intro\n<!-- fit -->\nold\nlines\n<!-- /fit -->\nrest\n"
     assert replace_section(text, "fit", "new") == "intro\n<!-- fit -->\nnew\n<!-- /fit -->\nrest\n"

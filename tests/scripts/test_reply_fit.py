@@ -1,4 +1,4 @@
-"""The reply-fit evaluation (scripts/reply_fit.py) around the model: figures, the shape study, the rubric's
+"""The reply-fit evaluation (scripts/common/reply_fit.py) around the model: figures, the shape study, the rubric's
 agreement with a person's labels, and a frozen test split that training never reads."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 
 from backend.config import REPO_ROOT
 from backend.engines.protocols import EMOTIONS, GenerationOptions
-from scripts.mentor_rubric import judge
-from scripts.reply_fit import (
+from scripts.common.mentor_rubric import judge
+from scripts.common.reply_fit import (
     LABELS,
     TEST_SET,
     Detected,
@@ -109,7 +109,7 @@ def test_the_test_split_is_fresh_balanced_and_never_trained_on() -> None:
         mine = words(s.text)
         closest = max(len(mine & t) / len(mine | t) for t in trained)
         assert closest <= 0.5, (s.text, closest)
-    for script in ("scripts/train_lora.py", "scripts/build_mentor_dataset.py"):
+    for script in ("scripts/training/train_lora.py", "scripts/training/build_mentor_dataset.py"):
         assert "test.jsonl" not in (REPO_ROOT / script).read_text(encoding="utf-8")
 
 
@@ -147,7 +147,7 @@ def test_an_earlier_report_is_reused_only_for_the_same_sentences(monkeypatch: py
     """Models of an earlier report on the same sentences and detected emotions are copied, not generated again;
     a report on anything else is refused."""
     from backend.config import Settings
-    from scripts import reply_fit
+    from scripts.common import reply_fit
 
     generated: list[str] = []
 
@@ -169,7 +169,7 @@ def test_an_earlier_report_is_reused_only_for_the_same_sentences(monkeypatch: py
 
 def test_a_persons_reading_is_added_for_the_replies_read(tmp_path: Path) -> None:
     """person_reading counts a model only when every one of its replies was read."""
-    from scripts.reply_fit import person_reading
+    from scripts.common.reply_fit import person_reading
 
     path = tmp_path / "reading.jsonl"
     rows = [

@@ -14,7 +14,7 @@ from backend.config import REPO_ROOT, Settings
 from backend.mentor.personas import load_personas
 from backend.mentor.prompt_builder import build_messages, load_mentor_prompt
 from backend.store.records import HistoryTurn
-from scripts.mentor_data import Exchange, exchanges, load_conversations
+from scripts.common.mentor_data import Exchange, exchanges, load_conversations
 
 pytestmark = pytest.mark.real
 
@@ -24,7 +24,7 @@ VAL = REPO_ROOT / "data" / "mentor" / "val.jsonl"
 @pytest.fixture(scope="module")
 def tiny_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-step adapter trained on 8 exchanges (seconds)."""
-    from scripts.train_lora import main
+    from scripts.training.train_lora import main
 
     out = tmp_path_factory.mktemp("lora")
     assert main(["--max-steps", "3", "--limit", "8", "--val-limit", "4", "--out", str(out)]) == 0
@@ -63,7 +63,7 @@ def test_server_loads_the_adapter_and_streams_a_reply(tiny_adapter: Path) -> Non
 
 def test_training_prompt_is_what_the_server_renders(base_chat: Any) -> None:
     """The training prompt of an exchange with history equals the server's prompt for the same turn."""
-    from scripts.train_lora import PromptRenderer
+    from scripts.training.train_lora import PromptRenderer
 
     settings = Settings()
     history = (
@@ -97,7 +97,7 @@ def test_shared_prefix_loss_equals_the_plain_loss(base_chat: Any) -> None:
     """The fast training pass (system prefix computed once per batch) gives the plain forward's loss."""
     import torch
 
-    from scripts.train_lora import PromptRenderer, batches, shared_prefix_losses, token_losses
+    from scripts.training.train_lora import PromptRenderer, batches, shared_prefix_losses, token_losses
 
     settings = Settings()
     renderer = PromptRenderer(base_chat.tokenizer, settings.llm, load_mentor_prompt(settings.mentor))
@@ -114,7 +114,7 @@ def test_shared_prefix_loss_equals_the_plain_loss(base_chat: Any) -> None:
 
 def test_eval_script_writes_a_complete_report(tiny_adapter: Path, tmp_path: Path) -> None:
     """eval_mentor on 3 val turns reports loss, perplexity and every speakability figure for both models."""
-    from scripts.eval_mentor import main
+    from scripts.evals.mentor import main
 
     out = tmp_path / "eval.json"
     args = ["--adapter", str(tiny_adapter), "--limit", "3", "--loss-limit", "4", "--out", str(out)]
@@ -139,7 +139,7 @@ def test_eval_script_writes_a_complete_report(tiny_adapter: Path, tmp_path: Path
 
 def test_target_modules_choose_what_is_adapted(tmp_path: Path) -> None:
     """--target-modules adapts the MLP projections too when asked; the card records the choice."""
-    from scripts.train_lora import main
+    from scripts.training.train_lora import main
 
     out = tmp_path / "mlp"
     args = ["--max-steps", "1", "--limit", "4", "--no-val", "--target-modules", "q_proj,gate_proj", "--out", str(out)]

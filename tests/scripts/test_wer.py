@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.speech_tools.wer import normalize_words, word_error_rate
+from scripts.common.wer import normalize_words, word_error_rate
 
 pytestmark = pytest.mark.fast
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.bench_memory import measure
+from scripts.bench.memory import measure
 
 pytestmark = pytest.mark.slow
 
@@ -12,7 +12,7 @@ BUDGET_MS = 20.0
 
 
 def test_retrieval_at_ten_thousand_memories_fits_the_turn_budget(db_url: str) -> None:
-    """scripts/bench_memory.py's measure(): with 10,000 memories what a turn waits for (the scoring and top-k;
+    """scripts/bench/memory.py's measure(): with 10,000 memories what a turn waits for (the scoring and top-k;
     the database check runs during STT) stays under 20 ms at the median over 200 queries (under 40 ms at the
     95th percentile, a margin for a busy machine), and so does the whole per-turn path (check + scoring) at the
     median; loading a memory added since, under 40 ms.

@@ -1,6 +1,6 @@
 """Benchmark servers: start `python -m backend.main` on a free 127.0.0.1 port, or attach to a running one.
 
-Used by scripts/bench_latency.py. Blocking (HTTP polling, process waits): called outside the event loop.
+Used by scripts/bench/latency.py. Blocking (HTTP polling, process waits): called outside the event loop.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 

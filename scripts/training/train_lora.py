@@ -4,11 +4,11 @@ Every assistant turn of a conversation is one example. Its prompt is built exact
 (``prompt_builder.build_messages`` + ``TransformersChatModel.prompt_text``, i.e. the tokenizer's chat template
 with the generation prompt); the loss is computed only on the reply tokens and the end-of-turn token.
 
-    python3 scripts/train_lora.py                       # full run -> models/claritymentor-lora/
-    python3 scripts/train_lora.py --max-steps 3 --limit 8 --out /tmp/lora   # smoke test
+    python -m scripts.training.train_lora                       # full run -> models/claritymentor-lora/
+    python -m scripts.training.train_lora --max-steps 3 --limit 8 --out /tmp/lora   # smoke test
 
 Writes into --out: adapter_model.safetensors, adapter_config.json, train_log.jsonl (step, loss, lr, elapsed),
-training_args.json, and README.md (model card; results filled in by scripts/eval_mentor.py --update-card).
+training_args.json, and README.md (model card; results filled in by python -m scripts.evals.mentor --update-card).
 Seeded and reproducible on a given machine. Uses CUDA when available, else the CPU with 2 threads.
 """
 
@@ -26,14 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from backend.config import REPO_ROOT, LLMSettings, MentorSettings, Settings, resolve_path
 from backend.engines.protocols import ChatMessage
 from backend.mentor.personas import PersonaCatalog, load_personas
 from backend.mentor.prompt_builder import MentorPrompt, build_messages, load_mentor_prompt
-from scripts.mentor_data import Exchange, exchanges, load_conversations
+from scripts.common.mentor_data import Exchange, exchanges, load_conversations
 
 IGNORE = -100
 # Tensor sizes are rounded up to these multiples so that only a few distinct shapes occur: the CPU kernels
@@ -281,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from backend.engines.llm.transformers import load_base
-    from scripts.model_card import write_card
+    from scripts.common.model_card import write_card
 
     random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -377,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.peft_config["default"].base_model_name_or_path = settings.llm.model
     model.save_pretrained(str(args.out))
     summary: dict[str, Any] = {
-        "command": " ".join(["python3 scripts/train_lora.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(["python -m scripts.training.train_lora", *(sys.argv[1:] if argv is None else argv)]),
         "base_model": settings.llm.model,
         "train_file": _rel(args.train),
         "val_file": _rel(args.val),

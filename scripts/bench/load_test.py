@@ -1,7 +1,7 @@
 """Load and soak test for /ws/voice on 127.0.0.1: memory per idle connection, talking sessions, flat memory.
 
-    python3 scripts/load_test.py --spawn fake --idle 1000 --talkers 8 --duration 600 --json out.json
-    python3 scripts/load_test.py --url ws://127.0.0.1:8000/ws/voice --pid 1234 --idle 200 --talkers 4 --duration 60
+    python -m scripts.bench.load_test --spawn fake --idle 1000 --talkers 8 --duration 600 --json out.json
+    python -m scripts.bench.load_test --url ws://127.0.0.1:8000/ws/voice --pid 1234 --idle 200 --talkers 4 --duration 60
 
 With ``--spawn fake`` (or ``real``) the script starts the server itself in a child process on an ephemeral port
 (fake models measure the server, not the LLM); otherwise give the server's ``--url`` and ``--pid``. Only 127.0.0.1
@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RATE = 16000
 FRAME = 640  # 20 ms of 16 kHz PCM16
 TEXTS = (
@@ -51,7 +51,6 @@ TEXTS = (
 
 def serve(kind: str) -> None:
     """Child entry: the production server (build_server/run_server) on an ephemeral 127.0.0.1 port."""
-    sys.path.insert(0, str(REPO))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from backend.config import get_settings
@@ -103,7 +102,8 @@ def spawned_server(kind: str, max_connections: int) -> Iterator[tuple[str, int]]
             "PYTHONPATH": str(REPO),
         }
         child = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--serve", kind],
+            [sys.executable, "-m", "scripts.bench.load_test", "--serve", kind],
+            cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
             text=True,

@@ -13,10 +13,10 @@ from that tree, back to back, and the same ordinary utterances are spoken to it 
 With ``--interleave`` both servers run at once and each index's turns alternate between them, so load from other
 work on the machine hits before and after alike (``--before-first``: the back-to-back order reversed).
 
-    python3 scripts/bench_safety.py --turns 12 --out bench_out/safety.json
+    python -m scripts.bench.safety --turns 12 --out bench_out/safety.json
     git worktree add /tmp/before 359e405 && ln -s "$PWD/models/cache" /tmp/before/models/cache
-    python3 scripts/bench_safety.py --turns 12 --before /tmp/before --out bench_out/safety.json
-    python3 scripts/bench_safety.py --turns 12 --before /tmp/before --interleave --out bench_out/safety.json
+    python -m scripts.bench.safety --turns 12 --before /tmp/before --out bench_out/safety.json
+    python -m scripts.bench.safety --turns 12 --before /tmp/before --interleave --out bench_out/safety.json
 
 Writes a table to stdout and a JSON report (--out). Progress goes to stderr.
 """
@@ -36,16 +36,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
-import bench_report
-from bench_latency import git_info, machine_info, warm_up
-from bench_server import REPO_ROOT, Server, free_port, stop_server, wait_ready
-from bench_speech import SAMPLE_RATE, Utterance, make_utterances, trim_to_voiced
-from bench_ws import Talker
-
-from scripts.speech_tools.espeak import speak_pcm
+from scripts.bench.latency import git_info, machine_info, warm_up
+from scripts.common import bench_report
+from scripts.common.bench_server import REPO_ROOT, Server, free_port, stop_server, wait_ready
+from scripts.common.bench_speech import SAMPLE_RATE, Utterance, make_utterances, trim_to_voiced
+from scripts.common.bench_ws import Talker
+from scripts.common.espeak import speak_pcm
 
 # One sentence each, spoken style (no full stop inside), over the issue's categories. Written for this benchmark.
 CRISIS: tuple[str, ...] = (

@@ -6,9 +6,9 @@ added since are loaded), and one matrix-vector product with the top-k selection.
 with N memories of one user (random unit vectors of MiniLM's 384 dimensions: the cost does not depend on the
 content), then times that path for many queries, plus the first (cold) load and the load after a new memory.
 
-    python3 scripts/bench_memory.py                        # SQLite in a temp folder, 10,000 memories
-    python3 scripts/bench_memory.py --postgres             # also a throwaway PostgreSQL server (tests/postgres.py)
-    python3 scripts/bench_memory.py --real-embedder        # time the MiniLM embedding of a new message too
+    python -m scripts.bench.memory                        # SQLite in a temp folder, 10,000 memories
+    python -m scripts.bench.memory --postgres             # also a throwaway PostgreSQL server (tests/postgres.py)
+    python -m scripts.bench.memory --real-embedder        # time the MiniLM embedding of a new message too
 
 Prints a JSON report (milliseconds).
 """
@@ -23,14 +23,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import insert
-
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.mentor.memory import recall
 from backend.store.memories import memory_scope

@@ -1,9 +1,9 @@
 """The crisis check on the frozen test set (data/safety/test_set.jsonl, written apart from the detector and never
 used to build it): recall and false positives per category, the level, and the time a check takes.
 
-    python -m scripts.eval_safety                      # the configured engine (safety.backend: embedded)
-    python -m scripts.eval_safety --backend patterns   # the patterns alone
-    python -m scripts.eval_safety --out models/safety_eval.json
+    python -m scripts.evals.safety                      # the configured engine (safety.backend: embedded)
+    python -m scripts.evals.safety --backend patterns   # the patterns alone
+    python -m scripts.evals.safety --out models/safety_eval.json
 
 Prints counts only; ``--show-misses`` prints the missed and wrongly flagged sentences too (reading them turns the
 test set into a development set: say so when reporting figures after it).

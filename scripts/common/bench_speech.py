@@ -1,6 +1,6 @@
 """Benchmark utterances: seeded mentor-style sentences spoken by espeak-ng, trimmed to their voiced part.
 
-Used by scripts/bench_latency.py. Blocking (espeak-ng subprocess per utterance).
+Used by scripts/bench/latency.py. Blocking (espeak-ng subprocess per utterance).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scripts.speech_tools.espeak import speak_pcm
+from scripts.common.espeak import speak_pcm
 
 SAMPLE_RATE = 16000
 CHUNK_MS = 20

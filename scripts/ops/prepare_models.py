@@ -1,18 +1,15 @@
 """Prepare model caches before the server's first start: converts the embedded LLM once.
 
-Usage: python3 scripts/prepare_models.py [--check]
+Usage: python -m scripts.ops.prepare_models [--check]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.config import get_settings, resolve_path
 from backend.engines.llm.ctranslate2 import converted_dir, ensure_ct2

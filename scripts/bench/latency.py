@@ -6,9 +6,9 @@ sequential) or attaches to ``--url``. Speaks seeded espeak-ng utterances at real
 20 ms, then silence until the turn completes) and times each milestone client-side from the end of speech.
 Also: simultaneous talkers (--concurrency), server memory (idle connections, active, after a text soak).
 
-    python3 scripts/bench_latency.py --compare                 # full run (a few minutes on 2 CPU cores)
-    python3 scripts/bench_latency.py --quick                   # 3 turns, no concurrency, no soak
-    python3 scripts/bench_latency.py --url http://127.0.0.1:8000 --turns 5
+    python -m scripts.bench.latency --compare                 # full run (a few minutes on 2 CPU cores)
+    python -m scripts.bench.latency --quick                   # 3 turns, no concurrency, no soak
+    python -m scripts.bench.latency --url http://127.0.0.1:8000 --turns 5
 
 Writes a table to stdout, a JSON report (--out) and a PNG plot next to it. Progress goes to stderr.
 """
@@ -30,14 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
-import bench_report
 import psutil
-from bench_server import REPO_ROOT, Server, attach, start_server, stop_server, wait_ready
-from bench_speech import SENTENCES, Utterance, make_paused_utterances, make_utterances
-from bench_ws import ORDERED, Talker
+
+from scripts.common import bench_report
+from scripts.common.bench_server import REPO_ROOT, Server, attach, start_server, stop_server, wait_ready
+from scripts.common.bench_speech import SENTENCES, Utterance, make_paused_utterances, make_utterances
+from scripts.common.bench_ws import ORDERED, Talker
 
 MB = 1024 * 1024
 

@@ -11,7 +11,7 @@ Each output line is ``{"id": "c0001", "turns": [{"role": "user", "text": ..., "e
 {"role": "assistant", "text": ...}, ...]}``, with ``"persona"`` on the record and ``"memories"`` on a user
 turn when the source gives them. The split is by conversation and deterministic: conversations
 are ordered by id and every conversation whose index falls on VAL_SLOTS of each block of 20 goes to val
-(about 15%). Run: ``python3 scripts/build_mentor_dataset.py``.
+(about 15%). Run: ``python -m scripts.training.build_mentor_dataset``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EMOTIONS = ("neutral", "happy", "sad", "anxious", "angry", "surprised")
 VAL_SLOTS = frozenset({2, 9, 16})  # of each block of 20 conversations
 
@@ -125,7 +125,8 @@ def emotion_examples(conversations: list[tuple[str | None, list[dict[str, Any]]]
 
 def write_emotion_examples(path: Path, examples: dict[str, list[str]]) -> None:
     header = (
-        "# Written by scripts/build_mentor_dataset.py from data/mentor/source (do not edit): the first user turn of\n"
+        "# Written by scripts/training/build_mentor_dataset.py from data/mentor/source (do not edit): "
+        "the first user turn of\n"
         "# every conversation, by its label. The text emotion detector adds these to config/emotion_examples.yaml\n"
         "# (emotion.extra_examples_path).\n"
     )

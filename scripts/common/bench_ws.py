@@ -1,7 +1,7 @@
 """Benchmark talker: one /ws/voice connection that speaks utterances at real-time pace and times the answer.
 
 Every client-side milestone is measured from the moment the last speech chunk was sent (end of speech).
-Used by scripts/bench_latency.py.
+Used by scripts/bench/latency.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench_speech import CHUNK_BYTES, CHUNK_MS, Utterance, silence_chunk
 from websockets.asyncio.client import ClientConnection, connect
+
+from scripts.common.bench_speech import CHUNK_BYTES, CHUNK_MS, Utterance, silence_chunk
 
 LEAD_IN_S = 0.3
 CHUNK_S = CHUNK_MS / 1000

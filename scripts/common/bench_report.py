@@ -1,4 +1,4 @@
-"""Benchmark summaries, the stdout table and the PNG plot. Used by scripts/bench_latency.py."""
+"""Benchmark summaries, the stdout table and the PNG plot. Used by scripts/bench/latency.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_ws import MILESTONES
+
+from scripts.common.bench_ws import MILESTONES
 
 STAGES: tuple[tuple[str, str, str], ...] = (
     # (label, from milestone, to milestone); "" = end of speech

@@ -34,10 +34,10 @@ def results_table(report: dict[str, Any]) -> str:
 
 
 def personas_section(report: dict[str, Any] | None) -> str:
-    """Persona adherence (scripts/eval_personas.py): per prompted persona, the share of replies with each
+    """Persona adherence (scripts/evals/personas.py): per prompted persona, the share of replies with each
     persona's markers."""
     if report is None:
-        return "Not measured yet: run `python3 scripts/eval_personas.py --out <adapter>/eval_personas.json`."
+        return "Not measured yet: run `python -m scripts.evals.personas --out <adapter>/eval_personas.json`."
     models = [m for m in ("base", "adapter") if m in report]
     personas = list(report[models[-1]]["judged"])
     head = "| model | prompted as | " + " | ".join(f"{p} markers" for p in personas) + " | lift over default |"
@@ -52,7 +52,7 @@ def personas_section(report: dict[str, Any] | None) -> str:
     text = (
         f"The first {report.get('generated_per_persona')} validation user turns answered as each persona (server "
         "settings), judged by the words that show a persona doing what its prompt asks "
-        "(`scripts/mentor_data.py::PERSONA_MARKERS`); bold = the persona's own markers (adherence), lift = its "
+        "(`scripts/common/mentor_data.py::PERSONA_MARKERS`); bold = the persona's own markers (adherence), lift = its "
         "own markers minus the same turns answered by the default persona.\n\n" + "\n".join(rows)
     )
     if all("attributed" in report[m] for m in models):
@@ -71,9 +71,9 @@ def personas_section(report: dict[str, Any] | None) -> str:
 
 
 def memory_section(report: dict[str, Any] | None) -> str:
-    """Memory use (scripts/eval_memory.py)."""
+    """Memory use (scripts/evals/memory.py)."""
     if report is None:
-        return "Not measured yet: run `python3 scripts/eval_memory.py --out <adapter>/eval_memory.json`."
+        return "Not measured yet: run `python -m scripts.evals.memory --out <adapter>/eval_memory.json`."
     return (
         f"{report['conversations']} scripted two-session conversations through the server's pipeline with the real "
         "models: a fact said in session 1, a related message in session 2 (none of these facts is in the "
@@ -88,16 +88,17 @@ def memory_section(report: dict[str, Any] | None) -> str:
 
 
 def fit_section(report: dict[str, Any] | None) -> str:
-    """Do replies fit the person (scripts/eval_mentor.py --fit)?"""
+    """Do replies fit the person (python -m scripts.evals.mentor --fit)?"""
     if report is None:
-        return "Not measured yet: run `python3 scripts/eval_mentor.py --fit --update-card`."
-    from scripts.reply_fit import fit_table
+        return "Not measured yet: run `python -m scripts.evals.mentor --fit --update-card`."
+    from scripts.common.reply_fit import fit_table
 
     text = (
         f"{report['sentences']} fresh sentences (`data/mentor/test.jsonl`, ten per emotion, never read by "
         "training), each answered as the first turn of a new session: the real emotion detector labels the text "
         f"(it agrees with the sentence's label on {report['detector_agrees_with_label']:.0%}), greedy server "
-        "settings, the default persona. Judged by the rubric in `scripts/mentor_rubric.py`: the opener names the "
+        "settings, the default persona. Judged by the rubric in `scripts/common/mentor_rubric.py`: "
+        "the opener names the "
         "feeling it was given and no contradicting one, no blame, no invented people, times or names, exactly one "
         "question, speakable. A person also read every reply of the models with a figure in the second row "
         "(`data/mentor/test_person_reading.jsonl`).\n\n" + fit_table(report)
@@ -130,7 +131,7 @@ def write_card(folder: Path) -> Path:
     report = _read(folder / "eval.json")
     settings = "\n".join(f"| {k} | {v} |" for k, v in train.items())
     if report is None:
-        results = "Not evaluated yet: run `python3 scripts/eval_mentor.py --update-card`."
+        results = "Not evaluated yet: run `python -m scripts.evals.mentor --update-card`."
     else:
         results = (
             f"Validation split: {report.get('val_exchanges')} exchanges for the loss, "
@@ -155,11 +156,11 @@ to real help (a trusted person, a doctor, a local emergency number or a crisis l
   Greedy, repetition penalty 1.15 counting only the reply's own tokens (`llm.repetition_penalty_scope: reply`;
   the study coach and career mentor personas count the prompt's too). The validation-split figures below
   were measured before this setting (penalty counting the prompt); the fit table names each column's setting.
-- Reproduce: the `command` below (`python3 scripts/train_lora.py` alone trains 2 epochs over every
-  example), then `python3 scripts/eval_mentor.py --update-card`,
-  `python3 scripts/eval_mentor.py --fit --compare round-1=<its folder> --update-card --update-readme`,
-  `python3 scripts/eval_personas.py --out <adapter>/eval_personas.json` and
-  `python3 scripts/eval_memory.py --out <adapter>/eval_memory.json`. Seeded; on a CPU shared with other busy processes
+- Reproduce: the `command` below (`python -m scripts.training.train_lora` alone trains 2 epochs over every
+  example), then `python -m scripts.evals.mentor --update-card`,
+  `python -m scripts.evals.mentor --fit --compare round-1=<its folder> --update-card --update-readme`,
+  `python -m scripts.evals.personas --out <adapter>/eval_personas.json` and
+  `python -m scripts.evals.memory --out <adapter>/eval_memory.json`. Seeded; on a CPU shared with other busy processes
   `--threads 1` was about five times faster per step than 2 threads, and `--time-budget` caps the run.
 - Settings compared: adapting the MLP projections as well (`--target-modules
   q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj`, 4.9M trainable parameters, same data, seed and

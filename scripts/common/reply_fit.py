@@ -2,8 +2,8 @@
 answered as the server answers a first turn: the real emotion detector labels the text, the guidance falls back
 to neutral below ``emotion.min_confidence``, the default persona's prompt, greedy generation, and the spoken
 reply's opening clause (pipeline.opening_clause; CM_PIPELINE__OPENING_CLAUSE=false for the LLM's own words).
-Every reply is judged by the rubric (scripts/mentor_rubric.py); the rubric's agreement with a person's reading
-is measured on the labelled replies in data/mentor/test_labels.jsonl. Used by ``scripts/eval_mentor.py --fit``.
+Every reply is judged by the rubric (scripts/common/mentor_rubric.py); the rubric's agreement with a person's reading
+is measured on the labelled replies in data/mentor/test_labels.jsonl. Used by ``python -m scripts.evals.mentor --fit``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 from backend.config import REPO_ROOT, LLMSettings, Settings
 from backend.mentor.prompt_builder import guidance_emotion
 from backend.mentor.speakable import clean_for_speech
-from scripts.figures import percentile
-from scripts.mentor_data import Exchange, word_count
-from scripts.mentor_rubric import Verdict, agreement, distinct_opener_share, is_shaped, judge
+from scripts.common.figures import percentile
+from scripts.common.mentor_data import Exchange, word_count
+from scripts.common.mentor_rubric import Verdict, agreement, distinct_opener_share, is_shaped, judge
 
 TEST_SET = REPO_ROOT / "data/mentor/test.jsonl"
 LABELS = REPO_ROOT / "data/mentor/test_labels.jsonl"
@@ -92,7 +92,7 @@ def generate_replies(
     from backend.mentor.openers import choose_opener, load_openers
     from backend.mentor.personas import load_personas
     from backend.mentor.prompt_builder import load_mentor_prompt
-    from scripts.train_lora import PromptRenderer
+    from scripts.training.train_lora import PromptRenderer
 
     chat = load_llm(llm)
     renderer = PromptRenderer(chat.tokenizer, llm, load_mentor_prompt(settings.mentor), load_personas(settings.mentor))

@@ -10,9 +10,9 @@ the same turns answered by the default persona, and the speakability figures of 
 reads the whole reply, not a word list: each reply is attributed to the persona whose training replies
 (data/mentor/train.jsonl, by conversation persona) its MiniLM embedding is closest to (cosine to the centroid).
 
-    python3 scripts/eval_personas.py --limit 30 --out models/claritymentor-lora/eval_personas.json
-    python3 scripts/eval_personas.py --adapter /tmp/lora --limit 5 --out /tmp/p.json   # a quick look
-    python3 scripts/eval_personas.py --rejudge /tmp/p.json    # judge the replies of a report again
+    python -m scripts.evals.personas --limit 30 --out models/claritymentor-lora/eval_personas.json
+    python -m scripts.evals.personas --adapter /tmp/lora --limit 5 --out /tmp/p.json   # a quick look
+    python -m scripts.evals.personas --rejudge /tmp/p.json    # judge the replies of a report again
 
 Blocking and CPU heavy (personas x turns generations).
 """
@@ -29,13 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from backend.config import REPO_ROOT, Settings, resolve_path
 from backend.mentor.personas import load_personas
-from scripts.eval_mentor import reply_figures
-from scripts.mentor_data import PERSONA_MARKERS, Exchange, exchanges, load_conversations, persona_markers
+from scripts.common.mentor_data import PERSONA_MARKERS, Exchange, exchanges, load_conversations, persona_markers
+from scripts.evals.mentor import reply_figures
 
 
 def judge(replies: dict[str, list[str]], default: str) -> dict[str, Any]:

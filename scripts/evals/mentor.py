@@ -5,13 +5,13 @@ val user turn a reply generated exactly as the server does (``load_llm`` + ``bui
 settings from ``Settings().llm``), judged on speakability: share with markdown or emoji, share empty after
 speech cleaning, mean words, share of 1-3 sentences, share asking a question.
 
-    python3 scripts/eval_mentor.py --update-card          # full val split, writes into the adapter folder
-    python3 scripts/eval_mentor.py --adapter /tmp/lora --limit 3 --out /tmp/eval.json
-    python3 scripts/eval_mentor.py --fit --compare round-1=/tmp/r1/models/claritymentor-lora --update-card
+    python -m scripts.evals.mentor --update-card          # full val split, writes into the adapter folder
+    python -m scripts.evals.mentor --adapter /tmp/lora --limit 3 --out /tmp/eval.json
+    python -m scripts.evals.mentor --fit --compare round-1=/tmp/r1/models/claritymentor-lora --update-card
 
 ``--fit`` answers the fresh test sentences (data/mentor/test.jsonl, never read by training) with the base
-model, each ``--compare`` adapter and this one, and judges the replies by the rubric (scripts/reply_fit.py,
-scripts/mentor_rubric.py): appropriate share, contradicting feeling words, blame, invented details, one
+model, each ``--compare`` adapter and this one, and judges the replies by the rubric (scripts/common/reply_fit.py,
+scripts/common/mentor_rubric.py): appropriate share, contradicting feeling words, blame, invented details, one
 question, distinct openers; writes eval_fit.json. The round-1 adapter is in git:
 ``git archive a8f6a3b models/claritymentor-lora | tar -x -C /tmp/r1``.
 
@@ -32,12 +32,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from backend.config import REPO_ROOT, EmotionSettings, LLMSettings, Settings, resolve_path
 from backend.mentor.speakable import clean_for_speech
-from scripts.mentor_data import (
+from scripts.common.mentor_data import (
     Exchange,
     asks_question,
     exchanges,
@@ -70,7 +67,7 @@ def evaluate(llm: LLMSettings, settings: Settings, loss_set: list[Exchange], val
     from backend.engines.llm.transformers import load as load_llm
     from backend.mentor.personas import load_personas
     from backend.mentor.prompt_builder import load_mentor_prompt
-    from scripts.train_lora import PromptRenderer, mean_reply_loss
+    from scripts.training.train_lora import PromptRenderer, mean_reply_loss
 
     chat = load_llm(llm)
     tok = chat.tokenizer
@@ -157,9 +154,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run_fit(args: argparse.Namespace, settings: Settings, adapter: Path) -> int:
-    """The reply-fit figures (scripts/reply_fit.py) side by side; writes eval_fit.json (and the card)."""
-    from scripts.model_card import write_card
-    from scripts.reply_fit import LABELS, TEST_SET, evaluate_fit, fit_table, label_agreement, load_sentences
+    """The reply-fit figures (scripts/common/reply_fit.py) side by side; writes eval_fit.json (and the card)."""
+    from scripts.common.model_card import write_card
+    from scripts.common.reply_fit import LABELS, TEST_SET, evaluate_fit, fit_table, label_agreement, load_sentences
 
     if args.emotion_examples_file_only:
         emotion = EmotionSettings.model_validate({**settings.emotion.model_dump(), "extra_examples_path": None})
@@ -190,8 +187,8 @@ def run_fit(args: argparse.Namespace, settings: Settings, adapter: Path) -> int:
     if args.update_card:
         write_card(adapter)
     if args.update_readme:
-        from scripts.model_card import fit_section
-        from scripts.readme_sections import update_readme
+        from scripts.common.model_card import fit_section
+        from scripts.common.readme_sections import update_readme
 
         update_readme("eval_mentor:fit", fit_section(report))
     print(fit_table(report))
@@ -212,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from scripts.model_card import write_card
+    from scripts.common.model_card import write_card
 
     settings = Settings()
     adapter = resolve_path(args.adapter or settings.llm.adapter_path or "models/claritymentor-lora")

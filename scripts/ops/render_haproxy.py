@@ -1,6 +1,6 @@
 """Render deploy/haproxy.cfg.in for a set of replicas.
 
-    python3 scripts/render_haproxy.py --bind 0.0.0.0:80 --replica 10.0.0.11:8000 --replica 10.0.0.12:8000 \
+    python -m scripts.ops.render_haproxy --bind 0.0.0.0:80 --replica 10.0.0.11:8000 --replica 10.0.0.12:8000 \
         > /etc/haproxy/haproxy.cfg
 
 The tests render it the same way with their 127.0.0.1 ports (tests/deploy/cluster.py).
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "haproxy.cfg.in"
+TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg.in"
 
 
 def render(bind: str, replicas: Sequence[str], global_extra: Sequence[str] = ()) -> str:

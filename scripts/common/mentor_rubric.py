@@ -1,4 +1,4 @@
-"""A fixed rubric for mentor replies, applied by code (scripts/eval_mentor.py; issue 15).
+"""A fixed rubric for mentor replies, applied by code (scripts/evals/mentor.py; issue 15).
 
 A reply is *appropriate* when its opener (first sentence) acknowledges the feeling with words that fit it and
 none that contradict it, it blames nobody, it invents no person, pet, time, number or name the user did not
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from backend.mentor.speakable import clean_for_speech
-from scripts.mentor_data import has_markdown_or_emoji, sentence_count
+from scripts.common.mentor_data import has_markdown_or_emoji, sentence_count
 
 
 def _phrases(text: str) -> tuple[str, ...]:

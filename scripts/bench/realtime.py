@@ -7,7 +7,7 @@ in binary frames on /ws/voice, the same speech resampled to 24 kHz in ``input_au
 /v1/realtime (server VAD). TTFA = first reply audio (binary frame / ``response.output_audio.delta``) after the
 last speech chunk was sent. Prints a table and per-turn differences; --out writes the JSON.
 
-    python3 scripts/bench_realtime.py --turns 12
+    python -m scripts.bench.realtime --turns 12
 """
 
 from __future__ import annotations
@@ -23,15 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
-from bench_server import Server, attach, start_server, stop_server, wait_ready
-from bench_speech import CHUNK_MS, Utterance, make_utterances
-from bench_ws import Talker
 from websockets.asyncio.client import connect
 
 from backend.core.audio_utils import resample_pcm16
+from scripts.common.bench_server import Server, attach, start_server, stop_server, wait_ready
+from scripts.common.bench_speech import CHUNK_MS, Utterance, make_utterances
+from scripts.common.bench_ws import Talker
 
 RATE = 24000
 CHUNK_S = CHUNK_MS / 1000

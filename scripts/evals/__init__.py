@@ -1,0 +1,1 @@
+"""Evaluations: run each with ``python -m scripts.evals.<name> --help``."""

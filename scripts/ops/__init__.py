@@ -1,0 +1,1 @@
+"""Setup and deployment: ``python -m scripts.ops.<name> --help``."""

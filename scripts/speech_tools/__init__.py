@@ -1,1 +1,0 @@
-"""scripts/speech_tools."""

@@ -1,0 +1,1 @@
+"""The mentor dataset and its LoRA adapter: ``python -m scripts.training.<name> --help``."""

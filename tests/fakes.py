@@ -7,7 +7,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -90,7 +90,7 @@ class FakeLLM(Warms):
     its options' gate says so (like the transformers engine); ``produced`` records (user message, word index)
     in the order words are made, across generations."""
 
-    pausable: ClassVar[bool] = True
+    pausable: ClassVar[Literal[True]] = True  # engines.protocols.Pausable, like the transformers engine
 
     reply: str = "That sounds hard. You are not alone in this. What feels heaviest right now?"
     hold_after: int | None = None

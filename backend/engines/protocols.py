@@ -143,7 +143,7 @@ PenaltyScope = Literal["reply", "prompt_and_reply"]
 
 class GenerationGate(Protocol):
     """Lets a generation pause between tokens so another can run (pipeline/llm_scheduler.py). Called from the
-    generation's own thread by engines that are ``pausable``."""
+    generation's own thread by engines that are Pausable."""
 
     def must_pause(self) -> bool: ...
 
@@ -160,10 +160,10 @@ class GenerationOptions:
     # Which tokens the repetition penalty counts: the reply so far, or the prompt too (which pushes the reply
     # away from the person's words and the system prompt's).
     repetition_penalty_scope: PenaltyScope | None = None
-    # Checked between tokens by engines whose ``pausable`` attribute is true (transformers).
+    # Checked between tokens by Pausable engines (transformers).
     gate: GenerationGate | None = field(default=None, compare=False)
     # The reply's first words, already chosen (an opening clause): the engine writes what follows them and
-    # yields only that. Engines whose ``continues_prefix`` attribute is not true ignore it.
+    # yields only that. Engines that are not ContinuesPrefix ignore it.
     reply_prefix: str = ""
 
 
@@ -186,6 +186,9 @@ class RemoteEngine(Protocol):
 
 
 class ChatModel(Protocol):
+    """A chat LLM. What an engine can do beyond this it declares by implementing Pausable, ContinuesPrefix or
+    TurnEndReader below; the pipeline does without what it cannot."""
+
     def stream(
         self, messages: Sequence[ChatMessage], stop: threading.Event, options: GenerationOptions | None = None
     ) -> Iterator[str]:
@@ -203,6 +206,32 @@ class ChatModel(Protocol):
         ...
 
     def warmup(self) -> None: ...
+
+
+@runtime_checkable
+class Pausable(Protocol):
+    """A chat model that reads ``GenerationOptions.gate`` between tokens, so the LLM scheduler may pause its reply
+    while another turn's first words are made (pipeline.first_words_first; transformers)."""
+
+    pausable: Literal[True]
+
+
+@runtime_checkable
+class ContinuesPrefix(Protocol):
+    """A chat model that honours ``GenerationOptions.reply_prefix``: it writes on from a given reply start (the
+    spoken reply's opening clause; transformers, ctranslate2)."""
+
+    continues_prefix: Literal[True]
+
+
+@runtime_checkable
+class TurnEndReader(Protocol):
+    """A chat model that can also tell whether words are a finished turn (vad.turn_end_threshold; the engines
+    share backend/engines/llm/turn_end.py). Engines without it (openai) leave turn ends to the hangover."""
+
+    def end_of_turn_probability(self, text: str) -> float:
+        """How likely ``text`` is a finished turn, 0..1. Blocking."""
+        ...
 
 
 # --- sentence embeddings ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from backend.config import Settings
 from backend.core.async_bridge import iterate_in_thread, run_blocking
 from backend.engines.model_service import ModelService
-from backend.engines.protocols import ChatMessage, GenerationOptions, VoiceStyle
+from backend.engines.protocols import ChatMessage, GenerationOptions, Pausable, VoiceStyle
 from backend.mentor.safety_protocol import Line
 from backend.mentor.speakable import clean_for_speech
 from backend.pipeline.events import (
@@ -100,7 +100,7 @@ class ReplySpeaker:
             state.reply_text = self.opener
             await self.out.emit(ReplyTextDelta(turn.turn_id, self.opener))
         try:
-            pausable = self.settings.pipeline.first_words_first and bool(getattr(self.models.llm, "pausable", False))
+            pausable = self.settings.pipeline.first_words_first and isinstance(self.models.llm, Pausable)
             async with self.llm_scheduler.generation(stop, pausable=pausable) as ticket:
                 self._ticket = ticket
                 if self.opener:  # its first words are out already: due when the opener's audio runs out

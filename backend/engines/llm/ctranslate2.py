@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -113,7 +113,7 @@ class CTranslate2ChatModel:
     ``make_generator`` builds a generator (with an empty static-prompt cache); it is called once at load and again
     whenever the cache is full."""
 
-    continues_prefix = True  # honours GenerationOptions.reply_prefix
+    continues_prefix: Literal[True] = True  # ContinuesPrefix: honours GenerationOptions.reply_prefix
 
     def __init__(
         self,

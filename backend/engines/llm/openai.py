@@ -94,10 +94,8 @@ class _StreamWatch:
 
 class OpenAIChatModel:
     """ChatModel over an OpenAI-compatible ``/chat/completions`` endpoint, streamed. It cannot continue a given
-    reply start (``continues_prefix`` false: the servers differ in how, if at all), so spoken replies through it
-    have no opening clause."""
-
-    continues_prefix = False
+    reply start (not ContinuesPrefix: the servers differ in how, if at all), so spoken replies through it have no
+    opening clause."""
 
     def __init__(self, settings: LLMSettings, options: Options, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings

@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from backend.config import LLMSettings
 from backend.core.exceptions import ModelError, ModelLoadError
@@ -90,8 +90,8 @@ class _ReplyRepetitionPenalty:
 class TransformersChatModel:
     """ChatModel over a loaded transformers causal LM and its tokenizer (with a chat template)."""
 
-    pausable = True  # honours GenerationOptions.gate between tokens
-    continues_prefix = True  # honours GenerationOptions.reply_prefix
+    pausable: Literal[True] = True  # Pausable: honours GenerationOptions.gate between tokens
+    continues_prefix: Literal[True] = True  # ContinuesPrefix: honours GenerationOptions.reply_prefix
 
     def __init__(
         self,

@@ -40,6 +40,7 @@ from backend.core.logging_setup import configure_logging
 from backend.core.metrics import Metrics
 from backend.engines.model_service import ModelService
 from backend.engines.registry import validate_backends
+from backend.pipeline.services import PipelineServices
 from backend.pipeline.turn_pipeline import TurnPipeline
 from backend.protocol.v1 import ErrorEvent
 from backend.server import build_server, run_server
@@ -83,20 +84,21 @@ def create_app(
             logger.info("loading models")
             await asyncio.to_thread(model_service.load_all)
         metrics = Metrics()
-        pipeline = TurnPipeline(model_service, session_store, current, metrics)
+        shared = PipelineServices(model_service, session_store, current, metrics)
+        pipeline = TurnPipeline(model_service, session_store, current, metrics, services=shared)
         if model_service.loaded:
-            pipeline.warm_next_turn(None)  # the system prompt, before the first session's first turn
+            shared.warm_next_turn(None)  # the system prompt, before the first session's first turn
             if models is None:  # models given to create_app (tests, embedders) are not spent on warm-ups
-                pipeline.warm_openers()  # the opening clauses' speech
-                pipeline.warm_safety()  # the crisis protocol's sentences' speech
-        app.state.services = AppServices(current, model_service, session_store, pipeline, metrics)
+                shared.warm_openers()  # the opening clauses' speech
+                shared.warm_safety()  # the crisis protocol's sentences' speech
+        app.state.services = AppServices(current, model_service, session_store, pipeline, metrics, shared)
         metrics.sessions.set_function(session_store.sync.count)
         logger.info("server ready", extra={"device": model_service.device, "mode": current.pipeline.mode})
         try:
             yield
         finally:
-            await pipeline.safety.alerts.aclose()
-            pipeline.close()
+            await shared.safety.alerts.aclose()
+            shared.close()
             if store is None:
                 session_store.close()
 

@@ -23,6 +23,6 @@ async def cancel(session_id: str, services: ServicesDep, owner: OwnerDep) -> Can
     does: the reply is kept as far as it went, marked interrupted, and the client gets ``interrupted``. 409
     ``nothing_to_cancel`` when no reply is being generated for it (on this server)."""
     await services.store.get_session(session_id, owner)  # 404 for an unknown or another key's session
-    if not await services.pipeline.running.cancel(session_id):
+    if not await services.shared.running.cancel(session_id):
         raise NothingToCancelError("no reply is being generated for this session")
     return CancelPublic(session_id=session_id, cancelled=True)

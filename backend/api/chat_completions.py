@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from backend.api.auth import authenticate
 from backend.api.deps import AppServices, get_services
 from backend.core.exceptions import ClarityError, InvalidInputError
-from backend.pipeline.conversation import new_id
 from backend.pipeline.events import EmotionDetected, PipelineEvent, ReplyTextDelta
+from backend.pipeline.session_binding import new_id
 from backend.pipeline.turn_types import TurnInput, TurnResult, TurnState
 from backend.store.records import HistoryTurn
 

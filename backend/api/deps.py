@@ -12,6 +12,7 @@ from backend.api.auth import authenticate
 from backend.config import Settings
 from backend.core.metrics import Metrics
 from backend.engines.model_service import ModelService
+from backend.pipeline.services import PipelineServices
 from backend.pipeline.turn_pipeline import TurnPipeline
 from backend.store.async_store import AsyncSessionStore
 
@@ -23,6 +24,7 @@ class AppServices:
     store: AsyncSessionStore
     pipeline: TurnPipeline
     metrics: Metrics
+    shared: PipelineServices  # what all turns share: personas, running turns, follow-ups, the crisis protocol
     connections: set[object] = field(default_factory=set)
 
 

@@ -34,6 +34,6 @@ async def insights(session_id: str, services: ServicesDep, owner: OwnerDep) -> I
         summary_points=[str(p["text"]) for p in state.points],
         summary_updates=state.updates,
         summarized_through_turn_id=state.through_turn_id,
-        updating=services.pipeline.follow_ups.updating(session_id),
+        updating=services.shared.follow_ups.updating(session_id),
         updated_at=state.updated_at,
     )

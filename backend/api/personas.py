@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api")
 async def list_personas(services: ServicesDep) -> PersonasPublic:
     """Every persona with its name, title, description and voice; pass its ``id`` as ``persona`` (REST) or
     ``mentor`` (session.start). Open without a key, like the page that shows them."""
-    catalog = services.pipeline.personas
+    catalog = services.shared.personas
     return PersonasPublic(
         default=catalog.default_id,
         personas=[

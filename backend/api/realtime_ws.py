@@ -24,9 +24,10 @@ from backend.api.realtime_events import RealtimeMapper, error_detail, user_item_
 from backend.api.realtime_session import RealtimeSession
 from backend.api.ws_lifecycle import MAX_JSON_DEPTH, admit, close_with, json_depth_exceeded, serve
 from backend.core.exceptions import ClarityError, InvalidInputError, InvalidJSONError, UnknownEventError
-from backend.pipeline.conversation import Conversation, SessionContext, new_id
+from backend.pipeline.conversation import Conversation
 from backend.pipeline.events import PipelineEvent
 from backend.pipeline.output_queue import OutputQueue, SlowClientError
+from backend.pipeline.session_binding import SessionContext, new_id
 from backend.protocol import realtime as rt
 from backend.protocol.v1 import SESSION_ID_PATTERN
 
@@ -159,7 +160,7 @@ class RealtimeConnection:
                 await self._append(event.audio)
             case rt.SessionUpdate():
                 session.apply(event.session)
-                persona = self.services.pipeline.personas.from_instructions(event.session.instructions)
+                persona = self.services.shared.personas.from_instructions(event.session.instructions)
                 if persona is not None:  # instructions naming a persona choose it; other text keeps the session's
                     await conversation.set_persona(persona.id)
                 conversation.configure(session.turn_taking())

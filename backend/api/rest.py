@@ -139,7 +139,7 @@ async def create_session(services: ServicesDep, owner: OwnerDep, body: SessionCr
     ``invalid_session_id``, 409 ``session_exists`` when taken), a ``persona`` (422 ``unknown_persona``) and a
     ``user_id`` (whose memories it uses and grows)."""
     body = body or SessionCreate()
-    persona = services.pipeline.personas.check(body.persona)
+    persona = services.shared.personas.check(body.persona)
     record = await services.store.create_session(
         owner=owner,
         title=body.title,
@@ -155,7 +155,7 @@ async def create_session(services: ServicesDep, owner: OwnerDep, body: SessionCr
 def session_public(record: SessionRecord, services: AppServices) -> SessionPublic:
     """A stored session as the API shows it (its persona resolved: none stored means the default)."""
     public = SessionPublic.model_validate(record, from_attributes=True)
-    public.persona = record.persona or services.pipeline.personas.default_id
+    public.persona = record.persona or services.shared.personas.default_id
     return public
 
 

@@ -23,8 +23,8 @@ from backend.api.rest import AUTHED, TURN_ERRORS, error_responses
 from backend.api.v1_events import SSE_EVENTS, to_sse
 from backend.core.exceptions import ClarityError
 from backend.mentor.speakable import clean_for_speech
-from backend.pipeline.conversation import new_id, open_session
 from backend.pipeline.events import EmotionDetected, ErrorOccurred, Interrupted, PipelineEvent, SafetyChecked
+from backend.pipeline.session_binding import new_id, open_session
 from backend.pipeline.turn_types import TurnInput, TurnResult, TurnState
 from backend.protocol.rest import TextChatPublic, TextChatRequest
 from backend.store.memories import memory_scope
@@ -61,7 +61,7 @@ class _CollectingOutput:
 
 async def _text_turn(services: AppServices, owner: str | None, body: TextChatRequest) -> TurnInput:
     """The turn of a request: its session (an unknown custom id creates it), persona and memory scope."""
-    store, personas = services.store, services.pipeline.personas
+    store, personas = services.store, services.shared.personas
     personas.check(body.persona)
     if body.session_id is not None:
         record, _ = await open_session(store, body.session_id, owner, persona=body.persona, user_id=body.user_id)
@@ -87,8 +87,8 @@ class _CancellableTurn:
         self.services, self.turn = services, turn
         self.state = TurnState(turn.turn_id)
         self.task: asyncio.Task[TurnResult] = asyncio.create_task(services.pipeline.run(turn, out, self.state))
-        services.pipeline.running.add(turn.session_id, turn.turn_id, self.cancel)
-        self.task.add_done_callback(lambda _: services.pipeline.running.remove(turn.session_id, turn.turn_id))
+        services.shared.running.add(turn.session_id, turn.turn_id, self.cancel)
+        self.task.add_done_callback(lambda _: services.shared.running.remove(turn.session_id, turn.turn_id))
 
     async def cancel(self) -> bool:
         """Stop the generation (as a barge-in does); False if it has not started or has ended."""
@@ -120,7 +120,7 @@ async def text_chat(body: TextChatRequest, services: ServicesDep, owner: OwnerDe
     except asyncio.CancelledError:  # the client went away: stop the turn too
         running.task.cancel()
         raise
-    persona = services.pipeline.personas.get(turn.persona).id
+    persona = services.shared.personas.get(turn.persona).id
     if running.interrupted:
         return TextChatPublic(
             session_id=turn.session_id,

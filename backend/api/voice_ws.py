@@ -19,8 +19,9 @@ from backend.api.limits import InputGuard
 from backend.api.v1_events import to_v1
 from backend.api.ws_lifecycle import MAX_JSON_DEPTH, admit, json_depth_exceeded, serve
 from backend.core.exceptions import ClarityError, InvalidInputError, InvalidJSONError, UnknownEventError
-from backend.pipeline.conversation import Conversation, SessionContext, new_id
+from backend.pipeline.conversation import Conversation
 from backend.pipeline.output_queue import OutputQueue, SlowClientError
+from backend.pipeline.session_binding import SessionContext, new_id
 from backend.protocol.v1 import (
     CLIENT_EVENT_TYPES,
     ClientEvent,

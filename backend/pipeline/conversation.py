@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from dataclasses import dataclass
 
 from backend.config import Settings
 from backend.core.audio_utils import PcmFramer, validate_sample_rate
-from backend.core.exceptions import ClarityError, InvalidInputError, SessionNotFoundError
+from backend.core.exceptions import ClarityError, InvalidInputError
 from backend.engines.protocols import Transcription
 from backend.pipeline import events
+from backend.pipeline.early_start import Adopted, EarlyTurnHooks, Provisional
 from backend.pipeline.gated_output import GatedOutput
 from backend.pipeline.output_queue import OutputQueue
 from backend.pipeline.partial_transcripts import PartialTranscripts
+from backend.pipeline.session_binding import SessionBinding, SessionContext, new_id
 from backend.pipeline.turn_detector import (
     SpeechDiscarded,
     SpeechPaused,
@@ -34,78 +34,8 @@ from backend.pipeline.turn_pipeline import TurnPipeline
 from backend.pipeline.turn_taking import PlaybackLedger, TurnTaking, merge_held
 from backend.pipeline.turn_types import TurnInput, TurnState
 from backend.store.async_store import AsyncSessionStore
-from backend.store.memories import memory_scope
-from backend.store.sessions import SessionExistsError, SessionRecord
 
 logger = logging.getLogger(__name__)
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
-async def open_session(
-    store: AsyncSessionStore,
-    session_id: str,
-    owner: str | None,
-    *,
-    persona: str | None = None,
-    user_id: str | None = None,
-) -> tuple[SessionRecord, bool]:
-    """The caller's session ``session_id`` and whether it was created now: an unknown id creates that session
-    (custom ids: any wire may name a new session). Another owner's id answers SessionNotFoundError, exactly as
-    an unknown id did before custom ids (its existence stays private)."""
-    try:
-        return await store.get_session(session_id, owner), False
-    except SessionNotFoundError:
-        pass
-    try:
-        record = await store.create_session(
-            owner=owner, session_id=session_id, persona=persona, user_id=user_id, exist_ok=False
-        )
-        return record, True
-    except SessionExistsError:  # created by a racing call of the same owner a moment ago
-        return await store.get_session(session_id, owner), False
-    except InvalidInputError as exc:
-        if exc.code == "session_id_unavailable":
-            raise SessionNotFoundError("session not found") from None
-        raise
-
-
-@dataclass
-class _Provisional:
-    """A turn started at a pause in speech; its output is held until the end of speech is confirmed."""
-
-    voiced_frames: int
-    turn: TurnInput
-    state: TurnState
-    gate: GatedOutput
-    task: asyncio.Task[None]
-    judge: asyncio.Task[None] | None = None  # the turn-end model's reading of its words
-
-
-@dataclass(frozen=True)
-class _Adopted:
-    """A confirmed provisional turn, handed to the worker already running."""
-
-    turn: TurnInput
-    state: TurnState
-    task: asyncio.Task[None]
-
-
-@dataclass
-class SessionContext:
-    session_id: str
-    owner: str | None = None
-    persisted: bool = False
-    resumed: bool = False
-    persona: str | None = None  # None: the default persona
-    user_id: str | None = None  # the app's own user (memory across sessions; without one, memory stays in the session)
-    safety_locale: str | None = None  # whose crisis numbers (None: safety.locale)
-
-    @property
-    def memory_scope(self) -> str:
-        return memory_scope(self.owner, self.user_id, self.session_id)
 
 
 class Conversation:
@@ -120,16 +50,17 @@ class Conversation:
         output_sample_rate: int,
     ) -> None:
         self.pipeline = pipeline
+        self.services = pipeline.services
         self.store = store
         self.settings = settings
         self.out = out
-        self.session = session
+        self.binding = SessionBinding(pipeline.services, session, key=self, interrupt=self.interrupt)
         self.output_sample_rate = output_sample_rate
         self.input_rate = 16000
         self._framer = PcmFramer(self.input_rate, settings.vad.frame_ms)
         self._detector = TurnDetector(pipeline.models.new_vad(), settings.vad, max_turn_s=settings.limits.max_turn_s)
-        self._turns: asyncio.Queue[TurnInput | _Adopted] = asyncio.Queue()
-        self._provisional: _Provisional | None = None
+        self._turns: asyncio.Queue[TurnInput | Adopted] = asyncio.Queue()
+        self._provisional: Provisional | None = None
         self._worker: asyncio.Task[None] | None = None
         self._active: tuple[asyncio.Task[None], TurnState] | None = None
         self._active_input: TurnInput | None = None
@@ -141,7 +72,7 @@ class Conversation:
         self._held: list[TurnInput] = []  # input waiting for respond() (turn_taking.respond off, or hold=True)
         self._ledger = PlaybackLedger()
         self._partials = PartialTranscripts(
-            lambda pcm: self.pipeline.transcribe_soon(pcm, preview=True),
+            lambda pcm: self.services.transcribe_soon(pcm, preview=True),
             self.emit,
             settings.pipeline.partial_transcript_ms / 1000,
         )
@@ -150,14 +81,14 @@ class Conversation:
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="turn-worker")
-        self.pipeline.running.add(self.session.session_id, self, self.interrupt)
+        self.binding.register()
 
     async def close(self) -> None:
         """Disconnect: stop the worker, cancel the running turn (its partial reply is stored), then store what
         the user said that no turn answered, as interrupted user turns: queued turns, a turn cancelled before
         its reply began (its transcript may not be stored yet), and speech in progress (transcribed now)."""
         active, current = self._active, self._active_input
-        self.pipeline.running.remove(self.session.session_id, self)
+        self.binding.unregister()
         self._cancel_provisional()  # its speech is still in the detector and is stored below
         self._partials.reset()
         if self._worker is not None:  # first, so it cannot start the next queued turn
@@ -171,7 +102,7 @@ class Conversation:
                 unanswered.append(current)
         while not self._turns.empty():
             item = self._turns.get_nowait()
-            unanswered.append(item.turn if isinstance(item, _Adopted) else item)
+            unanswered.append(item.turn if isinstance(item, Adopted) else item)
         unanswered.extend(self._held)
         if self._detector.in_speech:
             audio = self._detector.current_audio()
@@ -188,31 +119,17 @@ class Conversation:
         if turn.audio is not None:
             if len(turn.audio) < self.settings.vad.min_speech_ms * 32:  # PCM16 at 16 kHz: 32 bytes per ms
                 return
-            text = (await self.pipeline.transcribe_soon(turn.audio)).text
+            text = (await self.services.transcribe_soon(turn.audio)).text
             text = text.strip()
         if text:
-            await self._ensure_persisted()
+            await self.binding.ensure_persisted()
             await self.store.add_turn(
                 self.session.session_id, "user", text, duration_s=turn.duration_s, interrupted=True
             )
 
-    async def _ensure_persisted(self) -> None:
-        if not self.session.persisted:
-            session = self.session
-            await self.store.create_session(
-                owner=session.owner,
-                session_id=session.session_id,
-                persona=session.persona,
-                user_id=session.user_id,
-                safety_locale=session.safety_locale,
-            )
-            self.session.persisted = True
-
-    def _stamp(self, turn: TurnInput) -> TurnInput:
-        """The session's persona and memory scope on a turn about to run."""
-        turn.persona, turn.memory_scope = self.session.persona, self.session.memory_scope
-        turn.safety_locale = self.session.safety_locale
-        return turn
+    @property
+    def session(self) -> SessionContext:
+        return self.binding.session
 
     @property
     def busy(self) -> bool:
@@ -225,7 +142,7 @@ class Conversation:
             input_sample_rate=self.input_rate,
             output_sample_rate=self.output_sample_rate,
             mode=self.settings.pipeline.mode,
-            persona=self.pipeline.personas.get(self.session.persona).id,
+            persona=self.services.personas.get(self.session.persona).id,
         )
 
     # --- TurnOutput --------------------------------------------------------------------------------------
@@ -314,47 +231,27 @@ class Conversation:
         rate; ``persona`` switches the session's persona (stored with it), ``user_id`` names the app's user of a
         new session (memory across sessions), ``safety_locale`` whose crisis numbers it gets (stored with it).
         Answers SessionReady."""
-        self.pipeline.personas.check(persona)  # UnknownPersonaError before anything changes
+        self.services.personas.check(persona)  # UnknownPersonaError before anything changes
         if sample_rate is not None and sample_rate != self.input_rate:
             self.input_rate = validate_sample_rate(sample_rate)
             self._framer = PcmFramer(self.input_rate, self.settings.vad.frame_ms)
         if session_id is not None and session_id != self.session.session_id:
             if self.busy:
                 raise InvalidInputError("cannot switch sessions during a turn", code="session_busy")
-            record, created = await open_session(
-                self.store, session_id, self.session.owner, persona=persona, user_id=user_id
-            )
-            self.pipeline.running.remove(self.session.session_id, self)
-            self.session = SessionContext(
-                session_id,
-                self.session.owner,
-                persisted=True,
-                resumed=not created,
-                persona=record.persona,
-                user_id=record.user_id,
-                safety_locale=record.safety_locale,
-            )
-            self.pipeline.running.add(session_id, self, self.interrupt)
+            await self.binding.switch(session_id, persona=persona, user_id=user_id)
         elif user_id is not None and not self.session.persisted:
             self.session.user_id = user_id
         if persona is not None:
             await self.set_persona(persona)
-        if safety_locale is not None and safety_locale != self.session.safety_locale:
-            self.session.safety_locale = safety_locale
-            if self.session.persisted:
-                await self.store.set_safety_locale(self.session.session_id, safety_locale)
+        if safety_locale is not None:
+            await self.binding.set_safety_locale(safety_locale)
         await self.emit(self.session_ready())
 
     async def set_persona(self, persona: str | None) -> None:
         """Make ``persona`` (an id; None: the default) this session's persona from the next turn on, stored with
         the session. UnknownPersonaError for an unknown id. Wires whose clients send free-text instructions
-        (OpenAI Realtime ``session.instructions``) resolve them with ``pipeline.personas.from_instructions``."""
-        self.pipeline.personas.check(persona)
-        if persona == self.session.persona:
-            return
-        self.session.persona = persona
-        if self.session.persisted:
-            await self.store.set_persona(self.session.session_id, persona)
+        (OpenAI Realtime ``session.instructions``) resolve them with ``PipelineServices.personas.from_instructions``."""
+        await self.binding.set_persona(persona)
 
     async def _on_turn_event(self, event: object) -> None:
         if isinstance(event, SpeechStarted):
@@ -371,7 +268,7 @@ class Conversation:
             elif pipeline.early_start and self.turn_taking.respond and self._active is None and self._turns.empty():
                 self._start_provisional(event)
             elif pipeline.speculative_stt:
-                self._speculation = (event.voiced_frames, self.pipeline.transcribe_soon(event.audio))
+                self._speculation = (event.voiced_frames, self.services.transcribe_soon(event.audio))
         elif isinstance(event, SpeechResumed):
             self._cancel_provisional()
         elif isinstance(event, SpeechDiscarded):
@@ -426,25 +323,22 @@ class Conversation:
     def _start_provisional(self, event: SpeechPaused) -> None:
         """Run the turn from the pause on; the end of speech was ``pause_ms`` ago if the user does not go on."""
         gate = GatedOutput(self)
-        judged = self.settings.vad.turn_end_threshold is not None
+        hooks = EarlyTurnHooks(gate, self.services, judged=self.settings.vad.turn_end_threshold is not None)
         turn = TurnInput(
             self._utterance_id or new_id(),
             self.session.session_id,
             t0=time.perf_counter() - self.settings.vad.pause_ms / 1000,
             audio=event.audio,
             duration_s=round(len(event.audio) / 32000, 3),
-            confirmed=gate.opened,
             speak=self.turn_taking.speak,
-            turn_end=asyncio.get_running_loop().create_future() if judged else None,
         )
-        self._stamp(turn)
+        self.binding.stamp(turn)
         state = TurnState(turn.turn_id)
-        task = asyncio.create_task(self._run_gated(turn, state, gate), name=f"early-{turn.turn_id}")
-        self._provisional = _Provisional(event.voiced_frames, turn, state, gate, task)
-        if turn.turn_end is not None:
-            turn.turn_end.add_done_callback(lambda f: f.cancelled() or f.exception())  # read by the judge, or not
+        task = asyncio.create_task(self._run_gated(turn, state, gate, hooks), name=f"early-{turn.turn_id}")
+        self._provisional = Provisional(event.voiced_frames, turn, state, gate, hooks, task)
+        if hooks.reading is not None:
             self._provisional.judge = asyncio.create_task(
-                self._judge_turn_end(event.voiced_frames, turn.turn_end), name=f"turn-end-{turn.turn_id}"
+                self._judge_turn_end(event.voiced_frames, hooks.reading), name=f"turn-end-{turn.turn_id}"
             )
 
     async def _judge_turn_end(self, voiced_frames: int, reading: asyncio.Future[float | None]) -> None:
@@ -478,7 +372,7 @@ class Conversation:
                 self._provisional.judge.cancel()
             self._provisional = None
 
-    async def _confirm(self, provisional: _Provisional, event: SpeechStopped) -> None:
+    async def _confirm(self, provisional: Provisional, event: SpeechStopped) -> None:
         """The user did not go on after the pause: the early turn is the real one. Release its output."""
         turn = provisional.turn
         turn.marks["speech_stopped"] = round(time.perf_counter() - turn.t0, 4)
@@ -486,14 +380,14 @@ class Conversation:
         await self.emit(
             events.SpeechStopped(turn.turn_id, duration_s=round(event.duration_s, 3), silence_s=event.silence_s)
         )
-        await self._ensure_persisted()
+        await self.binding.ensure_persisted()
         self._active, self._active_input = (provisional.task, provisional.state), turn
-        self._turns.put_nowait(_Adopted(turn, provisional.state, provisional.task))
+        self._turns.put_nowait(Adopted(turn, provisional.state, provisional.task))
         await provisional.gate.open()
 
-    async def _run_gated(self, turn: TurnInput, state: TurnState, gate: GatedOutput) -> None:
+    async def _run_gated(self, turn: TurnInput, state: TurnState, gate: GatedOutput, hooks: EarlyTurnHooks) -> None:
         try:
-            await self.pipeline.run(turn, gate, state)
+            await self.pipeline.run(turn, gate, state, hooks)
         except ClarityError as exc:
             await gate.opened.wait()  # reported only if the turn is confirmed
             self.report_error(exc)
@@ -520,7 +414,7 @@ class Conversation:
     async def _work(self) -> None:
         while True:
             item = await self._turns.get()
-            if isinstance(item, _Adopted):
+            if isinstance(item, Adopted):
                 turn, state, task = item.turn, item.state, item.task
             else:
                 self._cancel_provisional()  # a queued turn goes first; the speech after it is re-run later
@@ -534,9 +428,9 @@ class Conversation:
 
     async def _run_turn(self, turn: TurnInput, state: TurnState) -> None:
         try:
-            await self._ensure_persisted()
+            await self.binding.ensure_persisted()
             turn.session_id = self.session.session_id
-            await self.pipeline.run(self._stamp(turn), self, state)
+            await self.pipeline.run(self.binding.stamp(turn), self, state)
         except ClarityError as exc:
             self.report_error(exc)
         except Exception:

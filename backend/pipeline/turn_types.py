@@ -28,10 +28,6 @@ class TurnInput:
     text: str | None = None
     audio: bytes | None = None  # PCM16 mono 16 kHz utterance
     transcript: asyncio.Future[Transcription] | None = None  # started speculatively during the hangover
-    confirmed: asyncio.Event | None = None  # set when a turn started early at a pause is confirmed
-    # An early start's turn-end reading (vad.turn_end_threshold): how likely its transcript is a finished turn,
-    # set by the pipeline before the LLM starts (None: the engine cannot tell).
-    turn_end: asyncio.Future[float | None] | None = None
     duration_s: float | None = None
     speak: bool = True
     marks: dict[str, float] = field(default_factory=dict)
@@ -75,6 +71,47 @@ class TurnOutput(Protocol):
     async def flush(self) -> None:
         """Wait until everything sent so far has left for the client."""
         ...
+
+
+class TurnHooks(Protocol):
+    """How a running turn talks back to turn taking: the one interface between the pipeline and the
+    conversation. A turn started early at a pause gets pipeline/early_start.py's; every other turn CONFIRMED."""
+
+    @property
+    def early(self) -> bool:
+        """The turn started at a pause, before the end of speech was confirmed."""
+        ...
+
+    async def transcribed(self, turn: TurnInput, text: str) -> None:
+        """The words are known. Called right after transcription, before anything else runs on the cores (an
+        early start reads here whether the words are a finished turn)."""
+        ...
+
+    def is_confirmed(self) -> bool:
+        """The turn is the real one (nothing of an unconfirmed turn is sent or stored)."""
+        ...
+
+    async def confirmed(self) -> None:
+        """Return once the turn is confirmed."""
+        ...
+
+
+class _Confirmed:
+    """The hooks of a turn that is certain from the start (after the end of speech, typed, or committed)."""
+
+    early = False
+
+    async def transcribed(self, turn: TurnInput, text: str) -> None:
+        return None
+
+    def is_confirmed(self) -> bool:
+        return True
+
+    async def confirmed(self) -> None:
+        return None
+
+
+CONFIRMED: TurnHooks = _Confirmed()
 
 
 class Executors:

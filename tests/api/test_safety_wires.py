@@ -40,11 +40,11 @@ def _text(lines: list[Line]) -> str:
 
 
 def _protocol_reply(client: TestClient, category: SafetyCategory = "suicide", level: SafetyLevel = "concern") -> str:
-    return _text(services_of(client).pipeline.safety.protocol.reply(category, level, None))
+    return _text(services_of(client).shared.safety.protocol.reply(category, level, None))
 
 
 def _check_in(client: TestClient) -> str:
-    return _text(services_of(client).pipeline.safety.protocol.check_in(None))
+    return _text(services_of(client).shared.safety.protocol.check_in(None))
 
 
 def _chat(client: TestClient, text: str, **extra: Any) -> dict[str, Any]:
@@ -252,7 +252,7 @@ def test_safety_mode_checks_in_until_the_person_says_they_are_safe(client: TestC
 
     prompts = len(fakes.llm.prompts)
     safe = _chat(client, "I'm safe now", session_id=session)
-    assert safe["response"] == _text(services_of(client).pipeline.safety.protocol.safe_ack(None))
+    assert safe["response"] == _text(services_of(client).shared.safety.protocol.safe_ack(None))
     assert safe["safety"]["mode"] is False
     assert len(fakes.llm.prompts) == prompts  # the acknowledgement is written too
 
@@ -369,7 +369,7 @@ def test_safety_mode_survives_a_restart(tmp_path: Path) -> None:
 def test_a_planted_unsafe_model_reply_is_never_sent(client: TestClient, fakes: FakeModels, planted: str) -> None:
     fakes.llm.reply = planted
     body = _chat(client, ORDINARY)
-    blocked = _text(services_of(client).pipeline.safety.protocol.reply_blocked(None))
+    blocked = _text(services_of(client).shared.safety.protocol.reply_blocked(None))
     assert body["response"].endswith(blocked)
     assert "natural" not in body["response"].lower()
     assert body["safety"]["reply_blocked"] is True and body["safety"]["flagged"] is False

@@ -18,8 +18,9 @@ import pytest
 from backend.core.exceptions import InvalidInputError
 from backend.engines.protocols import ChatMessage, FloatAudio, GenerationOptions, Transcription
 from backend.pipeline import events
-from backend.pipeline.conversation import Conversation, SessionContext, new_id
+from backend.pipeline.conversation import Conversation
 from backend.pipeline.output_queue import OutputQueue
+from backend.pipeline.session_binding import SessionContext, new_id
 from backend.store.sessions import TurnRecord
 from tests.fakes import FakeLLM, FakeModels, FakeSTT, silence_pcm, tone_pcm
 from tests.pipeline.recording import Harness, RecordingOutput, control_labels, pipeline_harness, run_async

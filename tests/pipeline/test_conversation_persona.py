@@ -9,8 +9,9 @@ import pytest
 from backend.engines.protocols import GenerationOptions
 from backend.mentor.personas import UnknownPersonaError
 from backend.pipeline import events
-from backend.pipeline.conversation import Conversation, SessionContext, new_id
+from backend.pipeline.conversation import Conversation
 from backend.pipeline.output_queue import OutputQueue
+from backend.pipeline.session_binding import SessionContext, new_id
 from tests.pipeline.recording import pipeline_harness, run_async
 
 pytestmark = pytest.mark.fast
@@ -26,7 +27,7 @@ def test_set_persona_switches_the_prompt_and_is_stored(tmp_path: Path) -> None:
     personas.from_instructions) gives the next turn that persona's prompt and stores it with the session; an
     unknown id is refused and changes nothing; None goes back to the default."""
     with pipeline_harness(tmp_path) as h:
-        catalog = h.pipeline.personas
+        catalog = h.pipeline.services.personas
 
         async def scenario() -> None:
             out = OutputQueue(256)
@@ -55,7 +56,7 @@ def test_set_persona_switches_the_prompt_and_is_stored(tmp_path: Path) -> None:
                 assert (await h.store.get_session(session.session_id)).persona is None
                 await conversation.add_text("and now?")
                 await _until_turn_done(out)
-                default_prompt = catalog.default.prompt(h.pipeline.mentor_prompt).system_prompt
+                default_prompt = catalog.default.prompt(h.pipeline.services.mentor_prompt).system_prompt
                 assert h.fakes.llm.prompts[-1][0].content == default_prompt
                 assert h.fakes.llm.options[-1] == GenerationOptions()  # the engine's own scope
             finally:

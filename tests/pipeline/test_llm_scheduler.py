@@ -238,7 +238,7 @@ def _two_replies(tmp_path: Path, *, first_words_first: bool) -> list[tuple[str, 
     with pipeline_harness(tmp_path, pipeline__first_words_first=first_words_first) as h:
         llm = h.fakes.llm
         llm.hold_after = 4
-        scheduler = h.pipeline.llm_scheduler
+        scheduler = h.pipeline.services.llm_scheduler
         scheduler.clock = lambda: 0.0  # B asks while A's first chunk (0.3 s of fake audio) plays
 
         def speaker(name: str) -> ReplySpeaker:
@@ -250,7 +250,7 @@ def _two_replies(tmp_path: Path, *, first_words_first: bool) -> list[tuple[str, 
                 [ChatMessage("user", name)],
                 VoiceStyle(),
                 h.models,
-                h.pipeline.executors,
+                h.pipeline.services.executors,
                 scheduler,
                 h.settings,
                 {},

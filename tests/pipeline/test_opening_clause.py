@@ -41,7 +41,7 @@ def test_the_opener_is_spoken_first_and_the_llm_continues_it(tmp_path: Path) -> 
         out = _run(h, turn)
 
         opener = h.fakes.llm.options[-1].reply_prefix  # type: ignore[union-attr]
-        assert opener in h.pipeline.openers["sad"]  # FakeEmotion: sad at 0.8
+        assert opener in h.pipeline.services.openers["sad"]  # FakeEmotion: sad at 0.8
         assert h.fakes.tts.texts[0] == opener  # the first audio is the opener's
         assert out.of_type(ReplyAudioChunk)[0].chunk_index == 0
         reply = f"{opener} {CONTINUATION}"
@@ -69,7 +69,7 @@ def test_below_min_confidence_the_opener_is_a_neutral_one(tmp_path: Path) -> Non
         _continuing(h)
         h.fakes.emotion.confidence = 0.2
         _run(h, _voice_turn(h, "v1"))
-        assert h.fakes.llm.options[-1].reply_prefix in h.pipeline.openers["neutral"]  # type: ignore[union-attr]
+        assert h.fakes.llm.options[-1].reply_prefix in h.pipeline.services.openers["neutral"]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -101,12 +101,12 @@ def test_warmed_openers_are_spoken_without_synthesis(tmp_path: Path) -> None:
         _continuing(h)
 
         async def warm() -> int:
-            task = h.pipeline.warm_openers()
+            task = h.pipeline.services.warm_openers()
             assert task is not None
             return await task
 
         count = run_async(warm())
-        assert count == sum(len(v) for v in h.pipeline.openers.values())
+        assert count == sum(len(v) for v in h.pipeline.services.openers.values())
         warmed = list(h.fakes.tts.texts)
         out = _run(h, _voice_turn(h, "v1"))
 

@@ -41,8 +41,8 @@ def _speak(h: Harness, *, speak: bool = True) -> tuple[str, RecordingOutput, Tur
             [ChatMessage("user", "hi")],
             VoiceStyle(),
             h.models,
-            h.pipeline.executors,
-            h.pipeline.llm_scheduler,
+            h.pipeline.services.executors,
+            h.pipeline.services.llm_scheduler,
             h.settings,
             {},
         )

@@ -70,7 +70,7 @@ def _app(tmp_path: Path, **overrides: object) -> TestClient:
 
 def _idle(client: TestClient) -> None:
     assert client.portal is not None
-    client.portal.call(services_of(client).pipeline.safety.alerts.idle)
+    client.portal.call(services_of(client).shared.safety.alerts.idle)
 
 
 def test_webhook_gets_session_category_and_level_without_the_words(tmp_path: Path, receiver: Receiver) -> None:

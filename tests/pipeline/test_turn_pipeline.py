@@ -246,7 +246,8 @@ def test_emotion_guidance_falls_back_to_neutral_below_min_confidence(
         detected = out.of_type(EmotionDetected)[0].emotion
         assert (detected.label, detected.confidence) == ("sad", confidence)  # reported as detected either way
         (prompt,) = h.fakes.llm.prompts
-        table = h.pipeline.prompt_for(h.pipeline.personas.default).emotion_guidance  # the session's persona's
+        services = h.pipeline.services
+        table = services.prompt_for(services.personas.default).emotion_guidance  # the session's persona's
         assert table["sad"] != table["neutral"]
         assert prompt[-2].role == "system" and prompt[-2].content == table[guidance]
         assert (prompt[-1].role, prompt[-1].content) == ("user", "I feel stuck at work")

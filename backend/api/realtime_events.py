@@ -142,6 +142,8 @@ class RealtimeMapper:
                 details = {"type": "cancelled", "reason": reason}
                 return self._close(event.turn_id, "cancelled", details, event.spoken_text)
             case ev.TurnDone():
+                if event.safety is not None and (response := self._responses.get(event.turn_id)) is not None:
+                    response.safety = {**(response.safety or {}), **event.safety}
                 return self._close(event.turn_id, "completed", None)
             case ev.ErrorOccurred():
                 error = rt.Error(error=error_detail(event.code, event.message, server=event.code == "internal_error"))

@@ -130,6 +130,9 @@ class TurnDone:
     timings: dict[str, float]  # seconds from end of speech (or text received) to each milestone
     speculative_stt: bool = False
     early_start: bool = False
+    # The crisis protocol's reading of the turn, as on every wire's final message: {flagged, category, level,
+    # mode} and reply_blocked when the reply check stopped the model's reply.
+    safety: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)

@@ -275,19 +275,20 @@ class TurnPipeline:
         if "first_llm_audio" in marks:
             self.metrics.first_llm_audio_seconds.observe(marks["first_llm_audio"])
         self.metrics.turns.labels(kind="voice" if turn.audio is not None else "text", outcome="ok").inc()
+        safety = decision.public() | ({"reply_blocked": True} if blocked else {})
         await out.emit(
             TurnDone(
                 turn.turn_id,
                 timings,
                 speculative_stt=turn.transcript is not None,
                 early_start=hooks.early,
+                safety=safety,
             )
         )
         logger.info(
             "turn completed",
             extra={"turn_id": turn.turn_id, "session_id": turn.session_id, "timings": timings},
         )
-        safety = decision.public() | ({"reply_blocked": True} if blocked else {})
         return TurnResult(transcript=text, reply=reply, emotion=emotion, timings=timings, safety=safety)
 
     async def _history(self, turn: TurnInput) -> list[HistoryTurn]:

@@ -236,6 +236,18 @@ def test_realtime_ordinary_turn_metadata_not_flagged(client: TestClient) -> None
     assert json.loads(response["metadata"]["safety"])["flagged"] is False
 
 
+def test_realtime_response_done_says_when_the_reply_check_stopped_the_reply(
+    client: TestClient, fakes: FakeModels
+) -> None:
+    fakes.llm.reply = UNSAFE
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        response = _realtime_text_turn(ws, ORDINARY)
+    safety = json.loads(response["metadata"]["safety"])
+    assert safety["reply_blocked"] is True and safety["flagged"] is False
+    assert "natural" not in response["output"][0]["content"][0]["transcript"].lower()
+
+
 # --- safety mode ---------------------------------------------------------------------------------------------
 
 

@@ -203,15 +203,15 @@ class SessionStore:
 
     def set_persona(self, session_id: str, persona: str | None) -> None:
         """Store the persona chosen for a session (None: the default). SessionNotFoundError if it is gone."""
-        with self._sessions.begin() as db:
-            changed = db.execute(update(SessionRow).where(SessionRow.id == session_id).values(persona=persona))
-            if changed.rowcount == 0:  # type: ignore[attr-defined]
-                raise SessionNotFoundError("session not found")
+        self._set_session(session_id, persona=persona)
 
     def set_safety_locale(self, session_id: str, locale: str | None) -> None:
         """Store whose crisis numbers a session gets (None: safety.locale). SessionNotFoundError if it is gone."""
+        self._set_session(session_id, safety_locale=locale)
+
+    def _set_session(self, session_id: str, **values: Any) -> None:
         with self._sessions.begin() as db:
-            changed = db.execute(update(SessionRow).where(SessionRow.id == session_id).values(safety_locale=locale))
+            changed = db.execute(update(SessionRow).where(SessionRow.id == session_id).values(**values))
             if changed.rowcount == 0:  # type: ignore[attr-defined]
                 raise SessionNotFoundError("session not found")
 

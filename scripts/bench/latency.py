@@ -6,8 +6,13 @@ sequential) or attaches to ``--url``. Speaks seeded espeak-ng utterances at real
 20 ms, then silence until the turn completes) and times each milestone client-side from the end of speech.
 Also: simultaneous talkers (--concurrency), server memory (idle connections, active, after a text soak).
 
+What a listener hears: each turn's client plays the reply's audio as it arrives, at real-time rate, from the first
+byte (bench_ws.Playback); the time the player runs dry before the reply's last frame is mid-reply silence, reported
+per reply (total and longest gap) beside TTFA, per mode and per number of simultaneous talkers.
+
     python -m scripts.bench.latency --compare                 # full run (a few minutes on 2 CPU cores)
     python -m scripts.bench.latency --quick                   # 3 turns, no concurrency, no soak
+    python -m scripts.bench.latency --quick --concurrency 1,2,4,8   # ... plus 1, 2, 4 and 8 talkers at once
     python -m scripts.bench.latency --url http://127.0.0.1:8000 --turns 5
 
 Writes a table to stdout, a JSON report (--out) and a PNG plot next to it. Progress goes to stderr.
@@ -38,6 +43,7 @@ from scripts.common.bench_speech import SENTENCES, Utterance, make_paused_uttera
 from scripts.common.bench_ws import ORDERED, Talker
 
 MB = 1024 * 1024
+DEFAULT_LEVELS = "1,2,4,8,16"
 
 
 def log(message: str) -> None:
@@ -53,8 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--compare", action="store_true", help="also run a sequential server; report the TTFA ratio")
-    p.add_argument("--concurrency", default="1,2,4,8", help="simultaneous talkers per level; '' = none")
-    p.add_argument("--turns-per-talker", type=int, default=2)
+    p.add_argument(
+        "--concurrency",
+        default=None,
+        help="simultaneous talkers per level (default 1,2,4,8,16; none with --quick unless given); '' = none",
+    )
+    p.add_argument("--turns-per-talker", type=int, default=2, help="turns each talker speaks at each level")
     p.add_argument("--idle-connections", type=int, default=50)
     p.add_argument(
         "--soak-turns",
@@ -63,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="text turns after which memory is measured (each runs the LLM: ~2-4 s on 2 CPU cores)",
     )
     p.add_argument("--soak-connections", type=int, default=4)
-    p.add_argument("--quick", action="store_true", help="3 turns, no concurrency, no soak")
+    p.add_argument("--quick", action="store_true", help="3 turns, no concurrency (unless --concurrency), no soak")
     p.add_argument("--url", help="attach to a running streaming server (http://127.0.0.1:PORT)")
     p.add_argument("--seq-url", help="with --url and --compare: the running sequential server")
     p.add_argument("--server-pid", type=int, help="pid of the --url server for memory (default: port owner)")
@@ -72,8 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--turn-timeout", type=float, default=90.0)
     p.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for spawned servers")
     args = p.parse_args(argv)
+    if args.concurrency is None:
+        args.concurrency = "" if args.quick else DEFAULT_LEVELS
     if args.quick:
-        args.concurrency, args.soak_turns = "", 0
+        args.soak_turns = 0
         args.idle_connections = min(args.idle_connections, 10)
     args.turns = args.turns if args.turns is not None else (3 if args.quick else 12)
     args.fresh = args.fresh if args.fresh is not None else (3 if args.quick else 12)
@@ -191,7 +203,11 @@ async def run_concurrency(server: Server, args: argparse.Namespace, out: dict[in
         results = await asyncio.gather(*jobs)
         out[level] = [r for recs in results for r in recs]
         ok = [r["client"]["first_audio"] for r in out[level] if "first_audio" in r["client"]]
-        log(f"  {level} talkers: {len(ok)}/{len(out[level])} with audio, TTFA max={max(ok, default=None)}")
+        quiet = [r["stall_s"] for r in out[level] if "stall_s" in r]
+        log(
+            f"  {level} talkers: {len(ok)}/{len(out[level])} with audio, TTFA max={max(ok, default=None)}, "
+            f"silent mid-reply max={max(quiet, default=None)}"
+        )
 
 
 async def idle_memory(server: Server, count: int) -> dict[str, Any]:

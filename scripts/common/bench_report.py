@@ -32,6 +32,11 @@ SERVER_KEYS: tuple[str, ...] = (
     "turn_total_s",
 )
 RATE_KEYS: tuple[str, ...] = ("stt_rtf", "tts_rtf", "llm_words_per_s", "llm_pieces_per_s")
+# What a listener hears after the reply began (bench_ws.Playback), per reply: total silence, longest gap.
+SILENCE_KEYS: tuple[str, ...] = ("stall_s", "stall_max_s")
+# Issue 25's goals for N talkers: TTFA p95 <= 2x a single talker's; mid-reply silence p50 and max (per reply).
+SILENCE_P50_GOAL_S = 0.2
+SILENCE_MAX_GOAL_S = 1.0
 
 
 def stats(values: list[float]) -> dict[str, float] | None:
@@ -65,7 +70,13 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "client": client,
         "server": {k: v for k, v in server.items() if v is not None},
         "rates": {k: v for k, v in rates.items() if v is not None},
+        "silence": silence_stats(good),
     }
+
+
+def silence_stats(good: list[dict[str, Any]]) -> dict[str, dict[str, float] | None]:
+    """Per-reply mid-reply silence over completed turns: ``stall_s`` (total) and ``stall_max_s`` (longest gap)."""
+    return {k: stats([r[k] for r in good if k in r]) for k in SILENCE_KEYS}
 
 
 def compare(streaming: list[dict[str, Any]], sequential: list[dict[str, Any]]) -> dict[str, Any]:
@@ -101,24 +112,45 @@ def pause_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def concurrency_summary(levels: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-    """TTFA p50/p95 per number of talkers; the most talkers whose p95 < 2x the single-talker p95."""
+    """Per number of talkers: TTFA and mid-reply silence per reply (``stall``: total, ``longest_gap``: the longest
+    single gap). The most talkers whose TTFA p95 < 2x the single-talker p95 (all turns completing), and the most
+    that also meet the silence goals (p50 <= SILENCE_P50_GOAL_S, max <= SILENCE_MAX_GOAL_S), counted from the
+    fewest talkers up to the first level that misses."""
     rows: list[dict[str, Any]] = []
     for talkers, records in sorted(levels.items()):
-        ttfa = stats([r["client"]["first_audio"] for r in ok_turns(records) if "first_audio" in r["client"]])
-        stall = stats([r["stall_s"] for r in ok_turns(records) if "stall_s" in r])
+        good = ok_turns(records)
+        ttfa = stats([r["client"]["first_audio"] for r in good if "first_audio" in r["client"]])
+        silence = silence_stats(good)
         rows.append(
-            {"talkers": talkers, "turns": len(records), "ok": len(ok_turns(records)), "ttfa": ttfa, "stall": stall}
+            {
+                "talkers": talkers,
+                "turns": len(records),
+                "ok": len(good),
+                "ttfa": ttfa,
+                "stall": silence["stall_s"],
+                "longest_gap": silence["stall_max_s"],
+            }
         )
     base_row = next((r for r in rows if r["talkers"] == 1 and r["ttfa"]), None)
     base = base_row["ttfa"]["p95"] if base_row else None
-    best = None
+    best = best_quiet = None
     if base:
+        quiet = True
         for row in rows:
-            if row["ttfa"] and row["ok"] == row["turns"] and row["ttfa"]["p95"] < 2 * base:
-                best = row["talkers"]
-            else:
+            if not (row["ttfa"] and row["ok"] == row["turns"] and row["ttfa"]["p95"] < 2 * base):
                 break
-    return {"levels": rows, "single_talker_p95": base, "max_talkers_p95_under_2x": best}
+            best = row["talkers"]
+            stall = row["stall"]
+            quiet = quiet and stall is not None and stall["p50"] <= SILENCE_P50_GOAL_S
+            quiet = quiet and stall is not None and stall["max"] <= SILENCE_MAX_GOAL_S
+            best_quiet = row["talkers"] if quiet else best_quiet
+    return {
+        "levels": rows,
+        "single_talker_p95": base,
+        "max_talkers_p95_under_2x": best,
+        "max_talkers_within_goals": best_quiet,
+        "goals": {"silence_p50_s": SILENCE_P50_GOAL_S, "silence_max_s": SILENCE_MAX_GOAL_S},
+    }
 
 
 def _fmt(x: float | None) -> str:
@@ -136,6 +168,11 @@ def table(summaries: dict[str, dict[str, Any]]) -> str:
             s = summaries[mode]["client"].get(m)
             cells.append(" | " + (" ".join(_fmt(s[k]) for k in ("p50", "p95", "max")) if s else f"{'-':<23}"))
         lines.append(f"{m:<16}" + "".join(cells))
+    lines.append("silent mid-reply per reply (s), total p50/p95/max; longest gap p50/p95/max:")
+    for mode in modes:
+        sil = summaries[mode].get("silence") or {}
+        cells = [" ".join(_fmt((sil.get(k) or {}).get(q)) for q in ("p50", "p95", "max")) for k in SILENCE_KEYS]
+        lines.append(f"  {mode:<14}{cells[0]} ; {cells[1]}")
     lines.append("server stage medians (s):")
     for mode in modes:
         srv = summaries[mode]["server"]
@@ -146,14 +183,24 @@ def table(summaries: dict[str, dict[str, Any]]) -> str:
 
 
 def concurrency_table(conc: dict[str, Any]) -> str:
-    lines = ["talkers | turns ok | TTFA p50 | TTFA p95 | TTFA max | silent mid-reply p50 / max"]
+    """TTFA and what a listener hears after the reply began: silence per reply (total; longest single gap)."""
+    lines = [
+        "talkers | turns ok | TTFA p50 | TTFA p95 | TTFA max | silent mid-reply p50 / max | longest gap p50 / max",
+    ]
     for row in conc["levels"]:
-        t, s = row["ttfa"] or {}, row.get("stall") or {}
+        t, s, g = row["ttfa"] or {}, row.get("stall") or {}, row.get("longest_gap") or {}
         lines.append(
             f"{row['talkers']:>7} | {row['ok']:>3}/{row['turns']:<4} | {_fmt(t.get('p50'))}  | "
             f"{_fmt(t.get('p95'))}  | {_fmt(t.get('max'))}  | {_fmt(s.get('p50'))} / {_fmt(s.get('max'))}"
+            f"          | {_fmt(g.get('p50'))} / {_fmt(g.get('max'))}"
         )
     lines.append(f"most talkers with p95 < 2x single-talker p95: {conc['max_talkers_p95_under_2x']}")
+    goals = conc.get("goals") or {}
+    if goals:
+        lines.append(
+            f"most talkers also silent mid-reply p50 <= {goals['silence_p50_s']} s and max <= "
+            f"{goals['silence_max_s']} s: {conc.get('max_talkers_within_goals')}"
+        )
     return "\n".join(lines)
 
 
@@ -190,10 +237,15 @@ def plot(runs: dict[str, list[dict[str, Any]]], conc: dict[str, Any] | None, pat
         talkers = [r["talkers"] for r in rows]
         ax.plot(talkers, [r["ttfa"]["p50"] for r in rows], "o-", label="TTFA p50")
         ax.plot(talkers, [r["ttfa"]["p95"] for r in rows], "s--", label="TTFA p95")
+        quiet = [r for r in rows if r.get("stall")]
+        if quiet:
+            at = [r["talkers"] for r in quiet]
+            ax.plot(at, [r["stall"]["p50"] for r in quiet], "^-", label="silent mid-reply p50 (per reply)")
+            ax.plot(at, [r["stall"]["max"] for r in quiet], "v:", label="silent mid-reply max")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("simultaneous talkers")
         ax.set_ylabel("seconds")
-        ax.set_title("streaming: TTFA vs talkers")
+        ax.set_title("streaming: TTFA and mid-reply silence vs talkers")
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

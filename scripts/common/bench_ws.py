@@ -235,25 +235,51 @@ def build_record(log: list[Arrival], t_end: float) -> dict[str, Any]:
         if kind == "metrics":
             break
     record["deltas"] = len(deltas)
-    record["stall_s"] = round(playback.stalled_s, 4)
+    if playback.started_at is not None:  # silence is measured only once the reply began to play
+        record.update(playback.summary())
     record.update(derived_rates(record))
     return record
 
 
 @dataclass
 class Playback:
-    """A client playing the reply's audio as it arrives: how long it would fall silent mid-reply (a frame that
-    arrives after everything before it has finished playing)."""
+    """A client that plays the reply's audio as it arrives, at real-time rate: how long it runs dry mid-reply.
+
+    Playback starts with the first frame; each frame extends the play-out deadline by its duration. A frame that
+    arrives after the deadline (everything before it has finished playing) ends a gap of silence lasting
+    ``arrival - deadline``. Time after the last frame is not silence: the reply is over."""
 
     sample_rate: int = 16000
-    playing_until: float | None = None
-    stalled_s: float = 0.0
+    started_at: float | None = None  # arrival of the first frame (the listener hears the reply begin)
+    playing_until: float | None = None  # the play-out deadline: when the audio received so far has all played
+    gaps: list[float] = field(default_factory=list)  # each stretch of silence after the first frame, in order
+    audio_s: float = 0.0  # seconds of audio received
 
     def frame(self, t: float, nbytes: int) -> None:
         duration = nbytes / 2 / self.sample_rate
-        if self.playing_until is not None and t > self.playing_until:
-            self.stalled_s += t - self.playing_until
+        if self.playing_until is None:
+            self.started_at = t
+        elif t > self.playing_until:
+            self.gaps.append(t - self.playing_until)
         self.playing_until = max(t, self.playing_until or t) + duration
+        self.audio_s += duration
+
+    @property
+    def stalled_s(self) -> float:
+        """Total silence between the first frame and the end of the reply."""
+        return sum(self.gaps)
+
+    @property
+    def longest_gap_s(self) -> float:
+        return max(self.gaps, default=0.0)
+
+    def summary(self) -> dict[str, float | int]:
+        """The record's fields: stall_s (total silence), stall_max_s (longest gap), stall_count (gaps)."""
+        return {
+            "stall_s": round(self.stalled_s, 4),
+            "stall_max_s": round(self.longest_gap_s, 4),
+            "stall_count": len(self.gaps),
+        }
 
 
 def derived_rates(record: dict[str, Any]) -> dict[str, float]:

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from scripts.common.bench_report import compare, concurrency_summary, stats, summarize
+from scripts.bench.latency import parse_args
+from scripts.common.bench_report import compare, concurrency_summary, concurrency_table, stats, summarize, table
 from scripts.common.bench_speech import CHUNK_BYTES, trim_to_voiced
 from scripts.common.bench_ws import Arrival, Playback, build_record
 
@@ -119,3 +120,113 @@ def test_playback_counts_only_the_silence_between_frames() -> None:
     assert playback.stalled_s == 0.0 and playback.playing_until == pytest.approx(3.0)
     playback.frame(3.5, 32000)
     assert playback.stalled_s == pytest.approx(0.5)
+
+
+# --- what a listener hears: the player simulation -----------------------------------------------------------
+
+
+def test_playback_starts_at_the_first_frame_and_sums_each_late_arrival() -> None:
+    """The wait before the first frame is TTFA, not silence; each frame past the play-out deadline adds one gap
+    of ``arrival - deadline``; the reply's silence is their sum, and the longest is kept apart."""
+    playback = Playback(sample_rate=16000)
+    assert playback.started_at is None and playback.summary() == {"stall_s": 0, "stall_max_s": 0, "stall_count": 0}
+    playback.frame(5.0, 16000)  # 0.5 s of audio: plays until 5.5
+    assert playback.started_at == 5.0 and playback.gaps == []
+    playback.frame(5.7, 16000)  # 0.2 s dry, then plays until 6.2
+    playback.frame(6.1, 16000)  # arrives while playing: queued, plays until 6.7
+    playback.frame(7.5, 8000)  # 0.8 s dry, then 0.25 s
+    assert playback.gaps == pytest.approx([0.2, 0.8])
+    assert playback.playing_until == pytest.approx(7.75) and playback.audio_s == pytest.approx(1.75)
+    assert playback.summary() == {"stall_s": pytest.approx(1.0), "stall_max_s": pytest.approx(0.8), "stall_count": 2}
+
+
+def test_playback_frame_duration_follows_the_sample_rate() -> None:
+    """A frame lasts bytes / 2 / sample_rate: the same bytes play half as long at twice the rate."""
+    slow, fast = Playback(sample_rate=16000), Playback(sample_rate=32000)
+    for playback in (slow, fast):
+        playback.frame(0.0, 32000)
+        playback.frame(1.5, 32000)
+    assert slow.gaps == pytest.approx([0.5]) and fast.gaps == pytest.approx([1.0])
+
+
+def test_playback_on_time_stream_is_silent() -> None:
+    """Frames arriving exactly as the audio before them runs out (a stream paced at real time) leave no gap."""
+    playback = Playback(sample_rate=22050)
+    step = 882  # 20 ms at 22050 Hz
+    for i in range(50):
+        playback.frame(1.0 + i * 0.02, step)
+    assert playback.summary()["stall_count"] == 0 and playback.stalled_s == 0.0
+
+
+def _reply_log(frames: list[float], sample_rate: int = 16000, nbytes: int = 3200) -> list[Arrival]:
+    """A turn whose reply audio frames (each ``nbytes``) arrive at ``frames`` seconds after end of speech."""
+    turn = "r"
+    log = [
+        _ev(0.5, "speech_stopped", turn_id=turn, duration_s=1.0),
+        _ev(0.8, "transcript", turn_id=turn, text="hi"),
+        _ev(0.9, "emotion", turn_id=turn, data={"label": "calm"}),
+        _ev(1.0, "response.delta", turn_id=turn, text="Hi."),
+        _ev(frames[0] - 0.01, "audio.start", turn_id=turn, sample_rate=sample_rate),
+        *(Arrival(T_END + t, None, nbytes) for t in frames),
+        _ev(frames[-1] + 0.01, "audio.end", turn_id=turn, bytes=nbytes * len(frames), duration_s=1.0),
+    ]
+    # a frame after audio.end (not this reply's) would be silence if it were counted
+    log += [Arrival(T_END + frames[-1] + 5.0, None, nbytes), _ev(frames[-1] + 6.0, "metrics", turn_id=turn)]
+    return log
+
+
+def test_record_reports_silence_per_reply_from_the_announced_sample_rate() -> None:
+    """The record's stall_s / stall_max_s / stall_count come from the frames between audio.start and audio.end,
+    played at audio.start's sample_rate; frames outside the reply are not counted."""
+    # 3200 bytes at 16 kHz = 0.1 s each: 1.0-1.1 plays, 1.1 on time, 1.5 after 0.3 s dry, 1.6 on time, 2.2 after 0.5
+    record = build_record(_reply_log([1.0, 1.1, 1.5, 1.6, 2.2]), T_END)
+    assert record["client"]["first_audio"] == 1.0 and record["client"]["last_audio"] == 2.2
+    assert record["stall_s"] == pytest.approx(0.8) and record["stall_max_s"] == pytest.approx(0.5)
+    assert record["stall_count"] == 2
+    # the same bytes announced at 8 kHz last 0.2 s each: 1.0-1.4 plays, 0.1 s dry, 1.5-1.9, 0.3 s dry
+    slow = build_record(_reply_log([1.0, 1.1, 1.5, 1.6, 2.2], sample_rate=8000), T_END)
+    assert slow["stall_s"] == pytest.approx(0.1 + 0.3) and slow["stall_max_s"] == pytest.approx(0.3)
+
+
+def test_record_without_audio_has_no_silence_figures() -> None:
+    """A turn that never played audio has no mid-reply silence to report (not zero)."""
+    log = [e for e in _turn_log() if e.event is not None and e.event["type"] not in ("audio.start", "audio.end")]
+    record = build_record(log, T_END)
+    assert "first_audio" not in record["client"] and "stall_s" not in record and "stall_max_s" not in record
+
+
+def test_concurrency_summary_reports_silence_per_level_and_the_goals() -> None:
+    """Each level has TTFA and per-reply silence (total, longest gap) stats; the most talkers within the goals
+    stops at the first level whose silence p50 or max misses them, even if a later level would meet them."""
+
+    def level(gaps: list[float], n: int, ttfa: float = 1.0) -> list[dict[str, Any]]:
+        frames = [ttfa]
+        for gap in gaps:
+            frames += [frames[-1] + 0.1 + gap]
+        return [{**build_record(_reply_log(frames), T_END), "outcome": "ok"} for _ in range(n)]
+
+    levels = {1: level([], 2), 2: level([0.05, 0.1], 4), 4: level([0.6, 0.9], 8), 8: level([], 8)}
+    result = concurrency_summary(levels)
+    rows = {r["talkers"]: r for r in result["levels"]}
+    assert rows[1]["stall"]["max"] == 0.0 and rows[2]["stall"]["p50"] == pytest.approx(0.15)
+    assert rows[4]["stall"]["p50"] == pytest.approx(1.5) and rows[4]["longest_gap"]["max"] == pytest.approx(0.9)
+    assert result["max_talkers_p95_under_2x"] == 8 and result["max_talkers_within_goals"] == 2
+    text = concurrency_table(result)
+    assert "silent mid-reply p50 / max" in text and "longest gap p50 / max" in text
+    assert text.splitlines()[3].split("|")[-1].split() == ["0.900", "/", "0.900"]  # 4 talkers: longest gap
+
+
+def test_summaries_report_silence_beside_the_milestones() -> None:
+    """Per-mode summaries (single talker) carry the silence stats, and the table prints them."""
+    records = [{**build_record(_reply_log([1.0, 1.5]), T_END), "outcome": "ok"}]
+    summary = summarize(records)
+    assert summary["silence"]["stall_s"]["p50"] == pytest.approx(0.4)
+    assert "silent mid-reply" in table({"streaming": summary})
+
+
+def test_quick_run_measures_talkers_only_when_asked() -> None:
+    """--quick alone measures no concurrency; --quick --concurrency 1,2,4,8 does; the full run goes to 16."""
+    assert parse_args(["--quick"]).levels == []
+    assert parse_args(["--quick", "--concurrency", "1,2,4,8"]).levels == [1, 2, 4, 8]
+    assert parse_args([]).levels == [1, 2, 4, 8, 16]
+    assert parse_args(["--concurrency", ""]).levels == []

@@ -1,23 +1,29 @@
-"""One connection's conversation: audio framing, turn detection, the turn queue, barge-in and cancellation.
+"""One connection's conversation: the front the wires talk to.
 
-Each connection owns only small state (framer, turn detector, current turn task, output queue); the models
-are shared through the TurnPipeline. Turns run one at a time in arrival order, so nothing the user said is
-dropped while the mentor is still answering an earlier turn.
+Each job lives in a module named for it; this class builds them for one connection and routes the wire's calls
+and the turn detector's events between them:
+
+- the session and its storage: pipeline/session_binding.py
+- the speech not yet part of a turn (framer, turn detector, partial transcripts): pipeline/utterance.py
+- what starts at a pause, one policy per way (sequential, speculative, early start): pipeline/turn_policy.py,
+  pipeline/early_start.py
+- the turn queue, held input and what is stored on disconnect: pipeline/turn_queue.py
+- barge-in, cancel and truncate: pipeline/barge_in.py
+
+Each connection owns only small state; the models are shared through the TurnPipeline. Turns run one at a time
+in arrival order, so nothing the user said is dropped while the mentor is still answering an earlier turn.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 
 from backend.config import Settings
 from backend.core.audio_utils import PcmFramer, validate_sample_rate
 from backend.core.exceptions import ClarityError, InvalidInputError
-from backend.engines.protocols import Transcription
 from backend.pipeline import events
-from backend.pipeline.early_start import Adopted, EarlyTurnHooks, Provisional
-from backend.pipeline.gated_output import GatedOutput
+from backend.pipeline.barge_in import BargeIn
+from backend.pipeline.early_start import EarlyStart
 from backend.pipeline.output_queue import OutputQueue
 from backend.pipeline.partial_transcripts import PartialTranscripts
 from backend.pipeline.session_binding import SessionBinding, SessionContext, new_id
@@ -31,11 +37,12 @@ from backend.pipeline.turn_detector import (
     TurnDetector,
 )
 from backend.pipeline.turn_pipeline import TurnPipeline
-from backend.pipeline.turn_taking import PlaybackLedger, TurnTaking, merge_held
-from backend.pipeline.turn_types import TurnInput, TurnState
+from backend.pipeline.turn_policy import TurnPolicy, choose
+from backend.pipeline.turn_queue import TurnQueue
+from backend.pipeline.turn_taking import TurnTaking
+from backend.pipeline.turn_types import TurnInput
+from backend.pipeline.utterance import Utterance
 from backend.store.async_store import AsyncSessionStore
-
-logger = logging.getLogger(__name__)
 
 
 class Conversation:
@@ -57,75 +64,71 @@ class Conversation:
         self.binding = SessionBinding(pipeline.services, session, key=self, interrupt=self.interrupt)
         self.output_sample_rate = output_sample_rate
         self.input_rate = 16000
-        self._framer = PcmFramer(self.input_rate, settings.vad.frame_ms)
-        self._detector = TurnDetector(pipeline.models.new_vad(), settings.vad, max_turn_s=settings.limits.max_turn_s)
-        self._turns: asyncio.Queue[TurnInput | Adopted] = asyncio.Queue()
-        self._provisional: Provisional | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._active: tuple[asyncio.Task[None], TurnState] | None = None
-        self._active_input: TurnInput | None = None
-        self._utterance_id: str | None = None
         self._odd_length_reported = False
-        # A transcription started at a pause in speech, keyed by the voiced-frame count it covers.
-        self._speculation: tuple[int, asyncio.Future[Transcription]] | None = None
-        self.turn_taking = TurnTaking()  # /ws/voice: the defaults; see "client-driven turns" below
-        self._held: list[TurnInput] = []  # input waiting for respond() (turn_taking.respond off, or hold=True)
-        self._ledger = PlaybackLedger()
-        self._partials = PartialTranscripts(
-            lambda pcm: self.services.transcribe_soon(pcm, preview=True),
-            self.emit,
-            settings.pipeline.partial_transcript_ms / 1000,
+        self.turn_taking = TurnTaking()  # /ws/voice: the defaults; wires whose client drives turns configure()
+        self._utterance = Utterance(
+            PcmFramer(self.input_rate, settings.vad.frame_ms),
+            TurnDetector(pipeline.models.new_vad(), settings.vad, max_turn_s=settings.limits.max_turn_s),
+            PartialTranscripts(
+                lambda pcm: self.services.transcribe_soon(pcm, preview=True),
+                self.emit,
+                settings.pipeline.partial_transcript_ms / 1000,
+            ),
+        )
+        self._turns = TurnQueue(
+            pipeline=pipeline,
+            store=store,
+            binding=self.binding,
+            output=self,
+            report_error=self.report_error,
+            min_speech_ms=settings.vad.min_speech_ms,
+            before_turn=self._utterance.drop_provisional,  # a queued turn goes first; the speech after it re-runs
+        )
+        self._barge_in = BargeIn(
+            turns=self._turns,
+            out=out,
+            store=store,
+            metrics=pipeline.metrics,
+            emit_control=self.emit_control,
+            output_sample_rate=output_sample_rate,
+        )
+        self._policy: TurnPolicy = choose(settings, self._utterance, self.services, self._early_start)
+
+    def _early_start(self, fallback: TurnPolicy) -> TurnPolicy:
+        return EarlyStart(
+            pipeline=self.pipeline,
+            settings=self.settings,
+            binding=self.binding,
+            output=self,
+            report_error=self.report_error,
+            turns=self._turns,
+            utterance=self._utterance,
+            turn_taking=lambda: self.turn_taking,
+            feed=self._on_turn_event,
+            fallback=fallback,
         )
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._worker = asyncio.create_task(self._work(), name="turn-worker")
+        self._turns.start()
         self.binding.register()
 
     async def close(self) -> None:
-        """Disconnect: stop the worker, cancel the running turn (its partial reply is stored), then store what
-        the user said that no turn answered, as interrupted user turns: queued turns, a turn cancelled before
-        its reply began (its transcript may not be stored yet), and speech in progress (transcribed now)."""
-        active, current = self._active, self._active_input
+        """Disconnect: stop the turns and store what the user said that no turn answered (turn_queue.close),
+        speech in progress included."""
         self.binding.unregister()
-        self._cancel_provisional()  # its speech is still in the detector and is stored below
-        self._partials.reset()
-        if self._worker is not None:  # first, so it cannot start the next queued turn
-            self._worker.cancel()
-            await asyncio.wait([self._worker])
-        unanswered: list[TurnInput] = []
-        if active is not None:
-            active[0].cancel()
-            await asyncio.wait([active[0]])
-            if current is not None and not active[1].responding:
-                unanswered.append(current)
-        while not self._turns.empty():
-            item = self._turns.get_nowait()
-            unanswered.append(item.turn if isinstance(item, Adopted) else item)
-        unanswered.extend(self._held)
-        if self._detector.in_speech:
-            audio = self._detector.current_audio()
-            sid, now = self.session.session_id, time.perf_counter()
-            unanswered.append(TurnInput(new_id(), sid, now, audio=audio, duration_s=len(audio) / 32000))
-        for turn in unanswered:
-            try:
-                await self._store_unanswered(turn)
-            except Exception:
-                logger.exception("could not store an unanswered user turn")
+        self._utterance.drop_provisional()  # its speech is still in the detector and is stored below
+        self._utterance.partials.reset()
+        await self._turns.close(self._speech_in_progress)
 
-    async def _store_unanswered(self, turn: TurnInput) -> None:
-        text = (turn.text or "").strip()
-        if turn.audio is not None:
-            if len(turn.audio) < self.settings.vad.min_speech_ms * 32:  # PCM16 at 16 kHz: 32 bytes per ms
-                return
-            text = (await self.services.transcribe_soon(turn.audio)).text
-            text = text.strip()
-        if text:
-            await self.binding.ensure_persisted()
-            await self.store.add_turn(
-                self.session.session_id, "user", text, duration_s=turn.duration_s, interrupted=True
-            )
+    def _speech_in_progress(self) -> TurnInput | None:
+        detector = self._utterance.detector
+        if not detector.in_speech:
+            return None
+        audio = detector.current_audio()
+        sid, now = self.session.session_id, time.perf_counter()
+        return TurnInput(new_id(), sid, now, audio=audio, duration_s=len(audio) / 32000)
 
     @property
     def session(self) -> SessionContext:
@@ -133,7 +136,7 @@ class Conversation:
 
     @property
     def busy(self) -> bool:
-        return self._active is not None or not self._turns.empty()
+        return self._turns.busy
 
     def session_ready(self) -> events.SessionReady:
         return events.SessionReady(
@@ -163,11 +166,7 @@ class Conversation:
 
     def mark_sending(self, item: events.PipelineEvent) -> None:
         """Called by the sender as an item leaves: records which reply chunks the client was sent."""
-        if isinstance(item, events.ReplyAudioChunk) and self._active is not None:
-            _, state = self._active
-            if state.turn_id == item.turn_id:
-                state.sent_chunks.add(item.chunk_index)
-                self._ledger.record(state, item)
+        self._barge_in.mark_sending(item)
 
     # --- input -------------------------------------------------------------------------------------------
 
@@ -181,21 +180,18 @@ class Conversation:
                     code="invalid_audio",
                 )
             )
-        for frame in self._framer.push(data):
+        detector = self._utterance.detector
+        for frame in self._utterance.framer.push(data):
             if not self.turn_taking.detect_turns:
-                self._detector.buffer_frame(frame)
+                detector.buffer_frame(frame)
                 continue
-            for event in self._detector.push_frame(frame):
+            for event in detector.push_frame(frame):
                 await self._on_turn_event(event)
-        seconds = self._detector.utterance_seconds
-        if self._detector.pausing:
-            return  # no preview at a pause: the turn may start now and needs the CPU
-        if self._partials.due(self._utterance_id, seconds) and self._utterance_id is not None:
-            self._partials.start(self._utterance_id, self._detector.current_audio(), seconds)
+        self._utterance.preview()
 
     async def commit(self) -> None:
         """End of utterance now (push-to-talk): the audio since the last turn becomes a turn."""
-        committed = self._detector.commit()
+        committed = self._utterance.detector.commit()
         if not committed:
             raise InvalidInputError("input.commit with no audio since the last turn", code="no_audio")
         for turn_event in committed:
@@ -234,7 +230,7 @@ class Conversation:
         self.services.personas.check(persona)  # UnknownPersonaError before anything changes
         if sample_rate is not None and sample_rate != self.input_rate:
             self.input_rate = validate_sample_rate(sample_rate)
-            self._framer = PcmFramer(self.input_rate, self.settings.vad.frame_ms)
+            self._utterance.framer = PcmFramer(self.input_rate, self.settings.vad.frame_ms)
         if session_id is not None and session_id != self.session.session_id:
             if self.busy:
                 raise InvalidInputError("cannot switch sessions during a turn", code="session_busy")
@@ -254,45 +250,27 @@ class Conversation:
         await self.binding.set_persona(persona)
 
     async def _on_turn_event(self, event: object) -> None:
+        utterance = self._utterance
         if isinstance(event, SpeechStarted):
-            self._utterance_id = new_id()
-            await self.emit(events.SpeechStarted(self._utterance_id, ago_s=event.ago_s))
+            utterance.id = new_id()
+            await self.emit(events.SpeechStarted(utterance.id, ago_s=event.ago_s))
         elif isinstance(event, SpeechSustained):
-            if self.turn_taking.barge_in and self._active is not None and self._active[1].responding:
+            if self.turn_taking.barge_in and self._turns.replying:
                 await self.interrupt()
         elif isinstance(event, SpeechPaused):
-            self._cancel_provisional()
-            pipeline = self.settings.pipeline
-            if pipeline.mode == "sequential":
-                pass  # the seed product's way: nothing starts before the end of speech
-            elif pipeline.early_start and self.turn_taking.respond and self._active is None and self._turns.empty():
-                self._start_provisional(event)
-            elif pipeline.speculative_stt:
-                self._speculation = (event.voiced_frames, self.services.transcribe_soon(event.audio))
+            self._policy.paused(event)
         elif isinstance(event, SpeechResumed):
-            self._cancel_provisional()
+            utterance.drop_provisional()
         elif isinstance(event, SpeechDiscarded):
-            self._partials.reset()
-            if self._utterance_id is not None:
-                await self.emit(events.SpeechStopped(self._utterance_id, duration_s=0.0, discarded=True))
-            self._utterance_id = None
+            utterance_id = utterance.ended()
+            if utterance_id is not None:
+                await self.emit(events.SpeechStopped(utterance_id, duration_s=0.0, discarded=True))
         elif isinstance(event, SpeechStopped):
-            self._partials.reset()
-            turn_id = self._utterance_id or new_id()
-            self._utterance_id = None
-            provisional, self._provisional = self._provisional, None
-            if provisional is not None:
-                if provisional.judge is not None and provisional.judge is not asyncio.current_task():
-                    provisional.judge.cancel()
-                if event.reason == "silence" and provisional.voiced_frames == event.voiced_frames:
-                    await self._confirm(provisional, event)
-                    return
-                provisional.task.cancel()
+            turn_id = utterance.ended() or new_id()
+            if await self._policy.stopped(event):
+                return  # the turn started at the pause was the real one
             lag = event.silence_s
-            speculation, self._speculation = self._speculation, None
-            transcript = None
-            if speculation is not None and speculation[0] == event.voiced_frames:
-                transcript = speculation[1]  # nothing was said after the pause: reuse its transcription
+            transcript = utterance.take_speculation(event.voiced_frames)  # reused if nothing followed the pause
             committed = event.reason == "commit"
             await self.emit(
                 events.SpeechStopped(
@@ -313,131 +291,13 @@ class Conversation:
 
     async def _queue_turn(self, turn: TurnInput, *, hold: bool = False) -> None:
         turn.speak = self.turn_taking.speak
-        if hold or not self.turn_taking.respond:
-            self._held.append(turn)
-            return
-        await self._turns.put(turn)
+        await self._turns.put(turn, hold=hold or not self.turn_taking.respond)
 
-    # --- early start -------------------------------------------------------------------------------------
-
-    def _start_provisional(self, event: SpeechPaused) -> None:
-        """Run the turn from the pause on; the end of speech was ``pause_ms`` ago if the user does not go on."""
-        gate = GatedOutput(self)
-        hooks = EarlyTurnHooks(gate, self.services, judged=self.settings.vad.turn_end_threshold is not None)
-        turn = TurnInput(
-            self._utterance_id or new_id(),
-            self.session.session_id,
-            t0=time.perf_counter() - self.settings.vad.pause_ms / 1000,
-            audio=event.audio,
-            duration_s=round(len(event.audio) / 32000, 3),
-            speak=self.turn_taking.speak,
-        )
-        self.binding.stamp(turn)
-        state = TurnState(turn.turn_id)
-        task = asyncio.create_task(self._run_gated(turn, state, gate, hooks), name=f"early-{turn.turn_id}")
-        self._provisional = Provisional(event.voiced_frames, turn, state, gate, hooks, task)
-        if hooks.reading is not None:
-            self._provisional.judge = asyncio.create_task(
-                self._judge_turn_end(event.voiced_frames, hooks.reading), name=f"turn-end-{turn.turn_id}"
-            )
-
-    async def _judge_turn_end(self, voiced_frames: int, reading: asyncio.Future[float | None]) -> None:
-        """Turn-end model: when the words up to this pause read as a finished turn (vad.turn_end_threshold; the
-        pipeline reads them right after transcribing), the end of speech comes after vad.turn_end_hangover_ms of
-        silence. Unsure, or a model error: the hangover."""
-        vad = self.settings.vad
-        try:
-            probability = await reading
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.warning("the turn-end model failed; the full hangover applies", exc_info=True)
-            self.pipeline.metrics.turn_end_readings.labels(outcome="error").inc()
-            return
-        threshold = vad.turn_end_threshold
-        complete = probability is not None and threshold is not None and probability >= threshold
-        if probability is not None:
-            self.pipeline.metrics.turn_end_readings.labels(outcome="complete" if complete else "unsure").inc()
-        logger.debug("turn end judged", extra={"probability": probability, "complete": complete})
-        provisional = self._provisional
-        if not complete or provisional is None or provisional.voiced_frames != voiced_frames:
-            return
-        for event in self._detector.expect_end(voiced_frames, vad.turn_end_hangover_ms):
-            await self._on_turn_event(event)
-
-    def _cancel_provisional(self) -> None:
-        if self._provisional is not None:
-            self._provisional.task.cancel()
-            if self._provisional.judge is not None:
-                self._provisional.judge.cancel()
-            self._provisional = None
-
-    async def _confirm(self, provisional: Provisional, event: SpeechStopped) -> None:
-        """The user did not go on after the pause: the early turn is the real one. Release its output."""
-        turn = provisional.turn
-        turn.marks["speech_stopped"] = round(time.perf_counter() - turn.t0, 4)
-        turn.duration_s = event.duration_s
-        await self.emit(
-            events.SpeechStopped(turn.turn_id, duration_s=round(event.duration_s, 3), silence_s=event.silence_s)
-        )
-        await self.binding.ensure_persisted()
-        self._active, self._active_input = (provisional.task, provisional.state), turn
-        self._turns.put_nowait(Adopted(turn, provisional.state, provisional.task))
-        await provisional.gate.open()
-
-    async def _run_gated(self, turn: TurnInput, state: TurnState, gate: GatedOutput, hooks: EarlyTurnHooks) -> None:
-        try:
-            await self.pipeline.run(turn, gate, state, hooks)
-        except ClarityError as exc:
-            await gate.opened.wait()  # reported only if the turn is confirmed
-            self.report_error(exc)
-        except Exception:
-            logger.exception("turn failed", extra={"turn_id": turn.turn_id})
-            await gate.opened.wait()
-            self.report_error(ClarityError("the turn failed on the server", retryable=True))
-
-    # --- turns -------------------------------------------------------------------------------------------
+    # --- barge-in and client-driven turns (wires whose client commits audio, asks for replies, corrects them)
 
     async def interrupt(self) -> bool:
         """Barge-in or cancel: stop the reply now, drop its queued audio, tell the client. True if one ran."""
-        active = self._active
-        if active is None or not active[1].responding or active[0].done():
-            return False
-        task, state = active
-        task.cancel()
-        self.out.drop_audio(state.turn_id)
-        await asyncio.wait([task])
-        self.pipeline.metrics.interruptions.inc()
-        self.emit_control(events.Interrupted(state.turn_id, state.spoken_text()))
-        return True
-
-    async def _work(self) -> None:
-        while True:
-            item = await self._turns.get()
-            if isinstance(item, Adopted):
-                turn, state, task = item.turn, item.state, item.task
-            else:
-                self._cancel_provisional()  # a queued turn goes first; the speech after it is re-run later
-                turn, state = item, TurnState(item.turn_id)
-                task = asyncio.create_task(self._run_turn(turn, state), name=f"turn-{turn.turn_id}")
-            self._active, self._active_input = (task, state), turn
-            try:
-                await asyncio.wait([task])
-            finally:
-                self._active, self._active_input = None, None
-
-    async def _run_turn(self, turn: TurnInput, state: TurnState) -> None:
-        try:
-            await self.binding.ensure_persisted()
-            turn.session_id = self.session.session_id
-            await self.pipeline.run(self.binding.stamp(turn), self, state)
-        except ClarityError as exc:
-            self.report_error(exc)
-        except Exception:
-            logger.exception("turn failed", extra={"turn_id": turn.turn_id})
-            self.report_error(ClarityError("the turn failed on the server", retryable=True))
-
-    # --- client-driven turns: wires whose client commits audio, asks for replies, or corrects them --------
+        return await self._barge_in.interrupt()
 
     def configure(self, turn_taking: TurnTaking) -> None:
         """Change how turns are taken. Turning detection on or off forgets the audio buffered so far."""
@@ -447,29 +307,13 @@ class Conversation:
 
     async def respond(self) -> list[str]:
         """Answer the held input now (see turn_taking.merge_held); returns the ids of the turns queued."""
-        if not self._held:
-            raise InvalidInputError("there is no new input to respond to", code="no_input")
-        turns, self._held = merge_held(self._held), []
-        for turn in turns:
-            await self._turns.put(turn)
-        return [turn.turn_id for turn in turns]
+        return await self._turns.respond()
 
     def clear_input(self) -> None:
         """Forget the audio not yet part of a turn (and any turn started early from it)."""
-        self._cancel_provisional()
-        self._partials.reset()
-        self._speculation = None
-        self._utterance_id = None
-        self._detector.reset()
-        self._framer = PcmFramer(self.input_rate, self.settings.vad.frame_ms)
+        self._utterance.clear(PcmFramer(self.input_rate, self.settings.vad.frame_ms))
 
     async def truncate(self, turn_id: str, audio_end_s: float) -> str:
         """The listener heard only the first ``audio_end_s`` seconds of this reply: stop it if it is still
         running, and store the words heard as the assistant turn (interrupted). Returns that text."""
-        if self._active is not None and self._active[1].turn_id == turn_id:
-            await self.interrupt()  # returns once the turn has ended and stored what was sent
-        heard = self._ledger.heard_text(turn_id, audio_end_s, self.output_sample_rate)
-        state = self._ledger.state(turn_id)
-        if state is not None and state.stored_reply_id is not None:
-            await self.store.update_turn(state.stored_reply_id, text=heard, interrupted=True)
-        return heard
+        return await self._barge_in.truncate(turn_id, audio_end_s)

@@ -1,23 +1,39 @@
 """Early start: a turn run from a pause in speech, its output held until the end of speech is confirmed.
 
-The conversation starts a provisional turn at ``SpeechPaused``; transcription, emotion, the LLM and the first
-sentence of speech run during the VAD hangover behind a GatedOutput. The turn tells turn taking what it learns
-through EarlyTurnHooks (turn_types.TurnHooks): right after transcription, alone on the cores, the turn-end model
-reads whether the words are a finished turn (vad.turn_end_threshold); a confident reading ends the utterance
-after a shorter silence. A change to the turn-end reading touches this file only.
+The EarlyStart turn policy (pipeline/turn_policy.py) starts a provisional turn at ``SpeechPaused``;
+transcription, emotion, the LLM and the first sentence of speech run during the VAD hangover behind a
+GatedOutput. The turn tells turn taking what it learns through EarlyTurnHooks (turn_types.TurnHooks): right after
+transcription, alone on the cores, the turn-end model reads whether the words are a finished turn
+(vad.turn_end_threshold); a confident reading ends the utterance after a shorter silence. If the speech ended at
+the pause the turn is adopted by the turn queue and its output released; if the user went on it is cancelled,
+nothing sent or stored. A change to the turn-end reading, or to what follows it, touches this file only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from backend.config import Settings
 from backend.core.async_bridge import run_blocking
+from backend.core.exceptions import ClarityError
 from backend.engines.protocols import TurnEndReader
+from backend.pipeline import events
 from backend.pipeline.gated_output import GatedOutput
 from backend.pipeline.services import PipelineServices
-from backend.pipeline.turn_types import TurnInput, TurnState
+from backend.pipeline.session_binding import SessionBinding, new_id
+from backend.pipeline.turn_detector import SpeechPaused, SpeechStopped
+from backend.pipeline.turn_pipeline import TurnPipeline
+from backend.pipeline.turn_policy import TurnPolicy
+from backend.pipeline.turn_queue import ReportError, TurnQueue
+from backend.pipeline.turn_taking import TurnTaking
+from backend.pipeline.turn_types import TurnInput, TurnOutput, TurnState
+from backend.pipeline.utterance import Utterance
+
+logger = logging.getLogger(__name__)
 
 
 class EarlyTurnHooks:
@@ -89,10 +105,113 @@ class Provisional:
             self.judge.cancel()
 
 
-@dataclass(frozen=True)
-class Adopted:
-    """A confirmed provisional turn, handed to the worker already running."""
+class EarlyStart:
+    """The early-start turn policy. At a pause, when nothing else is running or queued and the wire answers at
+    once, a provisional turn starts; otherwise ``fallback`` (speculative transcription, or nothing). ``feed``
+    takes the detector's events when the turn-end reading ends the utterance sooner."""
 
-    turn: TurnInput
-    state: TurnState
-    task: asyncio.Task[None]
+    def __init__(
+        self,
+        *,
+        pipeline: TurnPipeline,
+        settings: Settings,
+        binding: SessionBinding,
+        output: TurnOutput,
+        report_error: ReportError,
+        turns: TurnQueue,
+        utterance: Utterance,
+        turn_taking: Callable[[], TurnTaking],
+        feed: Callable[[object], Awaitable[None]],
+        fallback: TurnPolicy,
+    ) -> None:
+        self._pipeline, self._settings, self._binding = pipeline, settings, binding
+        self._output, self._report_error = output, report_error
+        self._turns, self._utterance = turns, utterance
+        self._turn_taking, self._feed, self._fallback = turn_taking, feed, fallback
+
+    def paused(self, event: SpeechPaused) -> None:
+        self._utterance.drop_provisional()
+        if self._turn_taking().respond and not self._turns.busy:
+            self._start(event)
+        else:
+            self._fallback.paused(event)
+
+    async def stopped(self, event: SpeechStopped) -> bool:
+        provisional, self._utterance.provisional = self._utterance.provisional, None
+        if provisional is None:
+            return False
+        if provisional.judge is not None and provisional.judge is not asyncio.current_task():
+            provisional.judge.cancel()
+        if event.reason == "silence" and provisional.voiced_frames == event.voiced_frames:
+            await self._confirm(provisional, event)
+            return True
+        provisional.task.cancel()
+        return False
+
+    def _start(self, event: SpeechPaused) -> None:
+        """Run the turn from the pause on; the end of speech was ``pause_ms`` ago if the user does not go on."""
+        gate = GatedOutput(self._output)
+        hooks = EarlyTurnHooks(gate, self._pipeline.services, judged=self._settings.vad.turn_end_threshold is not None)
+        turn = TurnInput(
+            self._utterance.id or new_id(),
+            self._binding.session.session_id,
+            t0=time.perf_counter() - self._settings.vad.pause_ms / 1000,
+            audio=event.audio,
+            duration_s=round(len(event.audio) / 32000, 3),
+            speak=self._turn_taking().speak,
+        )
+        self._binding.stamp(turn)
+        state = TurnState(turn.turn_id)
+        task = asyncio.create_task(self._run_gated(turn, state, gate, hooks), name=f"early-{turn.turn_id}")
+        provisional = self._utterance.provisional = Provisional(event.voiced_frames, turn, state, gate, hooks, task)
+        if hooks.reading is not None:
+            provisional.judge = asyncio.create_task(
+                self._judge_turn_end(event.voiced_frames, hooks.reading), name=f"turn-end-{turn.turn_id}"
+            )
+
+    async def _judge_turn_end(self, voiced_frames: int, reading: asyncio.Future[float | None]) -> None:
+        """Turn-end model: when the words up to this pause read as a finished turn (vad.turn_end_threshold; the
+        pipeline reads them right after transcribing), the end of speech comes after vad.turn_end_hangover_ms of
+        silence. Unsure, or a model error: the hangover."""
+        vad, metrics = self._settings.vad, self._pipeline.metrics
+        try:
+            probability = await reading
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("the turn-end model failed; the full hangover applies", exc_info=True)
+            metrics.turn_end_readings.labels(outcome="error").inc()
+            return
+        threshold = vad.turn_end_threshold
+        complete = probability is not None and threshold is not None and probability >= threshold
+        if probability is not None:
+            metrics.turn_end_readings.labels(outcome="complete" if complete else "unsure").inc()
+        logger.debug("turn end judged", extra={"probability": probability, "complete": complete})
+        provisional = self._utterance.provisional
+        if not complete or provisional is None or provisional.voiced_frames != voiced_frames:
+            return
+        for event in self._utterance.detector.expect_end(voiced_frames, vad.turn_end_hangover_ms):
+            await self._feed(event)
+
+    async def _confirm(self, provisional: Provisional, event: SpeechStopped) -> None:
+        """The user did not go on after the pause: the early turn is the real one. Release its output."""
+        turn = provisional.turn
+        turn.marks["speech_stopped"] = round(time.perf_counter() - turn.t0, 4)
+        turn.duration_s = event.duration_s
+        await self._output.emit(
+            events.SpeechStopped(turn.turn_id, duration_s=round(event.duration_s, 3), silence_s=event.silence_s)
+        )
+        await self._binding.ensure_persisted()
+        self._turns.adopt(turn, provisional.state, provisional.task)
+        await provisional.gate.open()
+
+    async def _run_gated(self, turn: TurnInput, state: TurnState, gate: GatedOutput, hooks: EarlyTurnHooks) -> None:
+        try:
+            await self._pipeline.run(turn, gate, state, hooks)
+        except ClarityError as exc:
+            await gate.opened.wait()  # reported only if the turn is confirmed
+            self._report_error(exc)
+        except Exception:
+            logger.exception("turn failed", extra={"turn_id": turn.turn_id})
+            await gate.opened.wait()
+            self._report_error(ClarityError("the turn failed on the server", retryable=True))

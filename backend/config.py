@@ -96,7 +96,7 @@ class LLMSettings(EngineSection):
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 0.9
     # Which tokens it counts is the engine's llm.repetition_penalty_scope (transformers: the reply's own by default,
-    # so the reply may use the person's words; see README) and a persona's.
+    # so the reply may use the person's words; see docs/MODEL.md) and a persona's.
     repetition_penalty: float = 1.15
     # Generations running at once; more replies share them by deadline (pipeline/llm_scheduler.py).
     max_concurrent: int = 1

@@ -133,7 +133,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="do replies fit? base, each --compare adapter and this adapter on the fresh test sentences",
     )
-    p.add_argument("--update-readme", action="store_true", help="with --fit: write the table into README.md")
+    p.add_argument("--update-readme", action="store_true", help="with --fit: write the table into docs/MODEL.md")
     p.add_argument(
         "--emotion-examples-file-only",
         action="store_true",

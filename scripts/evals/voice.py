@@ -241,7 +241,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--readme-section", nargs="?", const="-", default=None, metavar="PATH",
         help="print a markdown section (and write it to PATH when given)",
     )  # fmt: skip
-    p.add_argument("--update-readme", action="store_true", help="write the section into README.md (its markers)")
+    p.add_argument("--update-readme", action="store_true", help="write the section into docs/MODEL.md (its markers)")
     return p.parse_args(argv)
 
 

@@ -1,5 +1,5 @@
 """The scale benchmark (tests/deploy/bench_scale.py) in miniature: 1 and 2 replicas of fixed-latency engines
-behind HAProxy on one PostgreSQL carry turns without errors, and every figure the README's scale table needs is
+behind HAProxy on one PostgreSQL carry turns without errors, and every figure docs/DEPLOYMENT.md's scale table needs is
 measured (turns per second, added latency, the database's write latency and commit rate, CPU per turn).
 
 ``slow``: it starts PostgreSQL, HAProxy and up to two server processes per run."""

@@ -132,7 +132,7 @@ def test_persona_prompt_is_a_stable_prefix_and_memories_go_last(catalog: Persona
 
 def test_personas_choose_their_repetition_penalty_scope(catalog: PersonaCatalog) -> None:
     """The default persona leaves the scope to llm (the reply only: its replies restate the person's words); the
-    coaches count the prompt too, which keeps their own words (measured in README, "Personas")."""
+    coaches count the prompt too, which keeps their own words (measured in docs/MENTOR.md, "Personas")."""
     assert catalog.default.generation == GenerationOptions()
     for coach in ("study-coach", "career-mentor"):
         assert catalog.get(coach).generation == GenerationOptions(repetition_penalty_scope="prompt_and_reply")

@@ -3,6 +3,8 @@ the right reason, well-fitting replies pass."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scripts.common.mentor_rubric import (
@@ -121,12 +123,27 @@ def test_openers_shape_and_agreement() -> None:
 
 
 def test_readme_sections_are_replaced_between_their_markers() -> None:
-    from scripts.common.readme_sections import README, replace_section
+    from scripts.common.readme_sections import README, SECTION_FILES, replace_section
 
     text = "intro\n<!-- fit -->\nold\nlines\n<!-- /fit -->\nrest\n"
     assert replace_section(text, "fit", "new") == "intro\n<!-- fit -->\nnew\n<!-- /fit -->\nrest\n"
     with pytest.raises(ValueError):
         replace_section(text, "voice", "x")
-    readme = README.read_text(encoding="utf-8")
-    for name in ("eval_mentor:fit", "eval_voice"):  # the sections the evaluation scripts write
-        assert replace_section(readme, name, "x").count("<!-- ") == readme.count("<!-- ")
+    assert set(SECTION_FILES) == {"eval_mentor:fit", "eval_voice"}  # the sections the evaluation scripts write
+    for name, path in SECTION_FILES.items():  # each in its page under docs/, none in the hand-written README
+        assert path.parent.name == "docs"
+        page = path.read_text(encoding="utf-8")
+        assert replace_section(page, name, "x").count("<!-- ") == page.count("<!-- ")
+        with pytest.raises(ValueError):
+            replace_section(README.read_text(encoding="utf-8"), name, "x")
+
+
+def test_update_readme_writes_the_sections_page(tmp_path: Path) -> None:
+    from scripts.common.readme_sections import update_readme
+
+    page = tmp_path / "MODEL.md"
+    page.write_text("a\n<!-- eval_voice -->\nold\n<!-- /eval_voice -->\nb\n", encoding="utf-8")
+    assert update_readme("eval_voice", "new", path=page) == page
+    assert page.read_text(encoding="utf-8") == "a\n<!-- eval_voice -->\nnew\n<!-- /eval_voice -->\nb\n"
+    with pytest.raises(KeyError):
+        update_readme("no_such_section", "x")

@@ -1,17 +1,9 @@
-"""One connection's conversation: the front the wires talk to.
-
-Each job lives in a module named for it; this class builds them for one connection and routes the wire's calls
-and the turn detector's events between them:
-
-- the session and its storage: pipeline/session_binding.py
-- the speech not yet part of a turn (framer, turn detector, partial transcripts): pipeline/utterance.py
-- what starts at a pause, one policy per way (sequential, speculative, early start): pipeline/turn_policy.py,
-  pipeline/early_start.py
-- the turn queue, held input and what is stored on disconnect: pipeline/turn_queue.py
-- barge-in, cancel and truncate: pipeline/barge_in.py
-
-Each connection owns only small state; the models are shared through the TurnPipeline. Turns run one at a time
-in arrival order, so nothing the user said is dropped while the mentor is still answering an earlier turn.
+"""One connection's conversation: the front the wires talk to. It builds one connection's parts and routes the
+wire's calls and the turn detector's events between them; each job lives in a module named for it:
+session_binding (the session and its storage), utterance (framing, turn detection, partial transcripts),
+turn_policy and early_start (what starts at a pause), turn_queue (turns one at a time in arrival order, held
+input, what is stored on disconnect), barge_in (interrupt, cancel, truncate). The models are shared through the
+TurnPipeline.
 """
 
 from __future__ import annotations
@@ -25,7 +17,6 @@ from backend.pipeline import events
 from backend.pipeline.barge_in import BargeIn
 from backend.pipeline.early_start import EarlyStart
 from backend.pipeline.output_queue import OutputQueue
-from backend.pipeline.partial_transcripts import PartialTranscripts
 from backend.pipeline.session_binding import SessionBinding, SessionContext, new_id
 from backend.pipeline.turn_detector import (
     SpeechDiscarded,
@@ -34,14 +25,13 @@ from backend.pipeline.turn_detector import (
     SpeechStarted,
     SpeechStopped,
     SpeechSustained,
-    TurnDetector,
 )
 from backend.pipeline.turn_pipeline import TurnPipeline
 from backend.pipeline.turn_policy import TurnPolicy, choose
 from backend.pipeline.turn_queue import TurnQueue
 from backend.pipeline.turn_taking import TurnTaking
 from backend.pipeline.turn_types import TurnInput
-from backend.pipeline.utterance import Utterance
+from backend.pipeline.utterance import Utterance, spoken_turn
 from backend.store.async_store import AsyncSessionStore
 
 
@@ -66,15 +56,7 @@ class Conversation:
         self.input_rate = 16000
         self._odd_length_reported = False
         self.turn_taking = TurnTaking()  # /ws/voice: the defaults; wires whose client drives turns configure()
-        self._utterance = Utterance(
-            PcmFramer(self.input_rate, settings.vad.frame_ms),
-            TurnDetector(pipeline.models.new_vad(), settings.vad, max_turn_s=settings.limits.max_turn_s),
-            PartialTranscripts(
-                lambda pcm: self.services.transcribe_soon(pcm, preview=True),
-                self.emit,
-                settings.pipeline.partial_transcript_ms / 1000,
-            ),
-        )
+        self._utterance = Utterance.open(settings, pipeline.models.new_vad(), self.services, self.emit)
         self._turns = TurnQueue(
             pipeline=pipeline,
             store=store,
@@ -120,15 +102,7 @@ class Conversation:
         self.binding.unregister()
         self._utterance.drop_provisional()  # its speech is still in the detector and is stored below
         self._utterance.partials.reset()
-        await self._turns.close(self._speech_in_progress)
-
-    def _speech_in_progress(self) -> TurnInput | None:
-        detector = self._utterance.detector
-        if not detector.in_speech:
-            return None
-        audio = detector.current_audio()
-        sid, now = self.session.session_id, time.perf_counter()
-        return TurnInput(new_id(), sid, now, audio=audio, duration_s=len(audio) / 32000)
+        await self._turns.close(lambda: self._utterance.in_progress(self.session.session_id))
 
     @property
     def session(self) -> SessionContext:
@@ -231,16 +205,9 @@ class Conversation:
         if sample_rate is not None and sample_rate != self.input_rate:
             self.input_rate = validate_sample_rate(sample_rate)
             self._utterance.framer = PcmFramer(self.input_rate, self.settings.vad.frame_ms)
-        if session_id is not None and session_id != self.session.session_id:
-            if self.busy:
-                raise InvalidInputError("cannot switch sessions during a turn", code="session_busy")
-            await self.binding.switch(session_id, persona=persona, user_id=user_id)
-        elif user_id is not None and not self.session.persisted:
-            self.session.user_id = user_id
-        if persona is not None:
-            await self.set_persona(persona)
-        if safety_locale is not None:
-            await self.binding.set_safety_locale(safety_locale)
+        await self.binding.start(
+            session_id, persona=persona, user_id=user_id, safety_locale=safety_locale, busy=self.busy
+        )
         await self.emit(self.session_ready())
 
     async def set_persona(self, persona: str | None) -> None:
@@ -269,25 +236,10 @@ class Conversation:
             turn_id = utterance.ended() or new_id()
             if await self._policy.stopped(event):
                 return  # the turn started at the pause was the real one
-            lag = event.silence_s
             transcript = utterance.take_speculation(event.voiced_frames)  # reused if nothing followed the pause
-            committed = event.reason == "commit"
-            await self.emit(
-                events.SpeechStopped(
-                    turn_id, duration_s=round(event.duration_s, 3), committed=committed, silence_s=event.silence_s
-                )
-            )
-            await self._queue_turn(
-                TurnInput(
-                    turn_id,
-                    self.session.session_id,
-                    t0=time.perf_counter() - lag,
-                    audio=event.audio,
-                    transcript=transcript,
-                    duration_s=event.duration_s,
-                    marks={"speech_stopped": round(lag, 4)},
-                )
-            )
+            committed, duration_s = event.reason == "commit", round(event.duration_s, 3)
+            await self.emit(events.SpeechStopped(turn_id, duration_s, committed=committed, silence_s=event.silence_s))
+            await self._queue_turn(spoken_turn(turn_id, self.session.session_id, event, transcript))
 
     async def _queue_turn(self, turn: TurnInput, *, hold: bool = False) -> None:
         turn.speak = self.turn_taking.speak

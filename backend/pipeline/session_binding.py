@@ -116,6 +116,28 @@ class SessionBinding:
         )
         self.register()
 
+    async def start(
+        self,
+        session_id: str | None,
+        *,
+        persona: str | None,
+        user_id: str | None,
+        safety_locale: str | None,
+        busy: bool,
+    ) -> None:
+        """``session.start``: resume or create ``session_id`` (not while ``busy`` with a turn), name the user of
+        a session not yet stored, switch its persona and crisis locale (stored with it)."""
+        if session_id is not None and session_id != self.session.session_id:
+            if busy:
+                raise InvalidInputError("cannot switch sessions during a turn", code="session_busy")
+            await self.switch(session_id, persona=persona, user_id=user_id)
+        elif user_id is not None and not self.session.persisted:
+            self.session.user_id = user_id
+        if persona is not None:
+            await self.set_persona(persona)
+        if safety_locale is not None:
+            await self.set_safety_locale(safety_locale)
+
     async def set_persona(self, persona: str | None) -> None:
         """``persona`` (checked) from the next turn on, stored with the session."""
         self.services.personas.check(persona)

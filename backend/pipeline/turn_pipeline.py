@@ -22,12 +22,12 @@ from backend.engines.protocols import ContinuesPrefix, EmotionResult, FloatAudio
 from backend.mentor.memory import Recalled, recall
 from backend.mentor.openers import choose_opener
 from backend.mentor.prompt_builder import build_messages, guidance_emotion
-from backend.mentor.speakable import clean_for_speech
 from backend.mentor.voice_style import voice_style_for
 from backend.pipeline.events import EmotionDetected, SafetyChecked, StageStarted, TranscriptFinal, TurnDone
 from backend.pipeline.reply_speaker import ReplySpeaker
 from backend.pipeline.safety_guard import SafetyDecision
 from backend.pipeline.services import PipelineServices
+from backend.pipeline.turn_store import TurnStore
 from backend.pipeline.turn_types import (
     CONFIRMED,
     NoSpeechError,
@@ -63,6 +63,7 @@ class TurnPipeline:
         self.settings = settings
         self.metrics = metrics
         self.follow_ups = self.services.follow_ups  # memory + insights after a turn (scripts wait on it)
+        self.turn_store = TurnStore(store, settings, self.follow_ups)  # what a turn reads and stores
 
     def close(self) -> None:
         self.services.close()
@@ -100,8 +101,8 @@ class TurnPipeline:
         def mark(name: str) -> None:
             marks[name] = round(time.perf_counter() - turn.t0, 4)
 
-        history_task = asyncio.ensure_future(self._history(turn))
-        memory_task = asyncio.ensure_future(self._memory_vectors(turn))  # the database part, during STT
+        history_task = asyncio.ensure_future(self.turn_store.history(turn))
+        memory_task = asyncio.ensure_future(self.turn_store.memory_vectors(turn))  # the database part, during STT
         await out.emit(StageStarted(turn.turn_id, "processing"))
         audio: FloatAudio | None = None
         if turn.audio is not None:
@@ -148,7 +149,7 @@ class TurnPipeline:
         if decision.history is not None:  # a stateless caller's history, checked again
             history = decision.history
         history = [t for t in history if not t.flagged]  # crisis words never go into a prompt
-        user_stored = asyncio.ensure_future(self._store_user(turn, hooks, text, emotion, decision.record()))
+        user_stored = asyncio.ensure_future(self.turn_store.store_user(turn, hooks, text, emotion, decision.record()))
         start = time.perf_counter()
         memories = await self._recall(turn, text, history, memory_task)
         if memory_task.result() is not None:
@@ -193,13 +194,13 @@ class TurnPipeline:
             if not hooks.is_confirmed():
                 user_stored.cancel()  # an early start the user talked over: nothing was sent or stored
                 raise
-            await asyncio.shield(self._store_reply(turn, state, user_stored, interrupted=True, timings=marks))
-            self._follow_up(turn, text, user_stored)
+            await asyncio.shield(self.turn_store.store_reply(turn, state, user_stored, interrupted=True, timings=marks))
+            self.turn_store.follow_up(turn, text, user_stored)
             raise
         # the protocol's words replaced the model's
         written: dict[str, object] | None = {"written": True} if speaker.blocked else None
-        await self._store_reply(turn, state, user_stored, interrupted=False, timings=marks, safety=written)
-        self._follow_up(turn, text, user_stored)
+        await self.turn_store.store_reply(turn, state, user_stored, interrupted=False, timings=marks, safety=written)
+        self.turn_store.follow_up(turn, text, user_stored)
         if turn.history is None:
             services.warm_next_turn(turn.session_id, turn.persona)
         return await self._finish(turn, out, hooks, text, reply, emotion, stages, decision, speaker.blocked)
@@ -220,7 +221,7 @@ class TurnPipeline:
         marks, services = turn.marks, self.services
         if decision.verdict.flagged:
             services.safety.flagged(turn.session_id, turn.turn_id, decision.verdict, text)
-        user_stored = asyncio.ensure_future(self._store_user(turn, hooks, text, emotion, decision.record()))
+        user_stored = asyncio.ensure_future(self.turn_store.store_user(turn, hooks, text, emotion, decision.record()))
         style = voice_style_for("neutral", self.settings.tts, services.personas.default.voice)
         await out.emit(StageStarted(turn.turn_id, "generating"))
         state.responding = True
@@ -246,10 +247,10 @@ class TurnPipeline:
                 user_stored.cancel()
                 raise
             await asyncio.shield(
-                self._store_reply(turn, state, user_stored, interrupted=True, timings=marks, safety=written)
+                self.turn_store.store_reply(turn, state, user_stored, interrupted=True, timings=marks, safety=written)
             )
             raise
-        await self._store_reply(turn, state, user_stored, interrupted=False, timings=marks, safety=written)
+        await self.turn_store.store_reply(turn, state, user_stored, interrupted=False, timings=marks, safety=written)
         if turn.history is None:  # insights only: a flagged turn's words are never kept as memories
             self.follow_ups.schedule(turn.session_id, None, user_stored, text)
         return await self._finish(turn, out, hooks, text, reply, emotion, stages, decision, None)
@@ -291,25 +292,6 @@ class TurnPipeline:
         )
         return TurnResult(transcript=text, reply=reply, emotion=emotion, timings=timings, safety=safety)
 
-    async def _history(self, turn: TurnInput) -> list[HistoryTurn]:
-        limit = self.settings.mentor.max_history_turns
-        if turn.history is not None:  # a stateless turn (the caller holds the conversation)
-            return turn.history[-limit:] if limit > 0 else []
-        return await self.store.recent_history(turn.session_id, limit)
-
-    async def _memory_vectors(self, turn: TurnInput) -> MemoryVectors | None:
-        """The user's memory matrix (None: no memory for this turn). Started with the turn, so its database
-        check runs while the audio is transcribed, off the critical path."""
-        if turn.memory_scope is None or turn.history is not None or not self.follow_ups.memory_on:
-            return None
-        try:
-            return await self.store.memory_vectors(turn.memory_scope)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the turn goes on without memories
-            logger.warning("memories could not be read", extra={"session_id": turn.session_id}, exc_info=True)
-            return None
-
     async def _recall(
         self, turn: TurnInput, text: str, history: list[HistoryTurn], vectors_task: asyncio.Future[MemoryVectors | None]
     ) -> list[Recalled]:
@@ -328,46 +310,3 @@ class TurnPipeline:
             min_similarity=memory.min_similarity,
             already_said=[t.text for t in history],
         )
-
-    def _follow_up(self, turn: TurnInput, text: str, user_stored: asyncio.Future[int | None]) -> None:
-        """Memory and insights for this turn, in the background (pipeline/follow_up.py)."""
-        if turn.history is None:
-            self.follow_ups.schedule(turn.session_id, turn.memory_scope, user_stored, text)
-
-    async def _store_user(
-        self,
-        turn: TurnInput,
-        hooks: TurnHooks,
-        text: str,
-        emotion: EmotionResult,
-        safety: dict[str, object] | None = None,
-    ) -> int | None:
-        """Store the user's turn as soon as it is certain (at once, or when an early start is confirmed);
-        returns its id (None for a stateless turn)."""
-        if turn.history is not None:
-            return None
-        await hooks.confirmed()
-        record = await self.store.add_turn(
-            turn.session_id, "user", text, emotion=emotion.to_dict(), duration_s=turn.duration_s, safety=safety
-        )
-        return record.id
-
-    async def _store_reply(
-        self,
-        turn: TurnInput,
-        state: TurnState,
-        user_stored: asyncio.Future[int | None],
-        *,
-        interrupted: bool,
-        timings: dict[str, float],
-        safety: dict[str, object] | None = None,
-    ) -> None:
-        await user_stored
-        if turn.history is not None:
-            return
-        # Interrupted voice turns keep what the client was sent as audio; text turns keep what was streamed.
-        text = state.spoken_text() if (interrupted and turn.speak) else clean_for_speech(state.reply_text)
-        record = await self.store.add_turn(
-            turn.session_id, "assistant", text, timings=dict(timings), interrupted=interrupted, safety=safety
-        )
-        state.stored_reply_id = record.id

@@ -78,11 +78,7 @@ class Conversation:
 
     def _early_start(self, fallback: TurnPolicy) -> TurnPolicy:
         return EarlyStart(
-            pipeline=self.pipeline,
             settings=self.settings,
-            binding=self.binding,
-            output=self,
-            report_error=self.report_error,
             turns=self._turns,
             utterance=self._utterance,
             turn_taking=lambda: self.turn_taking,
@@ -113,14 +109,7 @@ class Conversation:
         return self._turns.busy
 
     def session_ready(self) -> events.SessionReady:
-        return events.SessionReady(
-            session_id=self.session.session_id,
-            resumed=self.session.resumed,
-            input_sample_rate=self.input_rate,
-            output_sample_rate=self.output_sample_rate,
-            mode=self.settings.pipeline.mode,
-            persona=self.services.personas.get(self.session.persona).id,
-        )
+        return self.binding.ready(self.input_rate, self.output_sample_rate, self.settings.pipeline.mode)
 
     # --- TurnOutput --------------------------------------------------------------------------------------
 

@@ -24,13 +24,12 @@ from backend.engines.protocols import TurnEndReader
 from backend.pipeline import events
 from backend.pipeline.gated_output import GatedOutput
 from backend.pipeline.services import PipelineServices
-from backend.pipeline.session_binding import SessionBinding, new_id
+from backend.pipeline.session_binding import new_id
 from backend.pipeline.turn_detector import SpeechPaused, SpeechStopped
-from backend.pipeline.turn_pipeline import TurnPipeline
 from backend.pipeline.turn_policy import TurnPolicy
-from backend.pipeline.turn_queue import ReportError, TurnQueue
+from backend.pipeline.turn_queue import TurnQueue
 from backend.pipeline.turn_taking import TurnTaking
-from backend.pipeline.turn_types import TurnInput, TurnOutput, TurnState
+from backend.pipeline.turn_types import TurnInput, TurnState
 from backend.pipeline.utterance import Utterance
 
 logger = logging.getLogger(__name__)
@@ -113,20 +112,16 @@ class EarlyStart:
     def __init__(
         self,
         *,
-        pipeline: TurnPipeline,
         settings: Settings,
-        binding: SessionBinding,
-        output: TurnOutput,
-        report_error: ReportError,
         turns: TurnQueue,
         utterance: Utterance,
         turn_taking: Callable[[], TurnTaking],
         feed: Callable[[object], Awaitable[None]],
         fallback: TurnPolicy,
     ) -> None:
-        self._pipeline, self._settings, self._binding = pipeline, settings, binding
-        self._output, self._report_error = output, report_error
-        self._turns, self._utterance = turns, utterance
+        self._settings, self._turns, self._utterance = settings, turns, utterance
+        self._pipeline, self._binding = turns.pipeline, turns.binding
+        self._output, self._report_error = turns.output, turns.report_error
         self._turn_taking, self._feed, self._fallback = turn_taking, feed, fallback
 
     def paused(self, event: SpeechPaused) -> None:

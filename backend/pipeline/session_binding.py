@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Literal
 
 from backend.core.exceptions import InvalidInputError, SessionNotFoundError
+from backend.pipeline.events import SessionReady
 from backend.pipeline.running_turns import Canceller
 from backend.pipeline.services import PipelineServices
 from backend.pipeline.turn_types import TurnInput
@@ -137,6 +139,19 @@ class SessionBinding:
             await self.set_persona(persona)
         if safety_locale is not None:
             await self.set_safety_locale(safety_locale)
+
+    def ready(
+        self, input_sample_rate: int, output_sample_rate: int, mode: Literal["streaming", "sequential"]
+    ) -> SessionReady:
+        """The SessionReady event that answers ``session.start`` (and opens a connection)."""
+        return SessionReady(
+            session_id=self.session.session_id,
+            resumed=self.session.resumed,
+            input_sample_rate=input_sample_rate,
+            output_sample_rate=output_sample_rate,
+            mode=mode,
+            persona=self.services.personas.get(self.session.persona).id,
+        )
 
     async def set_persona(self, persona: str | None) -> None:
         """``persona`` (checked) from the next turn on, stored with the session."""

@@ -2,7 +2,8 @@
 
 The reply half (LLM -> chunker -> TTS, streaming or sequential) is in reply_speaker.py; what all turns share
 (personas, scheduler, slots, follow-ups, the crisis protocol, worker pools) in services.py. Every model call runs
-in a worker thread; the user's turn is stored as soon as it is certain and the reply as far as it was sent.
+in a worker thread; the user's turn is stored as soon as it is certain and the reply as far as it was sent
+(turn_store.py: what a turn reads from and writes to the store).
 Turn taking hears from the turn only through its TurnHooks (turn_types.py).
 """
 

@@ -49,8 +49,8 @@ class TurnQueue:
         min_speech_ms: int,
         before_turn: Callable[[], None],
     ) -> None:
-        self._pipeline, self._store, self._binding = pipeline, store, binding
-        self._output, self._report_error = output, report_error
+        self.pipeline, self._store, self.binding = pipeline, store, binding
+        self.output, self.report_error = output, report_error  # an early-started turn reports through them too
         self._min_speech_ms = min_speech_ms
         self._before_turn = before_turn
         self._turns: asyncio.Queue[TurnInput | Adopted] = asyncio.Queue()
@@ -108,14 +108,14 @@ class TurnQueue:
 
     async def _run_turn(self, turn: TurnInput, state: TurnState) -> None:
         try:
-            await self._binding.ensure_persisted()
-            turn.session_id = self._binding.session.session_id
-            await self._pipeline.run(self._binding.stamp(turn), self._output, state)
+            await self.binding.ensure_persisted()
+            turn.session_id = self.binding.session.session_id
+            await self.pipeline.run(self.binding.stamp(turn), self.output, state)
         except ClarityError as exc:
-            self._report_error(exc)
+            self.report_error(exc)
         except Exception:
             logger.exception("turn failed", extra={"turn_id": turn.turn_id})
-            self._report_error(ClarityError("the turn failed on the server", retryable=True))
+            self.report_error(ClarityError("the turn failed on the server", retryable=True))
 
     # --- disconnect --------------------------------------------------------------------------------------
 
@@ -151,10 +151,10 @@ class TurnQueue:
         if turn.audio is not None:
             if len(turn.audio) < self._min_speech_ms * 32:  # PCM16 at 16 kHz: 32 bytes per ms
                 return
-            text = (await self._pipeline.services.transcribe_soon(turn.audio)).text
+            text = (await self.pipeline.services.transcribe_soon(turn.audio)).text
             text = text.strip()
         if text:
-            await self._binding.ensure_persisted()
+            await self.binding.ensure_persisted()
             await self._store.add_turn(
-                self._binding.session.session_id, "user", text, duration_s=turn.duration_s, interrupted=True
+                self.binding.session.session_id, "user", text, duration_s=turn.duration_s, interrupted=True
             )

@@ -74,16 +74,18 @@ class Conversation:
             emit_control=self.emit_control,
             output_sample_rate=output_sample_rate,
         )
-        self._policy: TurnPolicy = choose(settings, self._utterance, self.services, self._early_start)
-
-    def _early_start(self, fallback: TurnPolicy) -> TurnPolicy:
-        return EarlyStart(
-            settings=self.settings,
-            turns=self._turns,
-            utterance=self._utterance,
-            turn_taking=lambda: self.turn_taking,
-            feed=self._on_turn_event,
-            fallback=fallback,
+        self._policy: TurnPolicy = choose(
+            settings,
+            self._utterance,
+            self.services,
+            lambda fallback: EarlyStart(
+                settings=settings,
+                turns=self._turns,
+                utterance=self._utterance,
+                turn_taking=lambda: self.turn_taking,
+                feed=self._on_turn_event,
+                fallback=fallback,
+            ),
         )
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ class Conversation:
                 code="text_too_long",
             )
         turn = TurnInput(turn_id or new_id(), self.session.session_id, time.perf_counter(), text=text)
-        await self._queue_turn(turn, hold=hold)
+        await self._turns.put(turn, self.turn_taking, hold=hold)
         return turn.turn_id
 
     async def start_session(
@@ -228,11 +230,7 @@ class Conversation:
             transcript = utterance.take_speculation(event.voiced_frames)  # reused if nothing followed the pause
             committed, duration_s = event.reason == "commit", round(event.duration_s, 3)
             await self.emit(events.SpeechStopped(turn_id, duration_s, committed=committed, silence_s=event.silence_s))
-            await self._queue_turn(spoken_turn(turn_id, self.session.session_id, event, transcript))
-
-    async def _queue_turn(self, turn: TurnInput, *, hold: bool = False) -> None:
-        turn.speak = self.turn_taking.speak
-        await self._turns.put(turn, hold=hold or not self.turn_taking.respond)
+            await self._turns.put(spoken_turn(turn_id, self.session.session_id, event, transcript), self.turn_taking)
 
     # --- barge-in and client-driven turns (wires whose client commits audio, asks for replies, corrects them)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from backend.core.exceptions import ClarityError, InvalidInputError
 from backend.pipeline.session_binding import SessionBinding
 from backend.pipeline.turn_pipeline import TurnPipeline
-from backend.pipeline.turn_taking import merge_held
+from backend.pipeline.turn_taking import TurnTaking, merge_held
 from backend.pipeline.turn_types import TurnInput, TurnOutput, TurnState
 from backend.store.async_store import AsyncSessionStore
 
@@ -71,8 +71,11 @@ class TurnQueue:
         """The running turn's reply has begun: speech now is a barge-in."""
         return self.active is not None and self.active[1].responding
 
-    async def put(self, turn: TurnInput, *, hold: bool) -> None:
-        if hold:
+    async def put(self, turn: TurnInput, turn_taking: TurnTaking, *, hold: bool = False) -> None:
+        """Queue ``turn``, spoken if ``turn_taking`` says so; held for respond() with ``hold`` or when the wire
+        asks for each reply itself."""
+        turn.speak = turn_taking.speak
+        if hold or not turn_taking.respond:
             self._held.append(turn)
             return
         await self._turns.put(turn)

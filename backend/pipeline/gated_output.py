@@ -1,7 +1,8 @@
 """Holds the output of a turn started early, at a pause in speech, until the end of speech is confirmed.
 
-The conversation starts a provisional turn when the user pauses (``SpeechPaused``): transcription, emotion,
-the LLM and the first sentence of speech all run during the VAD hangover. If the utterance really ended, the
+The early-start policy (pipeline/early_start.py) starts a provisional turn when the user pauses
+(``SpeechPaused``): transcription, emotion, the LLM and the first sentence of speech all run during the VAD
+hangover. If the utterance really ended, the
 gate opens and everything held is sent at once; if the user goes on, the turn is cancelled and nothing was sent
 or stored. Time to first audio no longer includes the hangover.
 """

@@ -98,7 +98,7 @@ class Options(BaseModel):
     embedding_model: str = "embedded:all-MiniLM-L6-v2"
     examples_path: Path = Path("config/emotion_examples.yaml")
     # More labelled sentences: the first user turns of the mentor dataset (written by
-    # scripts/build_mentor_dataset.py); none to use the examples file alone.
+    # scripts/training/build_mentor_dataset.py); none to use the examples file alone.
     extra_examples_path: Path | None = Path("data/mentor/emotion_examples.yaml")
     cache_dir: Path | None = Path("models/cache/emotion")  # the examples' embeddings, computed once
     text_weight: float = Field(0.75, ge=0.0, le=1.0)  # the rest goes to the voice (prosody)

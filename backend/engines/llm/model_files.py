@@ -1,6 +1,6 @@
 """Model files of the chat LLM: the one-time GGUF conversion of the embedded SmolLM2 and base-model loading.
 
-Everything here blocks (disk and CPU heavy); call it at startup or from scripts/prepare_models.py.
+Everything here blocks (disk and CPU heavy); call it at startup or from scripts/ops/prepare_models.py.
 """
 
 from __future__ import annotations

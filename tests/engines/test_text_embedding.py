@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from backend.config import resolve_path
+from backend.engines.embedding_cache import cached_embeddings
 from backend.engines.emotion.text_embedding import (
     EmbeddingEmotionClassifier,
-    cached_embeddings,
     load_examples,
     merge_examples,
     ordered_texts,

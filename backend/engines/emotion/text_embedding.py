@@ -9,7 +9,6 @@ at load time on leave-one-out scores of the examples themselves, so the confiden
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ import yaml
 from numpy.typing import NDArray
 
 from backend.config import resolve_path
+from backend.engines.embedding_cache import cached_embeddings
 from backend.engines.protocols import EMOTIONS, EmotionEstimate
 
 logger = logging.getLogger(__name__)
@@ -213,32 +213,6 @@ def merge_examples(*sections: Mapping[str, Sequence[str]]) -> dict[str, list[str
 def ordered_texts(examples: Mapping[str, Sequence[str]]) -> list[str]:
     """The example sentences in the order the classifier embeds them (by label, in EMOTIONS order)."""
     return [t for e in EMOTIONS for t in examples.get(e, ())]
-
-
-def cached_embeddings(
-    embed: Embedder, model_name: str, texts: Sequence[str], cache_dir: Path | None
-) -> NDArray[np.float32]:
-    """The embeddings of ``texts``, read from ``cache_dir`` when this model embedded exactly these texts before
-    (a file named by their hash), else computed and written there (best effort)."""
-    key = hashlib.sha256("\n".join([model_name, *texts]).encode("utf-8")).hexdigest()[:24]
-    path = resolve_path(cache_dir) / f"examples-{key}.npy" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            cached = np.load(path)
-            if cached.shape[0] == len(texts):
-                return np.asarray(cached, dtype=np.float32)
-        except (OSError, ValueError):
-            logger.warning("emotion example cache unreadable; recomputing", extra={"path": str(path)})
-    vectors = np.asarray(embed(list(texts)), dtype=np.float32)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, vectors)
-            os.replace(tmp, path)
-        except OSError:
-            logger.warning("emotion example cache not written", extra={"path": str(path)})
-    return vectors
 
 
 def vader_valence() -> Valence:

@@ -10,6 +10,7 @@ figurative speech, which embeddings do not. Offline, embedded, a few millisecond
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backend.config import SafetySettings, resolve_path
 from backend.core.exceptions import ConfigError
+from backend.engines.embedding_cache import cached_embeddings
 from backend.engines.protocols import (
     NOT_FLAGGED,
     SAFETY_CATEGORIES,
@@ -35,6 +37,7 @@ from backend.engines.registry import engine_options
 from backend.engines.safety import patterns
 
 logger = logging.getLogger(__name__)
+_FINGERPRINT = "a sentence that tells one embedding model from another"
 MIN_PLAIN_WORDS = 5  # "Take a breath." is close to many things; without a crisis word, shorter is not compared
 _WORDS = re.compile(r"[a-z']+")
 
@@ -42,6 +45,7 @@ _WORDS = re.compile(r"[a-z']+")
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     examples_path: Path = Path("config/safety_examples.yaml")
+    cache_dir: Path | None = Path("models/cache/safety")  # the examples' embeddings, computed once per model
     # A clause's closeness to crisis is its mean cosine (MiniLM) to its k nearest crisis examples; to hard
     # negatives, the same over the negatives. Flagged when the first exceeds the second by margin and is at least
     # risk_similarity for a clause with a crisis word (patterns.risk_words), min_similarity for any clause.
@@ -94,7 +98,12 @@ class EmbeddedSafety:
 
     def warmup(self) -> None:
         if self.embedder is not None and self._matrix is None:
-            self._matrix = self.embedder.embed([patterns.normalize(e.text) for e in self.examples])
+            embed = self.embedder.embed
+            # The embedder names no model: a sentence's embedding tells one model from another for the cache.
+            probe = np.round(embed([_FINGERPRINT])[0], 3).astype(np.float32).tobytes()
+            model = hashlib.sha256(probe).hexdigest()[:16]
+            texts = [patterns.normalize(e.text) for e in self.examples]
+            self._matrix = cached_embeddings(embed, model, texts, self.options.cache_dir)
             self.check_message("warming up the safety check")
 
     def check_message(self, text: str) -> SafetyVerdict:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from backend.config import Settings
 from backend.core.async_bridge import run_blocking
@@ -169,39 +171,28 @@ class TurnPipeline:
 
         await out.emit(StageStarted(turn.turn_id, "generating"))
         state.responding = True
-        try:
-            speaker = ReplySpeaker(
-                turn,
-                out,
-                state,
-                messages,
-                style,
-                self.models,
-                services.executors,
-                services.llm_scheduler,
-                self.settings,
-                stages,
-                persona.generation,
-                opener=self.opener_for(turn, guidance, text, history),
-                phrase_audio=services.phrase_audio,
-                check_reply=safety.check_reply,
-                holds=safety.holds,
-                blocked_lines=safety.protocol.reply_blocked(turn.safety_locale),
-                closing=safety.lines(decision, turn.safety_locale),
-            )
-            reply = await speaker.run()
-            await out.flush()
-        except BaseException:  # cancelled (barge-in, disconnect) or failed (slow client): keep what was sent
-            if not hooks.is_confirmed():
-                user_stored.cancel()  # an early start the user talked over: nothing was sent or stored
-                raise
-            await asyncio.shield(self.turn_store.store_reply(turn, state, user_stored, interrupted=True, timings=marks))
-            self.turn_store.follow_up(turn, text, user_stored)
-            raise
-        # the protocol's words replaced the model's
-        written: dict[str, object] | None = {"written": True} if speaker.blocked else None
-        await self.turn_store.store_reply(turn, state, user_stored, interrupted=False, timings=marks, safety=written)
-        self.turn_store.follow_up(turn, text, user_stored)
+        speaker = ReplySpeaker(
+            turn,
+            out,
+            state,
+            messages,
+            style,
+            self.models,
+            services.executors,
+            services.llm_scheduler,
+            self.settings,
+            stages,
+            persona.generation,
+            opener=self.opener_for(turn, guidance, text, history),
+            phrase_audio=services.phrase_audio,
+            check_reply=safety.check_reply,
+            holds=safety.holds,
+            blocked_lines=safety.protocol.reply_blocked(turn.safety_locale),
+            closing=safety.lines(decision, turn.safety_locale),
+        )
+        reply = await self._say(
+            turn, out, state, hooks, text, user_stored, speaker.run, written=lambda: speaker.blocked is not None
+        )
         if turn.history is None:
             services.warm_next_turn(turn.session_id, turn.persona)
         return await self._finish(turn, out, hooks, text, reply, emotion, stages, decision, speaker.blocked)
@@ -219,7 +210,7 @@ class TurnPipeline:
     ) -> TurnResult:
         """A turn the crisis protocol answers with the team's written words (a flagged message, or the person
         saying they are safe): no model writes any of it, nothing of it is remembered."""
-        marks, services = turn.marks, self.services
+        services = self.services
         if decision.verdict.flagged:
             services.safety.flagged(turn.session_id, turn.turn_id, decision.verdict, text)
         user_stored = asyncio.ensure_future(self.turn_store.store_user(turn, hooks, text, emotion, decision.record()))
@@ -239,22 +230,48 @@ class TurnPipeline:
             stages,
             phrase_audio=services.safety_audio,
         )
-        written: dict[str, object] = {"written": True}
+        lines = services.safety.lines(decision, turn.safety_locale)
+        say = partial(speaker.written, lines)
+        reply = await self._say(turn, out, state, hooks, text, user_stored, say, written=lambda: True, remember=False)
+        return await self._finish(turn, out, hooks, text, reply, emotion, stages, decision, None)
+
+    async def _say(
+        self,
+        turn: TurnInput,
+        out: TurnOutput,
+        state: TurnState,
+        hooks: TurnHooks,
+        text: str,
+        user_stored: asyncio.Future[int | None],
+        speak: Callable[[], Awaitable[str]],
+        *,
+        written: Callable[[], bool],
+        remember: bool = True,
+    ) -> str:
+        """Say the reply (``speak``), then store it and schedule the turn's follow-up; cancelled (barge-in,
+        disconnect) or failed (slow client), it stores what was sent and raises. ``written``: whether what was
+        said is the protocol's words (stored as such, kept out of prompts); ``remember``: keep memories of the
+        turn (never for a turn the protocol answered)."""
+
+        def record() -> dict[str, object] | None:
+            return {"written": True} if written() else None
+
+        marks = turn.marks
         try:
-            reply = await speaker.written(services.safety.lines(decision, turn.safety_locale))
+            reply = await speak()
             await out.flush()
         except BaseException:
             if not hooks.is_confirmed():
-                user_stored.cancel()
+                user_stored.cancel()  # an early start the user talked over: nothing was sent or stored
                 raise
             await asyncio.shield(
-                self.turn_store.store_reply(turn, state, user_stored, interrupted=True, timings=marks, safety=written)
+                self.turn_store.store_reply(turn, state, user_stored, interrupted=True, timings=marks, safety=record())
             )
+            self.turn_store.follow_up(turn, text, user_stored, remember=remember)
             raise
-        await self.turn_store.store_reply(turn, state, user_stored, interrupted=False, timings=marks, safety=written)
-        if turn.history is None:  # insights only: a flagged turn's words are never kept as memories
-            self.follow_ups.schedule(turn.session_id, None, user_stored, text)
-        return await self._finish(turn, out, hooks, text, reply, emotion, stages, decision, None)
+        await self.turn_store.store_reply(turn, state, user_stored, interrupted=False, timings=marks, safety=record())
+        self.turn_store.follow_up(turn, text, user_stored, remember=remember)
+        return reply
 
     async def _finish(
         self,

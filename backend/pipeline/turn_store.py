@@ -44,10 +44,14 @@ class TurnStore:
             logger.warning("memories could not be read", extra={"session_id": turn.session_id}, exc_info=True)
             return None
 
-    def follow_up(self, turn: TurnInput, text: str, user_stored: asyncio.Future[int | None]) -> None:
-        """Memory and insights for this turn, in the background (pipeline/follow_up.py)."""
+    def follow_up(
+        self, turn: TurnInput, text: str, user_stored: asyncio.Future[int | None], *, remember: bool = True
+    ) -> None:
+        """Memory and insights for this turn, in the background (pipeline/follow_up.py); ``remember=False``:
+        insights only (a turn the crisis protocol answered is never kept as a memory)."""
         if turn.history is None:
-            self.follow_ups.schedule(turn.session_id, turn.memory_scope, user_stored, text)
+            scope = turn.memory_scope if remember else None
+            self.follow_ups.schedule(turn.session_id, scope, user_stored, text)
 
     async def store_user(
         self,

@@ -38,7 +38,7 @@ from typing import Any
 
 from scripts.bench.latency import git_info, machine_info, warm_up
 from scripts.common import bench_report
-from scripts.common.bench_server import REPO_ROOT, Server, free_port, stop_server, wait_ready
+from scripts.common.bench_server import REPO_ROOT, Server, start_server, stop_server, wait_ready
 from scripts.common.bench_speech import SAMPLE_RATE, Utterance, make_utterances, trim_to_voiced
 from scripts.common.bench_ws import Talker
 from scripts.common.espeak import speak_pcm
@@ -85,33 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --- server and utterances ----------------------------------------------------------------------------------
 
 
-def start_server_in(tree: Path, name: str, workdir: Path, log_dir: Path, extra_env: dict[str, str]) -> Server:
-    """bench_server.start_server with the working directory (the code and models/cache) of ``tree``."""
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "CM_SERVER__PORT": str(port),
-            "CM_SERVER__HOST": "127.0.0.1",
-            "CM_DATABASE__URL": f"sqlite:///{workdir / f'bench-{name}.db'}",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONPATH": str(tree),
-        }
-    )
-    env.update(extra_env)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"server-safety-{name}.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.main"],
-            cwd=tree,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Server(name, f"http://127.0.0.1:{port}", proc.pid, proc, log_path)
+def _start(tree: Path, name: str, workdir: Path, log_dir: Path, extra_env: dict[str, str]) -> Server:
+    return start_server("streaming", workdir, log_dir, extra_env, tree=tree, name=f"safety-{name}")
 
 
 def make_crisis_utterances(ordinary: list[Utterance], seed: int) -> list[Utterance]:
@@ -353,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.interleave and args.before is not None:
                 started_servers = {
-                    name: start_server_in(tree, name, Path(tmp), args.out.parent, extra_env) for name, tree in phases
+                    name: _start(tree, name, Path(tmp), args.out.parent, extra_env) for name, tree in phases
                 }
                 try:
                     for name, server in started_servers.items():
@@ -377,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                         stop_server(server)
                 phases = []
             for name, tree in phases:
-                server = start_server_in(tree, name, Path(tmp), args.out.parent, extra_env)
+                server = _start(tree, name, Path(tmp), args.out.parent, extra_env)
                 try:
                     log(f"waiting for the {name} server ({tree}) at {server.base_url}")
                     wait_ready(server)

@@ -61,33 +61,46 @@ def get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
         return data
 
 
-def start_server(mode: str, workdir: Path, log_dir: Path, extra_env: dict[str, str] | None = None) -> Server:
-    """Spawn a server in ``mode`` ("streaming" | "sequential") with its own SQLite database; does not wait."""
+def start_server(
+    mode: str,
+    workdir: Path,
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    tree: Path = REPO_ROOT,
+    name: str | None = None,
+) -> Server:
+    """Spawn a server in ``mode`` ("streaming" | "sequential") with its own SQLite database; does not wait.
+    ``tree``: the checkout whose code and models/cache it runs (another one: an earlier release, for before/after);
+    ``name``: labels its database, log and messages (default: the mode)."""
+    name = name or mode
     port = free_port()
     env = dict(os.environ)
     env.update(
         {
             "CM_SERVER__PORT": str(port),
             "CM_SERVER__HOST": "127.0.0.1",
-            "CM_DATABASE__URL": f"sqlite:///{workdir / f'bench-{mode}.db'}",
+            "CM_DATABASE__URL": f"sqlite:///{workdir / f'bench-{name}.db'}",
             "CM_PIPELINE__MODE": mode,
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         }
     )
+    if tree != REPO_ROOT:
+        env["PYTHONPATH"] = str(tree)
     env.update(extra_env or {})
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"server-{mode}.log"
+    log_path = log_dir / f"server-{name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "backend.main"],
-            cwd=REPO_ROOT,
+            cwd=tree,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return Server(mode, f"http://127.0.0.1:{port}", proc.pid, proc, log_path)
+    return Server(name, f"http://127.0.0.1:{port}", proc.pid, proc, log_path)
 
 
 def wait_ready(server: Server, timeout_s: float = 600.0) -> None:

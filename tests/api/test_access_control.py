@@ -4,37 +4,22 @@ explicit user_id, cancelling another key's reply while it runs, and a custom ses
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.main import create_app
 from backend.mentor.prompt_builder import MEMORY_INTRO
+from tests.api import two_keys
 from tests.api.followups import settle
-from tests.conftest import make_settings
-from tests.fakes import FakeEmbedder, FakeModels
+from tests.api.two_keys import FACT, K1, K2, LATER
+from tests.fakes import FakeModels
 from tests.hardening.harness import wait_for
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
 
-FACT = "My sister Anna is getting married next month and I have to give a speech."
-LATER = "I keep thinking about the speech for my sister Anna."
-K1, K2 = {"X-API-Key": "k1"}, {"X-API-Key": "k2"}
+fakes, api = two_keys.fakes, two_keys.api  # the fixtures: two keys, a bag-of-words embedder
 
-
-@pytest.fixture
-def fakes() -> FakeModels:
-    return FakeModels(embedder=FakeEmbedder())
-
-
-@pytest.fixture
-def api(tmp_path: Path, fakes: FakeModels) -> Iterator[TestClient]:
-    settings = make_settings(tmp_path, auth__api_keys=["k1", "k2"], memory__min_similarity=0.3)
-    with TestClient(create_app(settings, models=fakes.service(settings))) as client:
-        yield client
 
 
 def _texts(api: TestClient, query: str = "", headers: dict[str, str] = K1) -> list[str]:

@@ -5,7 +5,6 @@ session)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,29 +12,18 @@ from fastapi.testclient import TestClient
 
 from backend.main import create_app
 from backend.mentor.prompt_builder import MEMORY_INTRO
+from tests.api import two_keys
 from tests.api.followups import settle
+from tests.api.two_keys import FACT, K1, K2, LATER
 from tests.api.wsutil import receive_until
 from tests.conftest import make_settings
-from tests.fakes import FakeEmbedder, FakeModels
+from tests.fakes import FakeModels
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
 
-FACT = "My sister Anna is getting married next month and I have to give a speech."
-LATER = "I keep thinking about the speech for my sister Anna."
-K1, K2 = {"X-API-Key": "k1"}, {"X-API-Key": "k2"}
+fakes, api = two_keys.fakes, two_keys.api  # the fixtures: two keys, a bag-of-words embedder
+
 ANN = "?user_id=ann"
-
-
-@pytest.fixture
-def fakes() -> FakeModels:
-    return FakeModels(embedder=FakeEmbedder())
-
-
-@pytest.fixture
-def api(tmp_path: Path, fakes: FakeModels) -> Iterator[TestClient]:
-    settings = make_settings(tmp_path, auth__api_keys=["k1", "k2"], memory__min_similarity=0.3)
-    with TestClient(create_app(settings, models=fakes.service(settings))) as client:
-        yield client
 
 
 def _guidance(fakes: FakeModels) -> str:

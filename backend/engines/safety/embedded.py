@@ -85,7 +85,23 @@ def load_examples(path: Path) -> list[Example]:
     return examples
 
 
-class EmbeddedSafety:
+class PatternSafety:
+    """The patterns alone (``safety.backend: patterns``): no model, for deployments without embeddings."""
+
+    def warmup(self) -> None:
+        patterns.check("warming up the safety check")
+
+    def check_message(self, text: str) -> SafetyVerdict:
+        return patterns.check(text)
+
+    def check_reply(self, text: str) -> str | None:
+        return patterns.check_reply(text)
+
+    def unfinished_risk(self, text: str) -> bool:
+        return patterns.unfinished_risk(text)
+
+
+class EmbeddedSafety(PatternSafety):
     """Patterns first, then nearest labelled examples by sentence embedding."""
 
     def __init__(self, embedder: TextEmbedder | None, examples: Sequence[Example], options: Options) -> None:
@@ -107,13 +123,13 @@ class EmbeddedSafety:
             self.check_message("warming up the safety check")
 
     def check_message(self, text: str) -> SafetyVerdict:
-        verdict = patterns.check(text)
-        if verdict.flagged or self.embedder is None or not text.strip():
+        normalized = patterns.normalize(text)
+        verdict = patterns.check_normalized(normalized)
+        if verdict.flagged or self.embedder is None or not normalized:
             return verdict
         if self._matrix is None:
             self.warmup()
         assert self._matrix is not None
-        normalized = patterns.normalize(text)
         parts = list(dict.fromkeys([normalized, *patterns.clauses(normalized)]))
         sims = self.embedder.embed(parts) @ self._matrix.T  # (parts, examples)
         best: tuple[float, int] | None = None
@@ -141,28 +157,6 @@ class EmbeddedSafety:
         if level == "concern" and patterns.urgent_cue(example.category, normalized):
             level = "urgent"
         return SafetyVerdict(True, example.category, level, f"similarity:{best[0]:.2f}")
-
-    def check_reply(self, text: str) -> str | None:
-        return patterns.check_reply(text)
-
-    def unfinished_risk(self, text: str) -> bool:
-        return patterns.unfinished_risk(text)
-
-
-class PatternSafety:
-    """The patterns alone (``safety.backend: patterns``): no model, for deployments without embeddings."""
-
-    def warmup(self) -> None:
-        patterns.check("warming up the safety check")
-
-    def check_message(self, text: str) -> SafetyVerdict:
-        return patterns.check(text)
-
-    def check_reply(self, text: str) -> str | None:
-        return patterns.check_reply(text)
-
-    def unfinished_risk(self, text: str) -> bool:
-        return patterns.unfinished_risk(text)
 
 
 def load(section: SafetySettings, embedder: TextEmbedder | None) -> EmbeddedSafety:

@@ -713,7 +713,11 @@ def _level(matches: Iterable[Match], category: SafetyCategory, text: str) -> Saf
 
 def check(text: str) -> SafetyVerdict:
     """The patterns' verdict on one user message."""
-    normalized = normalize(text)
+    return check_normalized(normalize(text))
+
+
+def check_normalized(normalized: str) -> SafetyVerdict:
+    """``check`` of a message already normalised (``normalize``)."""
     matches = rule_matches(normalized)
     if not matches:
         return NOT_FLAGGED

@@ -84,18 +84,20 @@ def _chat(parts: tuple[Any, Any], max_new_tokens: int) -> TransformersChatModel:
     return TransformersChatModel(parts[0], parts[1], settings, name="tiny")
 
 
-def _generation_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "llm-generate" and t.is_alive()]
+def _idle(chat: TransformersChatModel) -> bool:
+    """Every reply the engine was given has left its decoder (waits on the decoder's event; 30 s guard)."""
+    return chat.decoder.wait_idle(30)
 
 
 def test_stream_yields_text_pieces(parts: tuple[Any, Any]) -> None:
-    """A reply arrives as several non-empty pieces of vocabulary words, and the thread is gone afterwards."""
-    pieces = list(_chat(parts, 12).stream(MESSAGES, threading.Event()))
+    """A reply arrives as several non-empty pieces of vocabulary words, and has left the decoder afterwards."""
+    chat = _chat(parts, 12)
+    pieces = list(chat.stream(MESSAGES, threading.Event()))
     assert len(pieces) >= 2
     assert all(p for p in pieces)
     words = "".join(pieces).split()
     assert words and set(words) <= set(WORDS)
-    assert not _generation_threads()
+    assert _idle(chat)
 
 
 def _finishes(action: Callable[[], object], hang_s: float = 30.0) -> bool:
@@ -108,8 +110,8 @@ def _finishes(action: Callable[[], object], hang_s: float = 30.0) -> bool:
 
 
 def test_stop_event_ends_generation_quickly(parts: tuple[Any, Any]) -> None:
-    """Setting stop after the first piece ends the stream within a few pieces of 100 000 allowed, and the
-    generation thread is joined when the stream returns."""
+    """Setting stop after the first piece ends the stream within a few pieces of 100 000 allowed, and the reply
+    leaves the decoder."""
     stop = threading.Event()
     chat = _chat(parts, 100_000)
     got: list[str] = []
@@ -121,37 +123,39 @@ def test_stop_event_ends_generation_quickly(parts: tuple[Any, Any]) -> None:
 
     assert _finishes(consume), "the stream did not end after stop was set"
     assert 1 <= len(got) < 5
-    assert not _generation_threads()
+    assert _idle(chat)
 
 
-def test_closing_the_generator_stops_and_joins_the_thread(parts: tuple[Any, Any]) -> None:
-    """A consumer that stops iterating early (close()) ends generation of 100 000 allowed tokens and joins
-    its thread before close() returns."""
+def test_closing_the_generator_takes_the_reply_out_of_the_batch(parts: tuple[Any, Any]) -> None:
+    """A consumer that stops iterating early (close()) ends a reply of 100 000 allowed tokens: it leaves the
+    decoder, which goes on serving the next reply."""
     stop = threading.Event()
-    gen = _chat(parts, 100_000).stream(MESSAGES, stop)
+    chat = _chat(parts, 100_000)
+    gen = chat.stream(MESSAGES, stop)
     assert next(gen)
-    assert _generation_threads()
+    assert chat.decoder.active == 1
     assert _finishes(gen.close), "close() did not return"
-    assert not _generation_threads()
-    assert not stop.is_set()  # the caller's event is left alone; an internal one stopped generation
+    assert _idle(chat)
+    assert not stop.is_set()  # the caller's event is left alone
+    assert _finishes(lambda: list(_chat(parts, 3).stream(MESSAGES, threading.Event())))
 
 
 class _BrokenModel:
-    """A model whose generate() fails after producing nothing."""
+    """A model whose forward pass fails."""
 
     device = "cpu"
 
-    def generate(self, **kwargs: Any) -> None:
+    def __call__(self, **kwargs: Any) -> None:
         raise RuntimeError("out of memory (simulated)")
 
 
 def test_generation_errors_surface_as_model_error(parts: tuple[Any, Any]) -> None:
-    """An exception inside the generation thread reaches the consumer as ModelError instead of hanging."""
+    """An exception inside the decoding thread reaches the consumer as ModelError instead of hanging."""
     chat = TransformersChatModel(_BrokenModel(), parts[1], LLMSettings(adapter_path=None), name="broken")
     with pytest.raises(ModelError) as info:
         list(chat.stream(MESSAGES, threading.Event()))
     assert isinstance(info.value.__cause__, RuntimeError)
-    assert not _generation_threads()
+    assert _idle(chat)
 
 
 def test_count_tokens_and_prompt_text(parts: tuple[Any, Any]) -> None:
@@ -201,36 +205,18 @@ def test_warm_prefix_serves_the_next_prompt_and_keeps_replies_identical(parts: t
     assert warm.last_reused_tokens >= prefix_tokens - 1
 
 
-def test_reply_scope_penalises_only_generated_tokens() -> None:
-    """The "reply" repetition penalty leaves the prompt's tokens alone and divides (or, when negative,
-    multiplies) the scores of tokens already generated, each once."""
-    import torch
-
-    from backend.engines.llm.transformers import _ReplyRepetitionPenalty
-
-    scores = torch.tensor([[2.0, 2.0, -2.0, 2.0]])
-    prompt_only = _ReplyRepetitionPenalty(2.0, prompt_length=2)(torch.tensor([[0, 1]]), scores.clone())
-    assert prompt_only.tolist() == scores.tolist()
-    penalised = _ReplyRepetitionPenalty(2.0, prompt_length=2)(torch.tensor([[0, 1, 1, 2, 2]]), scores.clone())
-    assert penalised.tolist() == [[2.0, 1.0, -4.0, 2.0]]
-
-
 @pytest.mark.parametrize("scope", ["reply", "prompt_and_reply"])
 def test_penalty_scope_from_settings_or_per_reply_options(parts: tuple[Any, Any], scope: PenaltyScope) -> None:
     """llm.repetition_penalty_scope picks where the penalty goes, a reply's GenerationOptions override it, and
-    with "reply" transformers' own (prompt-counting) penalty is off."""
+    with "reply" the prompt's tokens are not counted."""
     other = "prompt_and_reply" if scope == "reply" else "reply"
     base = {"max_new_tokens": 4, "repetition_penalty": 1.3, "adapter_path": None}
     for settings_scope, options in ((scope, GenerationOptions()), (other, GenerationOptions(scope))):
         settings = LLMSettings.model_validate({**base, "repetition_penalty_scope": settings_scope})
         chat = TransformersChatModel(parts[0], parts[1], settings, name="tiny")
-        kwargs = chat._generation_kwargs(5, options)
-        processors = list(kwargs["logits_processor"])
-        if scope == "reply":
-            assert kwargs["generation_config"].repetition_penalty == 1.0
-            assert len(processors) == 1 and processors[0].prompt_length == 5 and processors[0].penalty == 1.3
-        else:
-            assert kwargs["generation_config"].repetition_penalty == 1.3 and not processors
+        sampling = chat._sampling(options)
+        assert sampling.repetition_penalty == 1.3
+        assert sampling.penalty_counts_prompt == (scope == "prompt_and_reply")
         assert list(chat.stream(MESSAGES, threading.Event(), options))  # and a reply streams with it
 
 
@@ -242,21 +228,31 @@ class _Gate:
         self.reached = threading.Event()
 
     def must_pause(self) -> bool:
-        return not self.resume.is_set()
+        if self.resume.is_set():
+            return False
+        self.reached.set()
+        return True
 
     def wait(self) -> None:
-        self.reached.set()
         self.resume.wait(30)
 
 
-def test_a_paused_generation_gives_its_slot_away_and_resumes_unchanged(parts: tuple[Any, Any]) -> None:
-    """One engine slot (llm.max_concurrent 1). A pauses at its gate after its first token; B then runs to the end,
-    which it could not if A kept the slot; A resumes and its greedy reply is the same as without a pause."""
+def _one_place(parts: tuple[Any, Any], max_new_tokens: int) -> TransformersChatModel:
+    """An engine whose batch has one place (llm.batch_size 1)."""
+    settings = LLMSettings.model_validate(
+        {"max_new_tokens": max_new_tokens, "repetition_penalty": 1.0, "adapter_path": None, "batch_size": 1}
+    )
+    return TransformersChatModel(parts[0], parts[1], settings, name="tiny")
+
+
+def test_a_paused_reply_gives_its_place_away_and_resumes_unchanged(parts: tuple[Any, Any]) -> None:
+    """One place in the batch. A pauses at its gate after its first token; B then runs to the end, which it could
+    not if A kept its place; A resumes and its greedy reply is the same as without a pause."""
     other = [ChatMessage("system", "calm"), ChatMessage("user", "hello friend")]
-    chat = _chat(parts, 12)
+    chat = _one_place(parts, 12)
     reference_a = "".join(chat.stream(MESSAGES, threading.Event()))
     reference_b = "".join(chat.stream(other, threading.Event()))
-    chat = _chat(parts, 12)
+    chat = _one_place(parts, 12)
     gate = _Gate()
     got: dict[str, str] = {}
 
@@ -277,24 +273,18 @@ def test_a_paused_generation_gives_its_slot_away_and_resumes_unchanged(parts: tu
     assert got == {"a": reference_a, "b": reference_b}
 
 
-def test_a_generation_stopped_while_paused_ends_without_waiting_for_the_slot(parts: tuple[Any, Any]) -> None:
-    """Barge-in on a paused reply: it ends at once even though another generation holds the engine's one slot
-    (it does not take the slot back first), and the slot count stays right afterwards."""
-    chat = _chat(parts, 12)
+def test_a_reply_stopped_while_paused_ends_at_once(parts: tuple[Any, Any]) -> None:
+    """Barge-in on a paused reply: it ends without running again, and the engine serves the next reply."""
+    chat = _one_place(parts, 100_000)
     gate, stop = _Gate(), threading.Event()
     a = threading.Thread(target=lambda: list(chat.stream(MESSAGES, stop, GenerationOptions(gate=gate))), daemon=True)
     a.start()
     assert gate.reached.wait(30)
-    assert chat._slots.acquire(timeout=30)  # another generation takes the slot A gave away
-    try:
-        stop.set()
-        gate.resume.set()
-        a.join(30)
-        assert not a.is_alive(), "the stopped generation waited for the slot"
-    finally:
-        chat._slots.release()
-    assert _finishes(lambda: list(chat.stream(MESSAGES, threading.Event())))
-    assert chat._slots.acquire(blocking=False)  # one slot, free again
+    stop.set()
+    a.join(30)
+    assert not a.is_alive(), "the stopped reply did not end"
+    assert _idle(chat)
+    assert _finishes(lambda: list(_one_place(parts, 3).stream(MESSAGES, threading.Event())))
 
 
 def test_a_reply_prefix_is_continued_and_not_repeated(parts: tuple[Any, Any]) -> None:

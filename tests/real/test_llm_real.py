@@ -66,3 +66,41 @@ def test_warmed_history_is_reused_whole_by_the_next_prompt(llm: TransformersChat
     assert warmed > 40
     assert "".join(llm.stream(messages, threading.Event())) == reference
     assert llm.last_reused_tokens == warmed
+
+
+def test_replies_decoded_together_are_the_replies_decoded_alone() -> None:
+    """Six mentor prompts of different lengths on the real model, joining the batch one after another while the
+    earlier replies are being decoded: greedy, each reply is token for token the one it gets alone."""
+    settings = LLMSettings.model_validate({"max_new_tokens": 32, "prefix_cache_entries": 0})
+    chat = load_llm(settings)
+    prompt = load_mentor_prompt(MentorSettings())
+    history = [HistoryTurn("user", "I failed my driving test."), HistoryTurn("assistant", "That hurts. What happened?")]
+    said = [
+        ("I feel sad today.", "sad", []),
+        ("My boss shouted at me in front of everyone and I am still angry.", "angry", []),
+        ("I was too nervous.", "sad", history),
+        ("I can't sleep before my exam tomorrow.", "anxious", []),
+        ("We got engaged last night!", "happy", []),
+        ("Nothing much, just tired.", "neutral", history),
+    ]
+    prompts = [build_messages(prompt, h, text, emotion, count_tokens=chat.count_tokens) for text, emotion, h in said]
+    alone = ["".join(chat.stream(m, threading.Event())) for m in prompts]
+    got: list[str] = [""] * len(prompts)
+    started = [threading.Event() for _ in prompts]
+
+    def run(i: int) -> None:
+        try:
+            for piece in chat.stream(prompts[i], threading.Event()):
+                got[i] += piece
+                started[i].set()
+        finally:
+            started[i].set()
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(prompts))]
+    for thread, first_piece in zip(threads, started, strict=True):
+        thread.start()
+        assert first_piece.wait(60)  # the next reply joins while this one is being decoded
+    for thread in threads:
+        thread.join(120)
+    assert got == alone
+    assert all(len(reply.split()) >= 3 for reply in alone)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from backend.config import LLMSettings, resolve_path
 from backend.engines.protocols import PenaltyScope
@@ -79,6 +79,9 @@ class TransformersOptions(BaseModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     threads: int = 2
     prefix_cache_entries: int = 4  # prompt KV caches kept for reuse (system prompt, conversation so far); 0 = off
+    # Replies decoded together, one token each per forward pass (batch_decoder.py); more wait for a place. Set
+    # llm.max_concurrent to the same number so the LLM scheduler lets that many run.
+    batch_size: int = Field(8, ge=1)
     # Which tokens llm.repetition_penalty counts: "reply" (only those generated so far, as CTranslate2 and vLLM's
     # frequency penalties do) or "prompt_and_reply" (transformers' own, which also pushes the reply away from the
     # person's words and the system prompt).

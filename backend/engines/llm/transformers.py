@@ -1,13 +1,13 @@
 """The mentor's chat LLM: transformers causal LM (+ optional LoRA adapter), streamed token by token.
 
-``stream()`` and ``warmup()`` block (generation runs on the CPU or GPU); iterate ``stream()`` inside a
-worker thread. Generation runs in its own background thread so a ``stop`` event ends it after one token.
+``stream()`` and ``warmup()`` block; iterate ``stream()`` inside a worker thread. Replies are decoded by one
+thread, all active replies together, one token each per forward pass (batch_decoder.py, ``llm.batch_size``); a
+``stop`` event ends a reply at the next token.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Generator, Sequence
@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from backend.config import LLMSettings
 from backend.core.exceptions import ModelError, ModelLoadError
+from backend.engines.llm.batch_decoder import BatchDecoder, Sampling
 from backend.engines.llm.model_files import (
     TransformersOptions,
     ensure_converted,
@@ -24,67 +25,13 @@ from backend.engines.llm.model_files import (
 )
 from backend.engines.llm.prefix_cache import PrefixCache
 from backend.engines.llm.turn_end import turn_end_ids, user_message_start, words_to_read
-from backend.engines.protocols import ChatMessage, GenerationGate, GenerationOptions
+from backend.engines.protocols import ChatMessage, GenerationOptions
 
 __all__ = ["Options", "TransformersChatModel", "ensure_converted", "load", "load_base"]
 
 Options = TransformersOptions  # the registry validates ``llm.*`` engine keys against it
 
 logger = logging.getLogger(__name__)
-
-_POLL_S = 0.05  # how often the consumer re-checks the stop event while waiting for the next piece
-
-
-class _StopOnEvents:
-    """A transformers StoppingCriteria, called after every token: ends generation once any of the events is set,
-    and pauses it while its gate says so, giving the engine's slot to another generation meanwhile (a generation
-    stopped while paused ends without taking the slot back; ``holds_slot`` says whether it has it)."""
-
-    def __init__(
-        self, *events: threading.Event, gate: GenerationGate | None = None, slots: threading.Semaphore | None = None
-    ) -> None:
-        self._events = events
-        self._gate = gate
-        self._slots = slots
-        self.holds_slot = True
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        if self._gate is not None and self._gate.must_pause():
-            if self._slots is not None:
-                self._slots.release()
-                self.holds_slot = False
-            self._gate.wait()
-            if self._slots is not None and not self._stopped():
-                self._slots.acquire()
-                self.holds_slot = True
-        flag = self._stopped()
-        return torch.full((input_ids.shape[0],), flag, dtype=torch.bool, device=input_ids.device)
-
-    def _stopped(self) -> bool:
-        return any(e.is_set() for e in self._events)
-
-
-class _ReplyRepetitionPenalty:
-    """A transformers LogitsProcessor: the repetition penalty over the tokens generated after the prompt only.
-
-    transformers' own penalty also counts the prompt, so a reply is pushed away from the person's words, which a
-    reply that names what they said needs."""
-
-    def __init__(self, penalty: float, prompt_length: int) -> None:
-        self.penalty = penalty
-        self.prompt_length = prompt_length
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        generated = input_ids[:, self.prompt_length :]
-        if generated.shape[1] == 0:
-            return scores
-        seen = torch.gather(scores, 1, generated)
-        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
-        return scores.scatter(1, generated, seen)
 
 
 class TransformersChatModel:
@@ -109,8 +56,12 @@ class TransformersChatModel:
         self.device = device
         self.adapter_loaded = adapter_loaded
         self.name = name or settings.model
-        self._slots = threading.Semaphore(max(1, settings.max_concurrent))
-        self.prefix_cache = PrefixCache(transformers_options(settings).prefix_cache_entries)
+        options = transformers_options(settings)
+        self.prefix_cache = PrefixCache(options.prefix_cache_entries)
+        self._model_lock = threading.Lock()  # one forward pass at a time: decoding steps, prefilling a prompt cache
+        self.decoder = BatchDecoder(
+            model, max_batch=options.batch_size, model_lock=self._model_lock, on_finished=self.prefix_cache.put
+        )
         self.last_reused_tokens = 0  # prompt tokens served from the prefix cache in the latest generation
         self._end_ids: list[int] | None = None
         self._turn_end_lock = threading.Lock()
@@ -133,53 +84,37 @@ class TransformersChatModel:
         """Yield text pieces of the reply (after ``options.reply_prefix``, when given). Blocking; ends soon
         after ``stop`` is set or the generator closes.
 
-        Errors of the generation thread are raised here as ModelError. Closing the generator early stops
-        generation and joins its thread.
+        Errors of the decoding thread are raised here as ModelError. Closing the generator early takes the reply
+        out of the batch at the next step.
         """
-        from transformers import TextIteratorStreamer
-
         prefix = options.reply_prefix if options else ""
         try:
-            text = self.prompt_text(messages) + prefix
-            inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+            ids: list[int] = self.tokenizer(self.prompt_text(messages) + prefix, add_special_tokens=False)["input_ids"]
         except Exception as exc:
             raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
-        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-        cache, self.last_reused_tokens = self.prefix_cache.take(inputs["input_ids"][0].tolist())
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=_POLL_S)
-        closed = threading.Event()
-        errors: list[BaseException] = []
-        thread = threading.Thread(
-            target=self._generate,
-            args=(
-                inputs,
-                cache,
-                streamer,
-                self._stopper(stop, closed, options),
-                errors,
-                options or GenerationOptions(),
-            ),
-            name="llm-generate",
-            daemon=True,
-        )
-        thread.start()
+        cache, self.last_reused_tokens = self.prefix_cache.take(ids)
+        options = options or GenerationOptions()
+        tokens = self.decoder.submit(ids, cache, self.last_reused_tokens, self._sampling(options), stop, options.gate)
+        eos = self.tokenizer.eos_token_id
+        reply: list[int] = []
+        sent = ""
         try:
-            while not stop.is_set():
-                try:
-                    piece = next(streamer)
-                except StopIteration:
+            for token in tokens:
+                if token == eos:
                     break
-                except queue.Empty:
-                    if not thread.is_alive() and streamer.text_queue.empty():
-                        break
+                reply.append(token)
+                text = self.tokenizer.decode(reply, skip_special_tokens=True)
+                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
                     continue
-                if piece:
+                if len(text) > len(sent):
+                    piece, sent = text[len(sent) :], text
                     yield piece
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"language model '{self.name}' failed while generating") from exc
         finally:
-            closed.set()
-            thread.join()
-        if errors:
-            raise ModelError(f"language model '{self.name}' failed while generating") from errors[0]
+            tokens.close()
 
     def warm_prefix(self, messages: Sequence[ChatMessage]) -> int:
         """Prefill ``messages`` (rendered without a generation prompt) into the prefix cache. Blocking.
@@ -197,12 +132,13 @@ class TransformersChatModel:
             ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         except Exception as exc:
             raise ModelError(f"language model '{self.name}' could not encode the prompt") from exc
-        with self._slots, torch.inference_mode():
+        with torch.inference_mode():
             cache, reused = self.prefix_cache.take(ids)
             cache = cache if cache is not None else DynamicCache()
             todo = torch.tensor([ids[reused:]], device=self.model.device)
             try:
-                self.model(input_ids=todo, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                with self._model_lock:
+                    self.model(input_ids=todo, past_key_values=cache, use_cache=True, logits_to_keep=1)
             except Exception as exc:
                 raise ModelError(f"language model '{self.name}' failed while prefilling") from exc
             self.prefix_cache.put(ids, cache)
@@ -269,66 +205,17 @@ class TransformersChatModel:
 
     # --- internals ----------------------------------------------------------------------------------
 
-    def _stopper(
-        self, stop: threading.Event, closed: threading.Event, options: GenerationOptions | None
-    ) -> _StopOnEvents:
-        return _StopOnEvents(stop, closed, gate=options.gate if options else None, slots=self._slots)
-
-    def _generation_kwargs(self, prompt_length: int, options: GenerationOptions) -> dict[str, Any]:
-        from transformers import GenerationConfig, LogitsProcessorList
-
+    def _sampling(self, options: GenerationOptions) -> Sampling:
         s = self.settings
-        penalty, processors = s.repetition_penalty, LogitsProcessorList()
         scope = options.repetition_penalty_scope or transformers_options(s).repetition_penalty_scope
-        if penalty != 1.0 and scope == "reply":
-            penalty = 1.0
-            processors.append(_ReplyRepetitionPenalty(s.repetition_penalty, prompt_length))
-        eos = self.tokenizer.eos_token_id
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        sampling: dict[str, Any] = {"do_sample": False}
-        if s.temperature > 0:
-            sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
-        config = GenerationConfig(
+        return Sampling(
             max_new_tokens=s.max_new_tokens,
-            repetition_penalty=penalty,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            **sampling,
+            end_ids=frozenset([self.tokenizer.eos_token_id]),
+            repetition_penalty=s.repetition_penalty,
+            penalty_counts_prompt=scope != "reply",
+            temperature=s.temperature,
+            top_p=s.top_p,
         )
-        return {"generation_config": config, "logits_processor": processors}
-
-    def _generate(
-        self,
-        inputs: dict[str, Any],
-        cache: Any,
-        streamer: Any,
-        stopper: _StopOnEvents,
-        errors: list[BaseException],
-        options: GenerationOptions,
-    ) -> None:
-        import torch
-        from transformers import DynamicCache, StoppingCriteriaList
-
-        self._slots.acquire()
-        try:
-            with torch.inference_mode():
-                cache = cache if cache is not None else DynamicCache()
-                sequences = self.model.generate(
-                    **inputs,
-                    past_key_values=cache,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([stopper]),
-                    **self._generation_kwargs(int(inputs["input_ids"].shape[1]), options),
-                )
-                # The cache now holds the prompt and the reply but the last token: keep it for the next prompt.
-                self.prefix_cache.put(sequences[0, : cache.get_seq_length()].tolist(), cache)
-        except BaseException as exc:  # surfaced to the consumer as ModelError
-            errors.append(exc)
-            logger.exception("language model generation failed")
-        finally:
-            if stopper.holds_slot:
-                self._slots.release()
-            streamer.end()
 
 
 def load(settings: LLMSettings) -> TransformersChatModel:

@@ -83,6 +83,11 @@ class Metrics:
             "Replies paused mid-way while another reply gets the LLM (pipeline/llm_scheduler.py)",
             registry=self.registry,
         )
+        self.llm_batch_size = Gauge(
+            "claritymentor_llm_batch_size",
+            "Replies the LLM decodes together now, one token each per step (engines that batch: transformers)",
+            registry=self.registry,
+        )
 
     def slots(self, queue: str, value: int) -> MeteredSemaphore:
         """A semaphore of ``value`` slots whose waiters are counted and timed as ``queue``."""

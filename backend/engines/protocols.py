@@ -225,6 +225,15 @@ class ContinuesPrefix(Protocol):
 
 
 @runtime_checkable
+class BatchedDecoding(Protocol):
+    """A chat model that decodes concurrent replies together, one token each per step (transformers); ``decoding``
+    is how many are in its batch now (``/metrics``: claritymentor_llm_batch_size)."""
+
+    @property
+    def decoding(self) -> int: ...
+
+
+@runtime_checkable
 class TurnEndReader(Protocol):
     """A chat model that can also tell whether words are a finished turn (vad.turn_end_threshold; the engines
     share backend/engines/llm/turn_end.py). Engines without it (openai) leave turn ends to the hangover."""

@@ -15,9 +15,10 @@ import time
 from backend.config import Settings, resolve_path
 from backend.core.async_bridge import run_blocking
 from backend.core.audio_utils import pcm16_to_float32
+from backend.core.exceptions import ModelLoadError
 from backend.core.metrics import Metrics
 from backend.engines.model_service import ModelService
-from backend.engines.protocols import Transcription
+from backend.engines.protocols import BatchedDecoding, Transcription
 from backend.mentor.openers import load_openers
 from backend.mentor.personas import Persona, PersonaCatalog, load_personas
 from backend.mentor.prompt_builder import MentorPrompt, load_mentor_prompt, next_prompt_prefix
@@ -63,6 +64,7 @@ class PipelineServices:
         self.llm_scheduler = LLMScheduler(
             settings.llm.max_concurrent, *metrics.queue("llm"), paused=metrics.paused_replies
         )
+        metrics.llm_batch_size.set_function(self._llm_batch_size)
         self.turn_slots = metrics.slots("turn", max(1, settings.limits.max_active_turns))
         self.running = RunningTurns()  # generations by session, for POST /api/sessions/{id}/cancel
         self.follow_ups = FollowUps(models, store, settings, self.executors)  # memory + insights after a turn
@@ -76,6 +78,14 @@ class PipelineServices:
             task.cancel()
         self.follow_ups.close()
         self.executors.shutdown()
+
+    def _llm_batch_size(self) -> float:
+        """Read when /metrics is scraped: the LLM's batch now (0 before it loads, or for engines that do not batch)."""
+        try:
+            llm = self.models.llm
+        except ModelLoadError:
+            return 0.0
+        return float(llm.decoding) if isinstance(llm, BatchedDecoding) else 0.0
 
     def prompt_for(self, persona: Persona) -> MentorPrompt:
         """The prompt of ``persona`` (its system prompt and guidance over the base ones)."""

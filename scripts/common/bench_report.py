@@ -129,6 +129,7 @@ def concurrency_summary(levels: dict[int, list[dict[str, Any]]]) -> dict[str, An
                 "ttfa": ttfa,
                 "stall": silence["stall_s"],
                 "longest_gap": silence["stall_max_s"],
+                "stages": _stage_medians(good),
             }
         )
     base_row = next((r for r in rows if r["talkers"] == 1 and r["ttfa"]), None)
@@ -151,6 +152,19 @@ def concurrency_summary(levels: dict[int, list[dict[str, Any]]]) -> dict[str, An
         "max_talkers_within_goals": best_quiet,
         "goals": {"silence_p50_s": SILENCE_P50_GOAL_S, "silence_max_s": SILENCE_MAX_GOAL_S},
     }
+
+
+STAGE_KEYS: tuple[str, ...] = ("stt_s", "emotion_s", "llm_first_token_s", "llm_total_s", "tts_total_s")
+
+
+def _stage_medians(good: list[dict[str, Any]]) -> dict[str, float]:
+    """Server stage medians (seconds) of completed turns: where a turn's time goes at this many talkers."""
+    out: dict[str, float] = {}
+    for key in STAGE_KEYS:
+        s = stats([r["server"][key] for r in good if key in r.get("server", {})])
+        if s is not None:
+            out[key] = round(s["p50"], 3)
+    return out
 
 
 def _fmt(x: float | None) -> str:
@@ -194,6 +208,10 @@ def concurrency_table(conc: dict[str, Any]) -> str:
             f"{_fmt(t.get('p95'))}  | {_fmt(t.get('max'))}  | {_fmt(s.get('p50'))} / {_fmt(s.get('max'))}"
             f"          | {_fmt(g.get('p50'))} / {_fmt(g.get('max'))}"
         )
+    lines.append("server stage medians per turn (s):")
+    for row in conc["levels"]:
+        stages = row.get("stages") or {}
+        lines.append(f"{row['talkers']:>7} | " + ", ".join(f"{k}={v:.3f}" for k, v in stages.items()))
     lines.append(f"most talkers with p95 < 2x single-talker p95: {conc['max_talkers_p95_under_2x']}")
     goals = conc.get("goals") or {}
     if goals:

@@ -103,6 +103,8 @@ def test_load_metrics_count_waits_for_slots(client: TestClient) -> None:
     counts = dict(re.findall(r'claritymentor_queue_wait_seconds_count\{queue="(\w+)"\} ([\d.]+)', body))
     assert float(counts["turn"]) == 1  # the one turn
     assert float(counts["llm"]) >= 1  # the turn's generation (warming the next prompt waits for a slot too)
+    # the LLM's batch now: the fake LLM does not batch, and nothing is being decoded
+    assert re.search(r"^claritymentor_llm_batch_size 0\.0$", body, re.M)
 
 
 def _get(port: int, path: str) -> tuple[int, dict[str, object]]:

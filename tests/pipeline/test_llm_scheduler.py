@@ -235,7 +235,8 @@ async def _speaking(speaker: ReplySpeaker) -> AsyncIterator[asyncio.Future[str]]
 def _two_replies(tmp_path: Path, *, first_words_first: bool) -> list[tuple[str, int]]:
     """Reply A is held at its fourth word (its first chunk, "That sounds hard.", is out) when reply B starts;
     then A is released. Returns the order the fake LLM made their words in; both replies must be whole."""
-    with pipeline_harness(tmp_path, pipeline__first_words_first=first_words_first) as h:
+    # One LLM slot (llm.max_concurrent 1): the scheduler decides who goes on.
+    with pipeline_harness(tmp_path, pipeline__first_words_first=first_words_first, llm__max_concurrent=1) as h:
         llm = h.fakes.llm
         llm.hold_after = 4
         scheduler = h.pipeline.services.llm_scheduler

@@ -69,6 +69,11 @@ class TransformersChatModel:
 
     # --- public API ---------------------------------------------------------------------------------
 
+    @property
+    def decoding(self) -> int:
+        """Replies in the decoding batch now (BatchedDecoding)."""
+        return self.decoder.decoding
+
     def count_tokens(self, text: str) -> int:
         """Number of tokens of ``text`` (no special tokens). Cheap, but blocking."""
         return len(self.tokenizer.encode(text, add_special_tokens=False))

@@ -122,3 +122,19 @@ def test_the_reply_penalty_counts_generated_tokens_only() -> None:
     assert decoder._choose(reply(True, []), scores) in (0, 1)  # the prompt's token 3 is penalised
     assert decoder._choose(reply(False, [3, 3]), scores) in (0, 1)  # 2.1 / 2 once, not twice: below 2.0
     assert decoder._choose(reply(False, [0, 1, 3]), torch.tensor([2.0, 2.0, -2.0, 2.1])) == 3  # 1.05 > 1.0
+
+
+def test_a_shared_prompt_start_is_copied_to_every_reply_that_starts_with_it() -> None:
+    """With ``copy``, a cached start stays while replies use it: two replies taken at once both get it; an entry a
+    newer one extends is dropped (the newer one holds it too)."""
+    from backend.engines.llm.prefix_cache import PrefixCache
+
+    cache = PrefixCache(4, min_tokens=2, copy=lambda entry, n: entry[:n])
+    system = list(range(10))
+    cache.put(system, list(range(10)))
+    first, reused_first = cache.take([*system, 50, 51])
+    second, reused_second = cache.take([*system, 60])
+    assert (reused_first, reused_second) == (10, 10) and first == second == system
+    cache.put([*system, 50, 51, 52], list(range(13)))  # the first reply's conversation so far
+    assert len(cache) == 1
+    assert cache.take([*system, 70]) == (system, 10)  # a new session still starts from the system prompt

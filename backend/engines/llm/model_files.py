@@ -78,7 +78,9 @@ class TransformersOptions(BaseModel):
     # prefills faster, but oneDNN keeps ~3 MB for every new prompt length it meets: memory grows for hours.
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     threads: int = 2
-    prefix_cache_entries: int = 4  # prompt KV caches kept for reuse (system prompt, conversation so far); 0 = off
+    # Prompt KV caches kept for reuse (system prompt, each conversation so far; ~20 MB each); 0 = off. At least the
+    # number of people talking at once, or their conversations push each other out.
+    prefix_cache_entries: int = 12
     # Replies decoded together, one token each per forward pass (batch_decoder.py); more wait for a place. Set
     # llm.max_concurrent to the same number so the LLM scheduler lets that many run.
     batch_size: int = Field(8, ge=1)

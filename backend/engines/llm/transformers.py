@@ -57,7 +57,7 @@ class TransformersChatModel:
         self.adapter_loaded = adapter_loaded
         self.name = name or settings.model
         options = transformers_options(settings)
-        self.prefix_cache = PrefixCache(options.prefix_cache_entries)
+        self.prefix_cache = PrefixCache(options.prefix_cache_entries, copy=_copy_start)
         self._model_lock = threading.Lock()  # one forward pass at a time: decoding steps, prefilling a prompt cache
         self.decoder = BatchDecoder(
             model, max_batch=options.batch_size, model_lock=self._model_lock, on_finished=self.prefix_cache.put
@@ -221,6 +221,17 @@ class TransformersChatModel:
             temperature=s.temperature,
             top_p=s.top_p,
         )
+
+
+def _copy_start(cache: Any, positions: int) -> Any:
+    """A new DynamicCache holding the first ``positions`` of ``cache`` (which is left as it is)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(
+        ddp_cache_data=[
+            (layer.keys[:, :, :positions].clone(), layer.values[:, :, :positions].clone()) for layer in cache.layers
+        ]
+    )
 
 
 def load(settings: LLMSettings) -> TransformersChatModel:

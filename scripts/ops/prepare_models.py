@@ -1,4 +1,5 @@
-"""Prepare model caches before the server's first start: converts the embedded LLM once.
+"""Prepare model caches before the server's first start: converts the embedded LLM once and trains the safety
+check's classifier (skipped when its weights match the example files and training settings).
 
 Usage: python -m scripts.ops.prepare_models [--check]
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from backend.config import get_settings, resolve_path
 from backend.engines.llm.ctranslate2 import converted_dir, ensure_ct2
 from backend.engines.llm.model_files import EMBEDDED_PREFIX, ensure_converted, is_converted, transformers_options
+from scripts.training import train_safety
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report what is prepared; change nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    return max(prepare_llm(args.check), prepare_safety(args.check))
+
+
+def prepare_safety(check: bool) -> int:
+    """The safety classifier (scripts/training/train_safety.py), for the embedded safety engine only."""
+    if get_settings().safety.backend != "embedded":
+        print(f"safety: backend {get_settings().safety.backend!r} has no classifier to train")
+        return 0
+    return train_safety.build(check=check)
+
+
+def prepare_llm(check: bool) -> int:
     llm = get_settings().llm
     if not llm.model.startswith(EMBEDDED_PREFIX):
         print(f"llm: {llm.model} is not embedded; nothing to convert")
@@ -36,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if done(cache):
         print(f"llm: {llm.model} already converted in {cache}")
         return 0
-    if args.check:
+    if check:
         print(f"llm: {llm.model} NOT converted yet (run without --check)")
         return 1
     print(f"llm: converting {llm.model} for {llm.backend} into {cache} (one time, 30-60 s) ...", flush=True)

@@ -119,8 +119,9 @@ class SafetySettings(EngineSection):
     spoken; a flagged turn gets the team's written reply for its category and level, with the numbers of
     ``locale`` from ``resources_path``."""
 
-    # embedded: patterns + the MiniLM embeddings against config/safety_examples.yaml (its own settings:
-    # examples_path, min_similarity, margin; backend/engines/safety/embedded.py::Options); patterns: alone.
+    # embedded: patterns, then a classifier on the MiniLM embeddings trained on the team's examples, then the
+    # nearest examples (config/safety_examples*.yaml; its own settings: detector, classifier_path, examples_path,
+    # min_similarity, margin; backend/engines/safety/embedded.py::Options); patterns: the patterns alone.
     backend: str = "embedded"
     enabled: bool = True
     resources_path: Path = Path("config/safety.yaml")  # the written replies and the numbers per locale

@@ -92,6 +92,11 @@ class LLMScheduler:
     def paused(self) -> int:
         return sum(t.first_words_out for t in self._waiting)
 
+    @property
+    def running(self) -> int:
+        """Generations holding a slot now."""
+        return len(self._running)
+
     def holds_slot(self, ticket: Ticket) -> bool:
         return ticket in self._running
 

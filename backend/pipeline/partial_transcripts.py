@@ -2,7 +2,9 @@
 
 Every ``interval`` of speech the utterance so far is transcribed in the STT pool (one transcription at a time
 per connection; a slow one is never queued behind another) and a ``TranscriptPartial`` is emitted when the words
-changed. It only informs the client: the turn's transcript is still made from the whole utterance.
+changed. It only informs the client: the turn's transcript is still made from the whole utterance. Under load a
+preview is skipped (``allowed`` says no: another preview is running, or several replies are being generated),
+since the speech-to-text it costs would be taken from the replies others are listening to.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ Emit = Callable[[PipelineEvent], Awaitable[None]]
 
 
 class PartialTranscripts:
-    def __init__(self, transcribe: Transcribe, emit: Emit, interval_s: float) -> None:
+    def __init__(
+        self, transcribe: Transcribe, emit: Emit, interval_s: float, allowed: Callable[[], bool] = lambda: True
+    ) -> None:
         self._transcribe = transcribe
+        self._allowed = allowed
         self._emit = emit
         self.interval_s = interval_s
         self._utterance: str | None = None
@@ -38,7 +43,12 @@ class PartialTranscripts:
         if utterance_id != self._utterance:
             self.reset()
             self._utterance = utterance_id
-        return seconds >= self._due_s and (self._task is None or self._task.done())
+        if seconds < self._due_s or not (self._task is None or self._task.done()):
+            return False
+        if not self._allowed():  # skipped under load: the next try comes an interval later
+            self._due_s = seconds + self.interval_s
+            return False
+        return True
 
     def start(self, utterance_id: str, audio: bytes, seconds: float) -> None:
         """Transcribe ``audio`` (the utterance so far) in the background; call when ``due``."""

@@ -72,6 +72,7 @@ class PipelineServices:
         # The protocol's sentences' speech, made once (its calm voice is the default persona's at neutral).
         self.safety_audio = PhraseAudio(lambda text, style: self.models.tts.synthesize(text, style), self.executors.tts)
         self._background: set[asyncio.Future[None]] = set()
+        self._previews = 0  # partial transcripts being made now
 
     def close(self) -> None:
         for task in self._background:
@@ -87,9 +88,17 @@ class PipelineServices:
             return 0.0
         return float(llm.decoding) if isinstance(llm, BatchedDecoding) else 0.0
 
+    def _preview_done(self, _: asyncio.Future[Transcription]) -> None:
+        self._previews -= 1
+
     def prompt_for(self, persona: Persona) -> MentorPrompt:
         """The prompt of ``persona`` (its system prompt and guidance over the base ones)."""
         return persona.prompt(self.mentor_prompt)
+
+    def preview_allowed(self) -> bool:
+        """Whether a partial transcript may start now: none is running (they share one thread) and at most one
+        reply is being generated (with more, the cores go to the replies people are listening to)."""
+        return self._previews == 0 and self.llm_scheduler.running <= 1
 
     def transcribe_soon(self, pcm: bytes, *, preview: bool = False) -> asyncio.Future[Transcription]:
         """Start transcribing in the STT pool now; the turn awaits the result later (speculative STT).
@@ -97,6 +106,9 @@ class PipelineServices:
         pool = self.executors.preview_stt if preview else self.executors.stt
         future = asyncio.ensure_future(run_blocking(pool, self.models.stt.transcribe, pcm16_to_float32(pcm)))
         future.add_done_callback(lambda f: f.cancelled() or f.exception())  # an unused one must not warn
+        if preview:
+            self._previews += 1
+            future.add_done_callback(self._preview_done)
         return future
 
     # --- warming in the background ---------------------------------------------------------------------

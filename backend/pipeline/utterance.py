@@ -45,6 +45,7 @@ class Utterance:
                 lambda pcm: services.transcribe_soon(pcm, preview=True),
                 emit,
                 settings.pipeline.partial_transcript_ms / 1000,
+                services.preview_allowed,
             ),
         )
 

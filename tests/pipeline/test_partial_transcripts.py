@@ -117,3 +117,45 @@ def test_voice_turn_sends_transcript_delta_before_the_final_transcript(tmp_path:
     assert deltas[0]["turn_id"] == next(e for e in got.events if e["type"] == "speech_started")["turn_id"]
     assert len(deltas) == 1  # the fake always hears the same words: unchanged text is not repeated
     assert len(fakes.stt.calls) >= 2  # previews plus the turn's own transcription
+
+
+def test_a_preview_is_skipped_under_load_and_tried_again_an_interval_later() -> None:
+    """While ``allowed`` says no (another preview runs, or several replies are being generated) no preview
+    starts; the next try is an interval of speech later, not at every frame."""
+    load = {"busy": True}
+
+    async def transcribe(audio: bytes) -> Transcription:
+        return Transcription("hi", "en", 0.1)
+
+    async def emit(event: PipelineEvent) -> None:
+        return None
+
+    partial = PartialTranscripts(transcribe, emit, 0.7, allowed=lambda: not load["busy"])
+    assert not partial.due("u1", 0.7)  # busy: skipped
+    load["busy"] = False
+    assert not partial.due("u1", 1.0)  # not yet an interval after the skipped try
+    assert partial.due("u1", 1.4)
+
+
+def test_the_server_allows_one_preview_at_a_time_and_none_while_replies_are_generated(tmp_path: Path) -> None:
+    """PipelineServices.preview_allowed: no while a preview runs or two replies hold the LLM."""
+    import threading
+
+    from tests.pipeline.recording import pipeline_harness, run_async
+
+    with pipeline_harness(tmp_path) as h:
+        services = h.pipeline.services
+
+        async def scenario() -> list[bool]:
+            seen = [services.preview_allowed()]
+            future = services.transcribe_soon(silence_pcm(0.2), preview=True)
+            seen.append(services.preview_allowed())
+            await future
+            seen.append(services.preview_allowed())
+            async with services.llm_scheduler.generation(threading.Event(), pausable=False):
+                seen.append(services.preview_allowed())
+                async with services.llm_scheduler.generation(threading.Event(), pausable=False):
+                    seen.append(services.preview_allowed())
+            return seen
+
+        assert run_async(scenario()) == [True, False, True, True, False]

@@ -138,3 +138,20 @@ def test_a_shared_prompt_start_is_copied_to_every_reply_that_starts_with_it() ->
     cache.put([*system, 50, 51, 52], list(range(13)))  # the first reply's conversation so far
     assert len(cache) == 1
     assert cache.take([*system, 70]) == (system, 10)  # a new session still starts from the system prompt
+
+
+def test_close_ends_the_decoding_thread_and_fails_a_reply_in_flight(parts: tuple[Any, Any]) -> None:
+    """At interpreter exit the decoder closes: its thread ends, a reply still streaming gets ModelError."""
+    from backend.core.exceptions import ModelError
+
+    settings = LLMSettings.model_validate({"max_new_tokens": 100_000, "repetition_penalty": 1.0, "adapter_path": None})
+    chat = TransformersChatModel(parts[0], parts[1], settings, name="tiny")
+    stream = chat.stream(PROMPTS[0], threading.Event())
+    assert next(stream)
+    thread = chat.decoder._thread
+    assert thread is not None and thread.is_alive()
+    chat.decoder.close()
+    assert not thread.is_alive()
+    with pytest.raises(ModelError):
+        for _ in stream:
+            pass

@@ -17,10 +17,12 @@ positions weigh exactly zero in attention, and the rest is the same arithmetic o
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +102,8 @@ class BatchDecoder:
         self._waiting: list[_Reply] = []  # admitted from the inbox, not yet prefilled (batch full)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._closing = threading.Event()
+        atexit.register(_close_at_exit, weakref.ref(self))
         self._ended = threading.Condition()  # notified whenever a reply ends
         self._submitted = 0
         self._ended_count = 0
@@ -176,6 +180,9 @@ class BatchDecoder:
                 except Exception as exc:  # every reply in flight gets the error; the decoder goes on
                     logger.exception("batched decoding failed")
                     self._fail_all(exc)
+                if self._closing.is_set():
+                    self._fail_all(RuntimeError("the language model is shutting down"))
+                    return
                 if self._batch or self._parked or self._waiting:
                     idle_since = None
                     continue
@@ -372,11 +379,26 @@ class BatchDecoder:
             self._ended_count += 1
             self._ended.notify_all()
 
+    def close(self, timeout: float = 2.0) -> None:
+        """End the decoding thread (replies in flight get an error); called at interpreter exit, so the thread
+        is not inside torch while the process tears torch down."""
+        self._closing.set()
+        with self._start_lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
     def _fail_all(self, exc: BaseException) -> None:
         for reply in [*self._batch, *self._parked, *self._waiting]:
             reply.out.put(exc)
             self._count_end()
         self._batch, self._parked, self._waiting, self._cache = [], [], [], None
+
+
+def _close_at_exit(ref: weakref.ref[BatchDecoder]) -> None:
+    decoder = ref()
+    if decoder is not None:
+        decoder.close()
 
 
 def _left_pad(tensor: Any, width: int) -> Any:

@@ -87,6 +87,10 @@ class EspeakSynthesizer:
     # all of these run on the engine thread
 
     def _init_engine(self) -> None:
+        with _engine_lock:
+            self._init_engine_locked()
+
+    def _init_engine_locked(self) -> None:
         import pyttsx3
         from pyttsx3.drivers import _espeak
         from pyttsx3.drivers import espeak as espeak_driver
@@ -114,6 +118,10 @@ class EspeakSynthesizer:
             raise ModelError(f"pyttsx3 error: {error}") from error
 
     def _disconnect(self) -> None:
+        with _engine_lock:
+            self._disconnect_locked()
+
+    def _disconnect_locked(self) -> None:
         for token in self._tokens:
             self._engine.disconnect(token)
         self._tokens = []
@@ -132,6 +140,12 @@ class EspeakSynthesizer:
         _current_voice["name"] = wanted
 
     def _synthesize_on_engine_thread(self, text: str, style: VoiceStyle) -> tuple[bytes, int]:
+        # Synthesizers of different voices run on their own threads but drive the one process-wide engine
+        # (libespeak-ng is not thread-safe: two syntheses at once crashed the process): one at a time.
+        with _engine_lock:
+            return self._synthesize_locked(text, style)
+
+    def _synthesize_locked(self, text: str, style: VoiceStyle) -> tuple[bytes, int]:
         engine = self._engine
         # pyttsx3 reports an error to every synthesizer connected to its one engine: what another one's command
         # raised (a voice that failed to load) is not this synthesis's error
@@ -196,6 +210,7 @@ class EspeakSynthesizer:
 
 _shared_espeak: dict[str | None, EspeakSynthesizer] = {}
 _shared_lock = threading.Lock()
+_engine_lock = threading.RLock()  # around every use of the process-wide pyttsx3 engine
 
 
 def shared_espeak(voice: str | None) -> EspeakSynthesizer:
